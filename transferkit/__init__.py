@@ -1,0 +1,11 @@
+"""transferkit: adapt pretrained models to your own labeled data — fit, evaluate, predict, save, load.
+
+Public API: fit / evaluate / predict / load (transferkit.api) and the sklearn-style TransferClassifier.
+"""
+from transferkit.api import FitResult, evaluate, fit, load, predict
+from transferkit.config import FitConfig
+from transferkit.estimator import TransferClassifier
+from transferkit.train.config import TrainConfig
+
+__version__ = "0.1.0"
+__all__ = ["FitConfig", "FitResult", "TrainConfig", "TransferClassifier", "evaluate", "fit", "load", "predict"]

@@ -1,0 +1,289 @@
+"""The only module that wires the layers: fit / evaluate / predict / load, used by the CLI and the estimator.
+
+data -> backbones -> strategies -> train -> evaluate -> export -> serve, each called here in that order.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from transferkit.backbones import DEFAULT_FOR_MODALITY, build_backbone
+from transferkit.backbones.features import FeatureCache, extract_features
+from transferkit.backbones.heads import HEADS, TransferModel
+from transferkit.config import FitConfig
+from transferkit.core.errors import ConfigError, DataError
+from transferkit.core.io import atomic_write, atomic_write_json, atomic_write_text
+from transferkit.core.runtime import resolve_precision
+from transferkit.core.seeding import seed_everything
+from transferkit.data.examples import DataSplits, Examples
+from transferkit.data.labels import LabelMap
+from transferkit.data.loaders import make_loader
+from transferkit.data.sources import TextColumns, load_source
+from transferkit.data.splits import stratified_split, subsample_per_class
+from transferkit.evaluate.metrics import classification_metrics, headline
+from transferkit.evaluate.report import render_markdown
+from transferkit.export.bundle import Bundle, load_bundle, save_bundle
+from transferkit.serve.predictor import Predictions, Predictor
+from transferkit.strategies import StrategyContext, build_strategy
+from transferkit.train.inference import predict_logits
+from transferkit.train.loop import TrainResult, train
+
+DataInput = str | Path | Examples | DataSplits
+PACKAGES = ("transferkit", "torch", "torchvision", "timm", "transformers", "scikit-learn", "safetensors", "numpy")
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    bundle_dir: Path
+    metrics: dict[str, dict[str, Any]]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def predictor(self) -> Predictor:
+        return Predictor.from_bundle(self.bundle_dir)
+
+
+@dataclass
+class PreparedData:
+    train: Examples
+    val: Examples
+    test: Examples | None
+    label_map: LabelMap
+    modality: str
+
+
+def _as_splits(data: DataInput, columns: TextColumns, labeled: bool = True) -> DataSplits:
+    if isinstance(data, DataSplits):
+        return data
+    if isinstance(data, Examples):
+        return DataSplits(train=data)
+    return load_source(data, columns, labeled=labeled)
+
+
+def prepare_data(data: DataInput, cfg: FitConfig) -> PreparedData:
+    """Resolve train/val/test, subsample K labels per class, build the label map, check label sets agree."""
+    columns = TextColumns(cfg.text_column, cfg.label_column)
+    splits = _as_splits(data, columns)
+    train_set = splits.train
+    if train_set.labels is None:
+        raise DataError(f"{train_set.source}: training data needs labels.")
+    val = _as_splits(cfg.val_data, columns).train if cfg.val_data else splits.val
+    test = _as_splits(cfg.test_data, columns).train if cfg.test_data else splits.test
+    if val is None:
+        train_set, val = stratified_split(train_set, cfg.val_fraction, cfg.train.seed)
+    if cfg.labels_per_class:
+        train_set = subsample_per_class(train_set, cfg.labels_per_class, cfg.train.seed)
+    label_map = LabelMap.from_labels(train_set.labels, train_set.source)
+    for part in (val, test):
+        if part is not None:
+            if part.modality != train_set.modality:
+                raise DataError(f"{part.source} holds {part.modality} data but the training data is "
+                                f"{train_set.modality}.")
+            label_map.encode(part.labels or [], part.source)
+    return PreparedData(train_set, val, test, label_map, train_set.modality)
+
+
+def _build_model(cfg: FitConfig, modality: str, n_classes: int, pretrained: bool) -> TransferModel:
+    name = DEFAULT_FOR_MODALITY[modality] if cfg.model == "auto" else cfg.model
+    backbone = build_backbone(name, pretrained=pretrained)
+    if backbone.modality != modality:
+        raise ConfigError(f"Model '{name}' is a {backbone.modality} model but the data is {modality}; "
+                          f"use e.g. --model {DEFAULT_FOR_MODALITY[modality]}.")
+    if modality == "image":
+        backbone.preprocessing = backbone.preprocessing.with_image_size(cfg.image_size)
+    model = TransferModel(backbone, HEADS["classification"](backbone.feature_dim, n_classes))
+    return model.to(memory_format=torch.channels_last) if modality == "image" else model
+
+
+def _feature_source(model: TransferModel, data: PreparedData, cfg: FitConfig, precision: str):
+    cache = FeatureCache(Path(cfg.cache_dir) if cfg.cache_dir else None)
+    backbone = model.backbone
+
+    def features(split: str) -> tuple[np.ndarray, np.ndarray]:
+        examples = {"train": data.train, "val": data.val, "test": data.test}[split]
+        labels = np.array(data.label_map.encode(examples.labels, examples.source))
+        if backbone.weights_sha256 is None:  # random weights: nothing worth caching
+            loader = make_loader(examples, backbone.preprocessing, None, 64)
+            return extract_features(backbone, loader, precision, f"{split} features"), labels
+        key = cache.key(backbone.weights_sha256, backbone.preprocessing.to_dict(), examples.fingerprint(), precision)
+        loader_fn = lambda: make_loader(examples, backbone.preprocessing, None, 64)  # noqa: E731
+        x = cache.get_or_compute(key, lambda: extract_features(backbone, loader_fn(), precision, f"{split} features"))
+        return x, labels
+
+    features.cache = cache  # type: ignore[attr-defined]
+    return features
+
+
+def _evaluate_split(model: TransferModel, examples: Examples, label_map: LabelMap, spec, precision: str,
+                    progress: bool) -> dict[str, Any]:
+    loader = make_loader(examples, spec, label_map, 64)
+    logits, labels = predict_logits(model, loader, precision, progress=progress, desc=f"evaluate {examples.source}")
+    return classification_metrics(labels, logits.argmax(1), label_map.names)
+
+
+def fit(data: DataInput, config: FitConfig | None = None, **options: Any) -> FitResult:
+    """Adapt a pretrained backbone to ``data``; returns metrics and the run folder holding the bundle."""
+    cfg = config or FitConfig.from_options(**options)
+    start = time.perf_counter()
+    seed_everything(cfg.train.seed)
+    prepared = prepare_data(data, cfg)
+    strategy = build_strategy(cfg.strategy, cfg.strategy_options)
+    model = _build_model(cfg, prepared.modality, len(prepared.label_map), strategy.uses_pretrained_weights)
+    precision = resolve_precision(cfg.train.precision, torch.device("cpu"))
+    run_dir = Path(cfg.out or f"runs/{cfg.strategy}-{datetime.now():%Y%m%d-%H%M%S}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    ctx = StrategyContext(n_classes=len(prepared.label_map), seed=cfg.train.seed,
+                          features=_feature_source(model, prepared, cfg, precision))
+    seed_everything(cfg.train.seed)
+    strategy.prepare(model, ctx)
+    spec = model.backbone.preprocessing
+    result = TrainResult()
+    if strategy.trains_with_loop:
+        train_loader = make_loader(prepared.train, spec, prepared.label_map, cfg.train.batch_size,
+                                   shuffle_seed=cfg.train.seed)
+        val_loader = make_loader(prepared.val, spec, prepared.label_map, 64)
+        result = train(model, strategy, ctx, train_loader, val_loader, cfg.train, run_dir / "tensorboard")
+    model = strategy.finalize(model)
+
+    metrics = {name: _evaluate_split(model, part, prepared.label_map, spec, precision, cfg.train.progress)
+               for name, part in (("test", prepared.test), ("val", prepared.val)) if part is not None}
+    n_total = sum(p.numel() for p in model.parameters())
+    n_trainable = _trainable_count(model, strategy)
+    summary = {**metrics, "trainable_params": n_trainable, "total_params": n_total,
+               "n_train_used": len(prepared.train), "best_epoch": result.best_epoch,
+               "train_seconds": round(result.seconds, 2), "wall_seconds": round(time.perf_counter() - start, 2)}
+    manifest = _manifest(cfg, model, prepared, strategy, spec, summary)
+    bundle_dir = save_bundle(run_dir / "bundle", model, manifest)
+    _write_run(run_dir, cfg, prepared, result, summary, strategy)
+    return FitResult(run_dir, bundle_dir, metrics, result.history, time.perf_counter() - start)
+
+
+def _trainable_count(model: TransferModel, strategy) -> int:
+    if not strategy.trains_with_loop:  # the closed-form head is what was fitted
+        return sum(p.numel() for p in model.head.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _manifest(cfg: FitConfig, model: TransferModel, data: PreparedData, strategy, spec, summary) -> dict[str, Any]:
+    bb = model.backbone
+    return {
+        "backbone": {"name": bb.name, "architecture": bb.architecture(), "pretrained_sha256": bb.weights_sha256,
+                     "feature_dim": bb.feature_dim},
+        "task": "classification",
+        "labels": list(data.label_map.names),
+        "preprocessing": spec.to_dict(),
+        "strategy": {"name": strategy.name, "config": asdict(strategy.config)},
+        "train_config": asdict(cfg.train),
+        "fit_config": {k: v for k, v in asdict(cfg).items() if k != "train"},
+        "metrics": {k: headline(v) if isinstance(v, dict) else v for k, v in summary.items()},
+        "versions": _versions(),
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def _write_run(run_dir: Path, cfg: FitConfig, data: PreparedData, result: TrainResult, summary: dict,
+               strategy) -> None:
+    atomic_write_json(run_dir / "metrics.json", summary)
+    atomic_write_json(run_dir / "config.json", {k: v for k, v in asdict(cfg).items()})
+    atomic_write_json(run_dir / "history.json", result.history)
+    if not result.history:  # a closed-form strategy still leaves TensorBoard events with its final metrics
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as writer:
+            for split in ("val", "test"):
+                if split in summary:
+                    writer.add_scalar(f"{split}/accuracy", summary[split]["accuracy"], 0)
+                    writer.add_scalar(f"{split}/macro_f1", summary[split]["macro_f1"], 0)
+    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test) if data.test else 0}
+    config_rows = {"model": cfg.model if cfg.model != "auto" else DEFAULT_FOR_MODALITY[data.modality],
+                   "strategy": f"{strategy.name} ({strategy.summary})", **asdict(cfg.train),
+                   "labels_per_class": cfg.labels_per_class, "image_size": cfg.image_size,
+                   "trainable_params": summary["trainable_params"], "total_params": summary["total_params"]}
+    metrics = {k: v for k, v in summary.items() if k in ("test", "val")}
+    notes = [f"Best epoch {result.best_epoch} of {len(result.history)}; early stopped."] if result.stopped_early else []
+    report = render_markdown({"title": run_dir.name, "data": {"sizes": sizes, "class_counts": data.train.class_counts()},
+                              "config": config_rows, "history": result.history, "metrics": metrics, "notes": notes})
+    atomic_write_text(run_dir / "report.md", report)
+
+
+def load(bundle: str | Path) -> Bundle:
+    return load_bundle(Path(bundle))
+
+
+def _labeled_split(data: DataInput, split: str, columns: TextColumns) -> Examples:
+    splits = _as_splits(data, columns)
+    has_splits = splits.val is not None or splits.test is not None
+    examples = splits.get(split) if has_splits else splits.train
+    if examples is None:
+        raise DataError(f"{splits.train.source} has no '{split}' split; choose one of train, val, test that exists.")
+    if examples.labels is None:
+        raise DataError(f"{examples.source}: evaluation needs labels.")
+    return examples
+
+
+def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_column: str = "text",
+             label_column: str = "label", progress: bool = True) -> dict[str, Any]:
+    """Metrics of a saved bundle on labeled data (a split of a multi-split source, or the whole source)."""
+    loaded = load_bundle(Path(bundle))
+    examples = _labeled_split(data, split, TextColumns(text_column, label_column))
+    metrics = _evaluate_split(loaded.model, examples, loaded.label_map, loaded.preprocessing, "fp32", progress)
+    return {**metrics, "split": split, "data": examples.source}
+
+
+def predict(bundle: str | Path, data: DataInput, out: str | Path | None = None, text_column: str = "text",
+            progress: bool = True) -> Predictions:
+    """Predict every input of ``data`` (labels not needed); optionally write CSV/JSONL rows to ``out``."""
+    predictor = Predictor.from_bundle(Path(bundle))
+    splits = _as_splits(data, TextColumns(text_column, "label"), labeled=False)
+    examples = _concat([p for p in (splits.train, splits.val, splits.test) if p is not None])
+    predictions = predictor.predict(examples, progress=progress)
+    if out is not None:
+        write_predictions(Path(out), predictions, "text" if examples.modality == "text" else "path")
+    return predictions
+
+
+def _concat(parts: list[Examples]) -> Examples:
+    if len(parts) == 1:
+        return parts[0]
+    labels = None if any(p.labels is None for p in parts) else [y for p in parts for y in p.labels]
+    return Examples(parts[0].modality, [x for p in parts for x in p.inputs], labels, parts[0].source,
+                    [i for p in parts for i in p.ids])
+
+
+def write_predictions(path: Path, predictions: Predictions, id_field: str) -> None:
+    rows = [{id_field: i, "label": label, "score": round(float(s), 6)}
+            for i, label, s in zip(predictions.ids, predictions.labels, predictions.scores)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".jsonl":
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=[id_field, "label", "score"])
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)

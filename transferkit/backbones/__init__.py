@@ -1,0 +1,46 @@
+"""Pretrained encoders behind one contract (embed, feature_dim, preprocessing, blocks), heads, feature cache.
+
+Imports transferkit.core and transferkit.data. BACKBONES is the registry of named, offline-ready models;
+``timm:<name>`` and ``hf:<id or folder>`` reach any timm / transformers model.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from transferkit.backbones.base import Backbone
+from transferkit.backbones.text import from_architecture as text_from_architecture
+from transferkit.backbones.text import hf_text_backbone, minilm
+from transferkit.backbones.vision import create_timm, efficientnet_lite0, timm_backbone, TimmBackbone
+from transferkit.core.registry import lookup
+
+BACKBONES: dict[str, Callable[..., Backbone]] = {
+    "efficientnet_lite0": efficientnet_lite0,
+    "minilm": minilm,
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "efficientnet_lite0": "image · EfficientNet-Lite0, ImageNet-1k (timm tf_efficientnet_lite0), 4.0M params, offline",
+    "minilm": "text · all-MiniLM-L6-v2 sentence encoder (transformers, mean pooling), 22.7M params, offline",
+    "timm:<name>[@file]": "image · any timm model; pretrained from the hub, or a local checkpoint after '@'",
+    "hf:<hub id | folder>": "text · any transformers encoder; from the hub or a local folder",
+}
+
+DEFAULT_FOR_MODALITY = {"image": "efficientnet_lite0", "text": "minilm"}
+
+
+def build_backbone(name: str, pretrained: bool = True) -> Backbone:
+    """Resolve a registry name, ``timm:<name>`` or ``hf:<id>`` to a backbone."""
+    if name.startswith("timm:"):
+        return timm_backbone(name.removeprefix("timm:"), pretrained)
+    if name.startswith("hf:"):
+        return hf_text_backbone(name.removeprefix("hf:"), pretrained)
+    return lookup(BACKBONES, name, "model")(pretrained=pretrained)
+
+
+def backbone_from_architecture(arch: dict[str, Any], assets: Path) -> Backbone:
+    """Rebuild a backbone's architecture offline (random weights; the bundle's weights are loaded next)."""
+    if arch["type"] == "timm":
+        return TimmBackbone(arch.get("name", arch["arch"]), create_timm(arch["arch"], pretrained=False), False)
+    return text_from_architecture(arch, assets)

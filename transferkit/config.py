@@ -1,0 +1,51 @@
+"""FitConfig: what `fit` needs beyond the data — model, strategy, splits and the loop's TrainConfig.
+
+Imports transferkit.core, transferkit.train.config. Defaults live here and nowhere else (the CLI passes only
+what the user set).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from transferkit.core.errors import ConfigError
+from transferkit.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    model: str = "auto"  # efficientnet_lite0 for images, minilm for text
+    strategy: str = "finetune"
+    out: str | None = None  # run folder; default runs/<strategy>-<time>
+    labels_per_class: int | None = None
+    val_data: str | None = None
+    test_data: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    image_size: int | None = None  # default: the backbone's own input size
+    val_fraction: float = 0.15
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        k = self.labels_per_class
+        if k is not None and (not isinstance(k, int) or k < 1):
+            raise ConfigError(f"The 'labels_per_class' parameter must be an int >= 1. Got {k!r} instead.")
+        if not 0 < self.val_fraction < 0.9:
+            raise ConfigError(f"The 'val_fraction' parameter must be in (0, 0.9). Got {self.val_fraction} instead.")
+
+    @classmethod
+    def from_options(cls, **options: Any) -> FitConfig:
+        """Build from flat keyword options: FitConfig fields and TrainConfig fields (epochs, seed, lr, ...)."""
+        own = {f.name for f in fields(cls)} - {"train"}
+        loop = {f.name for f in fields(TrainConfig)}
+        unknown = sorted(set(options) - own - loop)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(own | loop), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"Unknown option '{unknown[0]}'.{hint} Valid options: {', '.join(sorted(own | loop))}.")
+        base = options.pop("train", None) or TrainConfig()
+        train = replace(base, **{k: v for k, v in options.items() if k in loop})
+        return cls(**{k: v for k, v in options.items() if k in own}, train=train)

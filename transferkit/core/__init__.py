@@ -1,0 +1,4 @@
+"""Shared basics: errors, registry lookup, seeding, io helpers, runtime (precision) choices.
+
+Imports nothing else from transferkit.
+"""

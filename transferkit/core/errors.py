@@ -1,0 +1,36 @@
+"""Error types that separate user mistakes (one line, exit code 2) from bugs (traceback).
+
+Imports nothing from transferkit.
+"""
+from __future__ import annotations
+
+
+class TransferkitError(Exception):
+    """Base class for every error the user can fix; the CLI prints it as one line and exits with code 2."""
+
+
+class DataError(TransferkitError):
+    """The data the user pointed at is missing, empty, malformed or unusable."""
+
+
+class ConfigError(TransferkitError, ValueError):
+    """A parameter has an invalid value; the message names the parameter, the rule and the received value."""
+
+
+class UnknownNameError(TransferkitError, KeyError):
+    """A registry lookup failed; the message lists valid names and the closest match."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BackboneLoadError(TransferkitError):
+    """Pretrained weights could not be loaded (no network, missing file, wrong format)."""
+
+
+class BundleError(TransferkitError):
+    """A saved bundle is missing, incomplete or inconsistent."""
+
+
+class NotFittedError(TransferkitError, AttributeError):
+    """An estimator was used before `fit`."""

@@ -1,0 +1,87 @@
+"""The in-memory form every data source produces: inputs + labels + a modality, and its fingerprint.
+
+Imports only transferkit.core.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+Modality = Literal["image", "text"]
+
+
+@dataclass
+class Examples:
+    """A list of inputs (image paths/arrays or texts) with optional string labels.
+
+    ``ids`` is what `predict` writes next to each prediction (a path, a text, or an index).
+    """
+
+    modality: Modality
+    inputs: list[Any]
+    labels: list[str] | None
+    source: str
+    ids: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.ids:
+            self.ids = [_default_id(x, i) for i, x in enumerate(self.inputs)]
+        if self.labels is not None and len(self.labels) != len(self.inputs):
+            raise ValueError(f"{len(self.inputs)} inputs but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def subset(self, indices: list[int] | np.ndarray) -> Examples:
+        idx = [int(i) for i in indices]
+        labels = [self.labels[i] for i in idx] if self.labels is not None else None
+        return Examples(self.modality, [self.inputs[i] for i in idx], labels, self.source, [self.ids[i] for i in idx])
+
+    def class_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(self.labels or []).items()))
+
+    def fingerprint(self) -> str:
+        """A hash of the inputs' content (or path + size + mtime for files) and labels, in order."""
+        digest = hashlib.sha256(self.modality.encode())
+        for x in self.inputs:
+            digest.update(_input_bytes(x))
+        for label in self.labels or []:
+            digest.update(label.encode("utf-8") + b"\0")
+        return digest.hexdigest()
+
+
+def _default_id(x: Any, i: int) -> str:
+    if isinstance(x, (str, Path)):
+        return str(x)
+    return str(i)
+
+
+def _input_bytes(x: Any) -> bytes:
+    if isinstance(x, np.ndarray):
+        return str(x.shape).encode() + np.ascontiguousarray(x).tobytes()
+    if isinstance(x, Path) or (isinstance(x, str) and os.path.sep in x and os.path.exists(x)):
+        st = os.stat(x)
+        return f"{x}|{st.st_size}|{st.st_mtime_ns}\0".encode()
+    if isinstance(x, str):
+        return x.encode("utf-8") + b"\0"
+    if hasattr(x, "tobytes"):  # PIL image
+        return x.tobytes()
+    raise TypeError(f"cannot fingerprint input of type {type(x).__name__}")
+
+
+@dataclass
+class DataSplits:
+    """What a source yields: a training split and, where the source has them, val and test splits."""
+
+    train: Examples
+    val: Examples | None = None
+    test: Examples | None = None
+
+    def get(self, split: str) -> Examples | None:
+        return {"train": self.train, "val": self.val, "test": self.test}[split]

@@ -1,0 +1,4 @@
+"""Predictions -> metrics -> reports (markdown + json).
+
+Imports transferkit.core, transferkit.data and transferkit.train (for batched inference).
+"""

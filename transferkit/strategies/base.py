@@ -1,0 +1,109 @@
+"""The strategy contract: how a pretrained model's parameters adapt. The training loop knows nothing else.
+
+Imports transferkit.core, transferkit.data and transferkit.backbones only.
+
+A strategy (1) prepares the model before training — freezes, injects adapters, fits a head in closed form;
+(2) gives the optimizer its parameter groups; (3) computes one step's loss from a batch (which may carry
+extra keys: unlabeled target-domain inputs, episodes); (4) reacts at epoch start (gradual unfreezing);
+(5) sets train/eval mode per module (frozen batch-norm); (6) finalizes an inference-ready model (merge
+adapters, drop a teacher); (7) saves/restores its own state for exact resume. Anything a method needs beyond
+the labeled batch — cached features, a teacher, unlabeled data — arrives through StrategyContext.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferkit.backbones.heads import TransferModel
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Base for every strategy's config; subclasses add fields with defaults and validate in __post_init__."""
+
+
+@dataclass
+class StrategyContext:
+    """What the api hands a strategy besides the model.
+
+    ``features(split)`` returns cached frozen features and integer labels for 'train' or 'val'.
+    ``teacher`` (distillation) and ``unlabeled`` (domain adaptation, self-training) are None unless given.
+    """
+
+    n_classes: int
+    seed: int
+    features: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
+    teacher: nn.Module | None = None
+    unlabeled: Iterable[dict[str, Any]] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Strategy:
+    """Default behaviour = train every parameter with one learning rate; subclasses override what differs."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[StrategyConfig]] = StrategyConfig
+    summary: ClassVar[str] = ""
+    uses_pretrained_weights: ClassVar[bool] = True
+    trains_with_loop: ClassVar[bool] = True
+
+    def __init__(self, config: StrategyConfig | None = None):
+        self.config = config or self.config_class()
+
+    def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
+        """Called once before training: freeze parameters, fit heads from features, inject modules."""
+
+    def param_groups(self, model: TransferModel, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        return decay_groups(trainable(model), lr, weight_decay)
+
+    def iter_batches(self, loader: Iterable[dict[str, Any]], ctx: StrategyContext) -> Iterator[dict[str, Any]]:
+        """Where strategies that pair labeled with unlabeled batches, or build episodes, change the stream."""
+        return iter(loader)
+
+    def training_step(self, model: TransferModel, batch: dict[str, Any], ctx: StrategyContext) -> torch.Tensor:
+        return model.loss(batch)
+
+    def on_epoch_start(self, model: TransferModel, epoch: int) -> None:
+        """Hook for schedules over epochs (gradual unfreezing)."""
+
+    def train_mode(self, model: TransferModel) -> None:
+        model.train()
+
+    def finalize(self, model: TransferModel) -> TransferModel:
+        return model.eval()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict returned (e.g. the current unfreezing stage) on resume."""
+
+
+def trainable(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+
+
+def decay_groups(named: list[tuple[str, nn.Parameter]], lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Two groups at ``lr``: weights with weight decay, biases and norm parameters (1-D) without."""
+    decay = [p for _, p in named if p.ndim > 1]
+    no_decay = [p for _, p in named if p.ndim <= 1]
+    groups = [{"params": decay, "lr": lr, "weight_decay": weight_decay},
+              {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def freeze_batchnorm_stats(module: nn.Module) -> None:
+    """Put batch-norm layers in eval mode: running statistics stay pretrained (safe on small batches)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()

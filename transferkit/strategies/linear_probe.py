@@ -1,0 +1,72 @@
+"""Linear probe: frozen backbone, cached features, multinomial logistic regression as the head.
+
+Imports transferkit.core, transferkit.backbones and transferkit.strategies.base. The regularisation strength
+is chosen on the validation features; the fitted scikit-learn model is folded into the torch head so the
+bundle predicts with the same code path as every other strategy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.preprocessing import StandardScaler
+
+from transferkit.backbones.heads import TransferModel
+from transferkit.core.errors import ConfigError
+from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext, set_requires_grad
+
+
+@dataclass(frozen=True)
+class LinearProbeConfig(StrategyConfig):
+    c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    max_iter: int = 2000
+
+    def __post_init__(self) -> None:
+        if not self.c_grid or any(c <= 0 for c in self.c_grid):
+            raise ConfigError(f"The 'c_grid' parameter of LinearProbeConfig must hold floats > 0. Got {self.c_grid}.")
+
+
+def fit_logistic_head(model: TransferModel, ctx: StrategyContext, config: LinearProbeConfig) -> dict[str, float]:
+    """Fit standardized logistic regression on cached features, pick C on val, write it into ``model.head``."""
+    x_train, y_train = ctx.features("train")
+    x_val, y_val = ctx.features("val")
+    scaler = StandardScaler().fit(x_train)
+    best: tuple[float, float, LogisticRegression] | None = None
+    for c in config.c_grid:
+        clf = LogisticRegression(C=c, max_iter=config.max_iter).fit(scaler.transform(x_train), y_train)
+        score = f1_score(y_val, clf.predict(scaler.transform(x_val)), average="macro") if len(y_val) else 0.0
+        if best is None or score > best[0]:
+            best = (score, c, clf)
+    score, c, clf = best
+    _write_head(model, scaler, clf, ctx.n_classes)
+    return {"C": c, "val_macro_f1": float(score)}
+
+
+def _write_head(model: TransferModel, scaler: StandardScaler, clf: LogisticRegression, n_classes: int) -> None:
+    """logits = W((x - mu)/sigma) + b  ==  (W/sigma) x + (b - W mu/sigma)."""
+    coef, intercept = clf.coef_, clf.intercept_
+    if coef.shape[0] == 1:  # binary: scikit-learn stores one row; softmax over [-z/2, z/2] gives the same odds
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    full_w = np.zeros((n_classes, coef.shape[1]))
+    full_b = np.full(n_classes, -1e4)  # classes absent from training are never predicted
+    full_w[clf.classes_], full_b[clf.classes_] = coef, intercept
+    weight = full_w / scaler.scale_
+    bias = full_b - weight @ scaler.mean_
+    linear = model.head.linear
+    with torch.no_grad():
+        linear.weight.copy_(torch.as_tensor(weight, dtype=linear.weight.dtype))
+        linear.bias.copy_(torch.as_tensor(bias, dtype=linear.bias.dtype))
+
+
+class LinearProbe(Strategy):
+    name = "linear-probe"
+    config_class = LinearProbeConfig
+    summary = "frozen backbone, cached features, logistic-regression head (C chosen on val)"
+    trains_with_loop = False
+
+    def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
+        set_requires_grad(model, False)
+        self.fit_info = fit_logistic_head(model, ctx, self.config)

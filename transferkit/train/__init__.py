@@ -1,0 +1,4 @@
+"""The training loop, optimizers and schedules, and batched inference.
+
+Imports transferkit.core, transferkit.data, transferkit.backbones and transferkit.strategies.
+"""

@@ -1,0 +1,38 @@
+"""Batched inference under torch.inference_mode, returning logits in input order.
+
+Imports transferkit.core and transferkit.backbones. Shared by validation in the loop, evaluation and predict.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from transferkit.core.runtime import autocast
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, loader: Iterable[dict[str, Any]], precision: str,
+                   progress: bool = False, desc: str = "predict") -> tuple[np.ndarray, np.ndarray | None]:
+    """(logits [n, k] float32, labels [n] or None) for every batch of ``loader``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    logits, labels = [], []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress or None):
+        batch = to_device(batch, device)
+        with autocast(precision, device):
+            logits.append(model(batch).float().cpu().numpy())
+        if "labels" in batch:
+            labels.append(batch["labels"].cpu().numpy())
+    model.train(was_training)
+    out = np.concatenate(logits) if logits else np.zeros((0, 0), np.float32)
+    return out, (np.concatenate(labels) if labels else None)
