@@ -102,7 +102,8 @@ def _build_model(cfg: FitConfig, modality: str, n_classes: int, pretrained: bool
                           f"use e.g. --model {DEFAULT_FOR_MODALITY[modality]}.")
     if modality == "image":
         backbone.preprocessing = backbone.preprocessing.with_image_size(cfg.image_size)
-    model = TransferModel(backbone, HEADS["classification"](backbone.feature_dim, n_classes))
+    head = HEADS["classification"](backbone.feature_dim, n_classes, label_smoothing=cfg.train.label_smoothing)
+    model = TransferModel(backbone, head)
     return model.to(memory_format=torch.channels_last) if modality == "image" else model
 
 
@@ -137,8 +138,8 @@ def fit(data: DataInput, config: FitConfig | None = None, **options: Any) -> Fit
     cfg = config or FitConfig.from_options(**options)
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
-    prepared = prepare_data(data, cfg)
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
+    prepared = prepare_data(data, cfg)
     model = _build_model(cfg, prepared.modality, len(prepared.label_map), strategy.uses_pretrained_weights)
     precision = resolve_precision(cfg.train.precision, torch.device("cpu"))
     run_dir = Path(cfg.out or f"runs/{cfg.strategy}-{datetime.now():%Y%m%d-%H%M%S}")
@@ -152,7 +153,7 @@ def fit(data: DataInput, config: FitConfig | None = None, **options: Any) -> Fit
     result = TrainResult()
     if strategy.trains_with_loop:
         train_loader = make_loader(prepared.train, spec, prepared.label_map, cfg.train.batch_size,
-                                   shuffle_seed=cfg.train.seed)
+                                   shuffle_seed=cfg.train.seed, augment=cfg.train.augment)
         val_loader = make_loader(prepared.val, spec, prepared.label_map, 64)
         result = train(model, strategy, ctx, train_loader, val_loader, cfg.train, run_dir / "tensorboard")
     model = strategy.finalize(model)
@@ -164,7 +165,7 @@ def fit(data: DataInput, config: FitConfig | None = None, **options: Any) -> Fit
     summary = {**metrics, "trainable_params": n_trainable, "total_params": n_total,
                "n_train_used": len(prepared.train), "best_epoch": result.best_epoch,
                "train_seconds": round(result.seconds, 2), "wall_seconds": round(time.perf_counter() - start, 2)}
-    manifest = _manifest(cfg, model, prepared, strategy, spec, summary)
+    manifest = _manifest(cfg, model, prepared, strategy, spec, summary, precision)
     bundle_dir = save_bundle(run_dir / "bundle", model, manifest)
     _write_run(run_dir, cfg, prepared, result, summary, strategy)
     return FitResult(run_dir, bundle_dir, metrics, result.history, time.perf_counter() - start)
@@ -186,7 +187,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _manifest(cfg: FitConfig, model: TransferModel, data: PreparedData, strategy, spec, summary) -> dict[str, Any]:
+def _manifest(cfg: FitConfig, model: TransferModel, data: PreparedData, strategy, spec, summary,
+              precision: str) -> dict[str, Any]:
     bb = model.backbone
     return {
         "backbone": {"name": bb.name, "architecture": bb.architecture(), "pretrained_sha256": bb.weights_sha256,
@@ -194,6 +196,7 @@ def _manifest(cfg: FitConfig, model: TransferModel, data: PreparedData, strategy
         "task": "classification",
         "labels": list(data.label_map.names),
         "preprocessing": spec.to_dict(),
+        "inference_precision": precision,
         "strategy": {"name": strategy.name, "config": asdict(strategy.config)},
         "train_config": asdict(cfg.train),
         "fit_config": {k: v for k, v in asdict(cfg).items() if k != "train"},
@@ -248,7 +251,8 @@ def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_colu
     """Metrics of a saved bundle on labeled data (a split of a multi-split source, or the whole source)."""
     loaded = load_bundle(Path(bundle))
     examples = _labeled_split(data, split, TextColumns(text_column, label_column))
-    metrics = _evaluate_split(loaded.model, examples, loaded.label_map, loaded.preprocessing, "fp32", progress)
+    precision = loaded.manifest.get("inference_precision", "fp32")
+    metrics = _evaluate_split(loaded.model, examples, loaded.label_map, loaded.preprocessing, precision, progress)
     return {**metrics, "split": split, "data": examples.source}
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -34,20 +33,20 @@ Examples:
 @app.command(epilog=FIT_EXAMPLES)
 def fit(
     data: str = typer.Option(..., "--data", help="Image folder, .csv/.jsonl of texts, or builtin:NAME."),
-    model: Optional[str] = typer.Option(None, help="Backbone: a name from `list models`, timm:NAME or hf:ID."),
-    strategy: Optional[str] = typer.Option(None, help="How to adapt: a name from `list strategies`."),
-    out: Optional[Path] = typer.Option(None, help="Run folder (bundle, metrics, report, TensorBoard)."),
-    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (early stopping may end sooner)."),
-    labels_per_class: Optional[int] = typer.Option(None, help="Stratified subsample: K training labels per class."),
-    seed: Optional[int] = typer.Option(None, help="Seed for splits, subsampling, init and shuffling."),
-    val_data: Optional[str] = typer.Option(None, help="Validation data (default: a stratified split of --data)."),
-    test_data: Optional[str] = typer.Option(None, help="Test data (default: the source's own test split, if any)."),
-    text_column: Optional[str] = typer.Option(None, help="CSV/JSONL column with the text [default: text]."),
-    label_column: Optional[str] = typer.Option(None, help="CSV/JSONL column with the label [default: label]."),
-    image_size: Optional[int] = typer.Option(None, help="Resize images to PX (default: the backbone's size)."),
-    batch_size: Optional[int] = typer.Option(None, help="Training batch size."),
-    lr: Optional[float] = typer.Option(None, help="Head learning rate (backbone rates derive from it)."),
-    precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16."),
+    model: str | None = typer.Option(None, help="Backbone: a name from `list models`, timm:NAME or hf:ID."),
+    strategy: str | None = typer.Option(None, help="How to adapt: a name from `list strategies`."),
+    out: Path | None = typer.Option(None, help="Run folder (bundle, metrics, report, TensorBoard)."),
+    epochs: int | None = typer.Option(None, help="Maximum epochs (early stopping may end sooner)."),
+    labels_per_class: int | None = typer.Option(None, help="Stratified subsample: K training labels per class."),
+    seed: int | None = typer.Option(None, help="Seed for splits, subsampling, init and shuffling."),
+    val_data: str | None = typer.Option(None, help="Validation data (default: a stratified split of --data)."),
+    test_data: str | None = typer.Option(None, help="Test data (default: the source's own test split, if any)."),
+    text_column: str | None = typer.Option(None, help="CSV/JSONL column with the text [default: text]."),
+    label_column: str | None = typer.Option(None, help="CSV/JSONL column with the label [default: label]."),
+    image_size: int | None = typer.Option(None, help="Resize images to PX (default: the backbone's size)."),
+    batch_size: int | None = typer.Option(None, help="Training batch size."),
+    lr: float | None = typer.Option(None, help="Head learning rate (backbone rates derive from it)."),
+    precision: str | None = typer.Option(None, help="auto | fp32 | bf16."),
 ) -> None:
     """Fit a model: pick a backbone, apply a transfer strategy, evaluate, and save a bundle."""
     from transferkit import api
@@ -122,7 +121,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except TransferkitError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (typer.Exit, SystemExit) as exc:
         sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))

@@ -22,7 +22,7 @@ def _to_examples(X: Any, y: Any | None, source: str) -> Examples:
     if not items:
         raise DataError(f"{source}: X is empty.")
     first = items[0]
-    is_text = isinstance(first, str) and not Path(first).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+    is_text = isinstance(first, str) and Path(first).suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp")
     labels = None if y is None else [str(v) for v in y]
     if labels is not None and len(labels) != len(items):
         raise DataError(f"{source}: X has {len(items)} items but y has {len(labels)}.")
@@ -72,7 +72,8 @@ class TransferClassifier:
         return self._check_fitted().predict(_to_examples(X, None, "X")).probabilities
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(1)]
+        probabilities = self.predict_proba(X)
+        return self.classes_[probabilities.argmax(1)]
 
     def score(self, X: Any, y: Any) -> float:
         return float(np.mean(self.predict(X) == np.asarray(y)))

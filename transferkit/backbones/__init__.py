@@ -12,7 +12,7 @@ from typing import Any
 from transferkit.backbones.base import Backbone
 from transferkit.backbones.text import from_architecture as text_from_architecture
 from transferkit.backbones.text import hf_text_backbone, minilm
-from transferkit.backbones.vision import create_timm, efficientnet_lite0, timm_backbone, TimmBackbone
+from transferkit.backbones.vision import TimmBackbone, create_timm, efficientnet_lite0, timm_backbone
 from transferkit.core.registry import lookup
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {

@@ -19,8 +19,9 @@ class ClassificationHead(nn.Module):
 
     task = "classification"
 
-    def __init__(self, in_dim: int, n_outputs: int, dropout: float = 0.0):
+    def __init__(self, in_dim: int, n_outputs: int, dropout: float = 0.0, label_smoothing: float = 0.0):
         super().__init__()
+        self.label_smoothing = label_smoothing
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_dim, n_outputs)
         nn.init.zeros_(self.linear.weight)  # a fresh head predicts uniformly: loss starts at ln(K)
@@ -30,7 +31,7 @@ class ClassificationHead(nn.Module):
         return self.linear(self.dropout(features))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels, weight=weight)
+        return F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=self.label_smoothing)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float().softmax(-1)

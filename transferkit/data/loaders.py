@@ -11,13 +11,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from transferkit.data.examples import Examples
 from transferkit.data.labels import LabelMap
-from transferkit.data.preprocess import PreprocessSpec, image_to_tensor, image_transform, load_tokenizer
+from transferkit.data.preprocess import (
+    PreprocessSpec,
+    image_to_tensor,
+    image_transform,
+    load_tokenizer,
+    train_image_transform,
+)
 
 
 class ImageDataset(Dataset):
-    def __init__(self, examples: Examples, targets: list[int] | None, spec: PreprocessSpec):
+    def __init__(self, examples: Examples, targets: list[int] | None, spec: PreprocessSpec, augment: bool):
         self.examples, self.targets = examples, targets
-        self.transform = image_transform(spec)
+        self.transform = train_image_transform(spec) if augment else image_transform(spec)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -65,12 +71,16 @@ def make_loader(
     label_map: LabelMap | None,
     batch_size: int,
     shuffle_seed: int | None = None,
+    augment: bool = False,
 ) -> DataLoader:
-    """A loader over ``examples``; ``shuffle_seed`` (None = keep order) seeds a generator for the epoch order."""
+    """A loader over ``examples``; ``shuffle_seed`` (None = keep order) seeds a generator for the epoch order.
+
+    ``augment`` applies the training transform to images (never used for evaluation or prediction).
+    """
     labeled = label_map is not None and examples.labels is not None
     targets = label_map.encode(examples.labels, examples.source) if labeled else None
     if examples.modality == "image":
-        dataset, collate = ImageDataset(examples, targets, spec), None
+        dataset, collate = ImageDataset(examples, targets, spec, augment), None
     else:
         dataset, collate = TextDataset(examples, targets), TextCollator(spec)
     generator = None

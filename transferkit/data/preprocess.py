@@ -56,6 +56,18 @@ def image_transform(spec: PreprocessSpec) -> T.Compose:
     ])
 
 
+def train_image_transform(spec: PreprocessSpec) -> T.Compose:
+    """Training transform: mild random affine + resized crop. No flips: they change digits, text and many objects."""
+    return T.Compose([
+        T.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1), shear=8, fill=255),
+        T.RandomResizedCrop((spec.image_size, spec.image_size), scale=(0.75, 1.0), ratio=(0.85, 1.18),
+                            interpolation=_INTERPOLATION[spec.interpolation], antialias=True),
+        T.ToImage(),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(spec.mean, spec.std),
+    ])
+
+
 def image_to_tensor(item: Any, transform: T.Compose) -> torch.Tensor:
     return transform(load_image(item))
 

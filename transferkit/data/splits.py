@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from transferkit.core.errors import DataError
 from transferkit.data.examples import Examples
@@ -35,9 +34,15 @@ def stratified_split(examples: Examples, fraction: float, seed: int) -> tuple[Ex
             f"{examples.source}: class(es) {', '.join(too_small)} have a single example, too few to split off a "
             "validation set. Add examples or pass --val-data."
         )
-    n_held = max(len(counts), int(round(fraction * len(examples))))
-    if len(examples) - n_held < len(counts):
-        raise DataError(f"{examples.source}: {len(examples)} examples are too few to split train/val; add more.")
-    idx = np.arange(len(examples))
-    train_idx, held_idx = train_test_split(idx, test_size=n_held, stratify=examples.labels, random_state=seed)
-    return examples.subset(sorted(train_idx)), examples.subset(sorted(held_idx))
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(examples.labels or []):
+        by_class[label].append(i)
+    held: list[int] = []
+    for label in sorted(by_class):  # per class: round(fraction * n), at least 1 held out and 1 kept
+        idx = rng.permutation(np.array(by_class[label]))
+        n_held = min(len(idx) - 1, max(1, int(fraction * len(idx) + 0.5)))
+        held.extend(idx[:n_held].tolist())
+    held_set = set(held)
+    train = [i for i in range(len(examples)) if i not in held_set]
+    return examples.subset(train), examples.subset(sorted(held))

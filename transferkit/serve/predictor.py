@@ -38,8 +38,10 @@ class Predictions:
 
 
 class Predictor:
-    def __init__(self, bundle: Bundle, batch_size: int = 64, precision: str = "fp32"):
-        self.bundle, self.batch_size, self.precision = bundle, batch_size, precision
+    def __init__(self, bundle: Bundle, batch_size: int = 64, precision: str | None = None):
+        """``precision`` defaults to the one the run evaluated with, so predictions match its metrics."""
+        self.bundle, self.batch_size = bundle, batch_size
+        self.precision = precision or bundle.manifest.get("inference_precision", "fp32")
 
     @classmethod
     def from_bundle(cls, folder: Path, **kwargs) -> Predictor:

@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from transferkit.backbones.heads import TransferModel
-from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext, decay_groups, set_requires_grad, trainable
+from transferkit.strategies.base import (
+    Strategy,
+    StrategyConfig,
+    StrategyContext,
+    decay_groups,
+    set_requires_grad,
+    trainable,
+)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ class TrainConfig:
     warmup_fraction: float = 0.1
     patience: int = 3  # epochs without val macro-F1 improvement before stopping; 0 disables early stopping
     grad_clip: float = 1.0
+    label_smoothing: float = 0.1
+    augment: bool = True  # mild random resized crops for images; texts are never augmented
     precision: str = "auto"
     seed: int = 0
     progress: bool = True
@@ -34,6 +36,7 @@ class TrainConfig:
         _check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
         _check(0 <= self.warmup_fraction < 1, "warmup_fraction", "in [0, 1)", self.warmup_fraction)
         _check(isinstance(self.patience, int) and self.patience >= 0, "patience", "an int >= 0", self.patience)
+        _check(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)", self.label_smoothing)
         _check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
 
 
