@@ -80,10 +80,10 @@ def prepare_data(data: DataInput, cfg: FitConfig) -> PreparedData:
         raise DataError(f"{train_set.source}: training data needs labels.")
     val = _as_splits(cfg.val_data, columns).train if cfg.val_data else splits.val
     test = _as_splits(cfg.test_data, columns).train if cfg.test_data else splits.test
+    if cfg.labels_per_class:  # the K labels are all the user has: validation comes out of them too
+        train_set = subsample_per_class(train_set, cfg.labels_per_class, cfg.train.seed)
     if val is None:
         train_set, val = stratified_split(train_set, cfg.val_fraction, cfg.train.seed)
-    if cfg.labels_per_class:
-        train_set = subsample_per_class(train_set, cfg.labels_per_class, cfg.train.seed)
     label_map = LabelMap.from_labels(train_set.labels, train_set.source)
     for part in (val, test):
         if part is not None:
@@ -152,7 +152,7 @@ def fit(data: DataInput, config: FitConfig | None = None, **options: Any) -> Fit
     spec = model.backbone.preprocessing
     result = TrainResult()
     if strategy.trains_with_loop:
-        train_loader = make_loader(prepared.train, spec, prepared.label_map, cfg.train.batch_size,
+        train_loader = make_loader(prepared.train, spec, prepared.label_map, cfg.train.batch_size_for(len(prepared.train)),
                                    shuffle_seed=cfg.train.seed, augment=cfg.train.augment)
         val_loader = make_loader(prepared.val, spec, prepared.label_map, 64)
         result = train(model, strategy, ctx, train_loader, val_loader, cfg.train, run_dir / "tensorboard")

@@ -36,7 +36,7 @@ class TransferClassifier:
     >>> clf.predict(["new text"])
     """
 
-    def __init__(self, model: str = "auto", strategy: str = "finetune", epochs: int = 10, batch_size: int = 16,
+    def __init__(self, model: str = "auto", strategy: str = "finetune", epochs: int = 10, batch_size: int | None = None,
                  lr: float = 1e-3, image_size: int | None = None, seed: int = 0, out: str | None = None,
                  progress: bool = False):
         self.model, self.strategy, self.epochs, self.batch_size = model, strategy, epochs, batch_size

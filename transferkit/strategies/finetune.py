@@ -30,7 +30,7 @@ HEAD_INITS = ("probe", "zero")
 
 @dataclass(frozen=True)
 class FinetuneConfig(StrategyConfig):
-    backbone_lr_scale: float = 0.1
+    backbone_lr_scale: float = 0.3
     layer_decay: float = 0.8
     bn: str = "freeze"
     head_init: str = "probe"
@@ -67,7 +67,7 @@ class Finetune(Strategy):
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         if self.config.head_init == "probe" and ctx.features is not None:
-            self.probe_info = fit_logistic_head(model, ctx, LinearProbeConfig())
+            self.probe_info = fit_logistic_head(model, ctx, LinearProbeConfig(scaling="global"))
         set_requires_grad(model, True)
 
     def param_groups(self, model: TransferModel, lr: float, weight_decay: float) -> list[dict[str, Any]]:

@@ -23,10 +23,14 @@ from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContex
 class LinearProbeConfig(StrategyConfig):
     c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
     max_iter: int = 2000
+    scaling: str = "per-feature"  # or "global": one constant for all features (a head that will be fine-tuned)
 
     def __post_init__(self) -> None:
         if not self.c_grid or any(c <= 0 for c in self.c_grid):
             raise ConfigError(f"The 'c_grid' parameter of LinearProbeConfig must hold floats > 0. Got {self.c_grid}.")
+        if self.scaling not in ("per-feature", "global"):
+            raise ConfigError(f"The 'scaling' parameter of LinearProbeConfig must be 'per-feature' or 'global'. "
+                              f"Got {self.scaling!r} instead.")
 
 
 def fit_logistic_head(model: TransferModel, ctx: StrategyContext, config: LinearProbeConfig) -> dict[str, float]:
@@ -34,6 +38,10 @@ def fit_logistic_head(model: TransferModel, ctx: StrategyContext, config: Linear
     x_train, y_train = ctx.features("train")
     x_val, y_val = ctx.features("val")
     scaler = StandardScaler().fit(x_train)
+    if config.scaling == "global":
+        # Per-feature scaling divides by each feature's std; near-constant features then get huge weights
+        # that explode once fine-tuning moves those features (seen as loss spikes on digits).
+        scaler.scale_ = np.full_like(scaler.scale_, float(np.mean(scaler.scale_)))
     best: tuple[float, float, LogisticRegression] | None = None
     for c in config.c_grid:
         clf = LogisticRegression(C=c, max_iter=config.max_iter).fit(scaler.transform(x_train), y_train)

@@ -1,0 +1,117 @@
+"""Label-efficiency benchmark: transfer strategies vs scratch vs a plain reference, at K labels per class.
+
+Runs linear-probe, finetune and scratch (transferkit) and a plain logistic regression on pixels (images) or
+TF-IDF (text) on the *same* K-per-class training subsets (seeded) and the same fixed test subset; prints a table
+(mean ± std over seeds, wall time) and writes benchmarks/results/label_efficiency.json with the environment.
+
+    .venv/bin/python benchmarks/label_efficiency.py                  # full protocol (about an hour on 2 cores)
+    .venv/bin/python benchmarks/label_efficiency.py --quick          # 1 seed, digits only: a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.preprocessing import StandardScaler
+
+import transferkit
+from transferkit.config import FitConfig
+from transferkit.data.builtins import DATASETS
+from transferkit.data.examples import DataSplits
+from transferkit.data.splits import stratified_split, subsample_per_class
+
+PLAN = {"fashion-mnist": (10, 100), "digits": (10, 50), "bbc-news": (8, 64)}
+STRATEGIES = ("linear-probe", "finetune", "scratch")
+TEST_SUBSET = {"fashion-mnist": 2000}  # fixed stratified test subset (seed 0); others use the full test split
+IMAGE_SIZE = 64
+
+
+def reference(train, test) -> tuple[float, float]:
+    """Logistic regression on raw pixels (images) or TF-IDF (texts): the bar transfer has to clear."""
+    if train.modality == "text":
+        vec = TfidfVectorizer(sublinear_tf=True, min_df=1, ngram_range=(1, 2))
+        x_train, x_test = vec.fit_transform(train.inputs), vec.transform(test.inputs)
+    else:
+        flat = lambda items: np.stack([np.asarray(x, np.float32).reshape(-1) / 255 for x in items])  # noqa: E731
+        scaler = StandardScaler().fit(flat(train.inputs))
+        x_train, x_test = scaler.transform(flat(train.inputs)), scaler.transform(flat(test.inputs))
+    clf = LogisticRegression(max_iter=3000, C=1.0).fit(x_train, train.labels)
+    pred = clf.predict(x_test)
+    return accuracy_score(test.labels, pred), f1_score(test.labels, pred, average="macro")
+
+
+def run_one(dataset: str, k: int, seed: int, strategy: str, splits, test, epochs: int, workdir: Path) -> dict:
+    train = subsample_per_class(splits.train, k, seed)
+    start = time.perf_counter()
+    if strategy == "reference":
+        fit_part, _ = stratified_split(train, FitConfig().val_fraction, seed)  # the same examples the models train on
+        acc, f1 = reference(fit_part, test)
+        return {"accuracy": acc, "macro_f1": f1, "seconds": time.perf_counter() - start, "n_train": len(fit_part)}
+    data = DataSplits(train=train, test=test)
+    result = transferkit.fit(data, strategy=strategy, seed=seed, epochs=epochs, image_size=IMAGE_SIZE,
+                             out=str(workdir / f"{dataset}-{k}-{strategy}-{seed}"), progress=False)
+    m = result.metrics["test"]
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "seconds": time.perf_counter() - start,
+            "n_train": metrics["n_train_used"], "trainable_params": metrics["trainable_params"]}
+
+
+def environment() -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"commit": commit, "date": datetime.now().isoformat(timespec="seconds"), "cpu": cpu,
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "transferkit": transferkit.__version__,
+            "precision": "auto (fp32 where the CPU lacks bf16)", "image_size": IMAGE_SIZE}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default=",".join(PLAN))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--strategies", default=",".join((*STRATEGIES, "reference")))
+    parser.add_argument("--quick", action="store_true", help="digits, 1 seed, 3 epochs")
+    parser.add_argument("--out", default="benchmarks/results/label_efficiency.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.datasets, args.seeds, args.epochs = "digits", 1, 3
+    os.environ.setdefault("TRANSFERKIT_CACHE", tempfile.mkdtemp(prefix="tk-bench-cache-"))
+    workdir = Path(tempfile.mkdtemp(prefix="tk-bench-"))
+    rows = []
+    for dataset in args.datasets.split(","):
+        splits = DATASETS[dataset]()
+        test = splits.test
+        if dataset in TEST_SUBSET:
+            _, test = stratified_split(test, TEST_SUBSET[dataset] / len(test), 0)
+        for k in PLAN[dataset]:
+            for strategy in args.strategies.split(","):
+                runs = [run_one(dataset, k, s, strategy, splits, test, args.epochs, workdir) for s in range(args.seeds)]
+                row = {"dataset": dataset, "labels_per_class": k, "strategy": strategy, "n_test": len(test),
+                       "seeds": args.seeds, "runs": runs}
+                for key in ("accuracy", "macro_f1", "seconds"):
+                    values = [r[key] for r in runs]
+                    row[key] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+                rows.append(row)
+                print(f"{dataset:14s} {k:4d}/class {strategy:13s} acc {row['accuracy']['mean']:.4f} "
+                      f"± {row['accuracy']['std']:.4f}  F1 {row['macro_f1']['mean']:.4f}  "
+                      f"{row['seconds']['mean']:7.1f} s/run", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
