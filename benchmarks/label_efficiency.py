@@ -81,7 +81,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=",".join(PLAN))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=10, help="max epochs for image datasets")
+    parser.add_argument("--text-epochs", type=int, default=4, help="max epochs for text (MiniLM at 256 tokens is slow)")
     parser.add_argument("--strategies", default=",".join((*STRATEGIES, "reference")))
     parser.add_argument("--quick", action="store_true", help="digits, 1 seed, 3 epochs")
     parser.add_argument("--out", default="benchmarks/results/label_efficiency.json")
@@ -98,9 +99,10 @@ def main() -> None:
             _, test = stratified_split(test, TEST_SUBSET[dataset] / len(test), 0)
         for k in PLAN[dataset]:
             for strategy in args.strategies.split(","):
-                runs = [run_one(dataset, k, s, strategy, splits, test, args.epochs, workdir) for s in range(args.seeds)]
+                epochs = args.text_epochs if splits.train.modality == "text" else args.epochs
+                runs = [run_one(dataset, k, s, strategy, splits, test, epochs, workdir) for s in range(args.seeds)]
                 row = {"dataset": dataset, "labels_per_class": k, "strategy": strategy, "n_test": len(test),
-                       "seeds": args.seeds, "runs": runs}
+                       "seeds": args.seeds, "max_epochs": epochs, "runs": runs}
                 for key in ("accuracy", "macro_f1", "seconds"):
                     values = [r[key] for r in runs]
                     row[key] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
