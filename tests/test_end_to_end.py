@@ -47,10 +47,11 @@ def test_finetune_on_tiny_digits(digits_split_folder: Path, tmp_path: Path):
     assert metrics["test"]["n"] == 20  # the folder's own test/ split: 4 classes x 5
     assert metrics["n_train_used"] == 32  # 10 labels per class, 2 of each held out for validation
     assert metrics["trainable_params"] == metrics["total_params"] > 3_000_000
-    assert len(result.history) == 2
+    assert len(result.history) == 3  # epoch 0 = validation before any step, then 2 epochs
     history = json.loads((run_dir / "history.json").read_text())
-    assert [row["epoch"] for row in history] == [1, 2]
-    assert all(np.isfinite(row["train_loss"]) for row in history)
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    assert history[0]["train_loss"] is None
+    assert all(np.isfinite(row["train_loss"]) for row in history[1:])
     assert result.metrics["test"]["accuracy"] == metrics["test"]["accuracy"]
     bundle = load_bundle(result.bundle_dir)
     assert bundle.label_map.names == ("0", "1", "2", "3")

@@ -23,7 +23,7 @@ from transferkit.backbones.heads import HEADS, TransferModel
 from transferkit.config import FitConfig
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.io import atomic_write, atomic_write_json, atomic_write_text
-from transferkit.core.runtime import resolve_precision
+from transferkit.core.runtime import default_device, resolve_precision
 from transferkit.core.seeding import seed_everything
 from transferkit.data.examples import DataSplits, Examples
 from transferkit.data.labels import LabelMap
@@ -141,7 +141,9 @@ def fit(data: DataInput, config: FitConfig | None = None, **options: Any) -> Fit
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
     prepared = prepare_data(data, cfg)
     model = _build_model(cfg, prepared.modality, len(prepared.label_map), strategy.uses_pretrained_weights)
-    precision = resolve_precision(cfg.train.precision, torch.device("cpu"))
+    device = default_device()
+    model.to(device)
+    precision = resolve_precision(cfg.train.precision, device)
     run_dir = Path(cfg.out or f"runs/{cfg.strategy}-{datetime.now():%Y%m%d-%H%M%S}")
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -167,6 +169,8 @@ def fit(data: DataInput, config: FitConfig | None = None, **options: Any) -> Fit
                "train_seconds": round(result.seconds, 2), "wall_seconds": round(time.perf_counter() - start, 2)}
     manifest = _manifest(cfg, model, prepared, strategy, spec, summary, precision)
     bundle_dir = save_bundle(run_dir / "bundle", model, manifest)
+    summary["batch_size_used"] = cfg.train.batch_size_for(len(prepared.train))
+    summary["precision_used"] = precision
     _write_run(run_dir, cfg, prepared, result, summary, strategy)
     return FitResult(run_dir, bundle_dir, metrics, result.history, time.perf_counter() - start)
 
@@ -225,10 +229,23 @@ def _write_run(run_dir: Path, cfg: FitConfig, data: PreparedData, result: TrainR
                    "labels_per_class": cfg.labels_per_class, "image_size": cfg.image_size,
                    "trainable_params": summary["trainable_params"], "total_params": summary["total_params"]}
     metrics = {k: v for k, v in summary.items() if k in ("test", "val")}
-    notes = [f"Best epoch {result.best_epoch} of {len(result.history)}; early stopped."] if result.stopped_early else []
+    config_rows.update(batch_size=summary["batch_size_used"], precision=summary["precision_used"])
     report = render_markdown({"title": run_dir.name, "data": {"sizes": sizes, "class_counts": data.train.class_counts()},
-                              "config": config_rows, "history": result.history, "metrics": metrics, "notes": notes})
+                              "config": config_rows, "history": result.history, "metrics": metrics,
+                              "notes": _training_notes(result)})
     atomic_write_text(run_dir / "report.md", report)
+
+
+def _training_notes(result: TrainResult) -> list[str]:
+    if not result.history:
+        return ["Fitted in closed form on frozen features (no training loop)."]
+    trained = len(result.history) - 1
+    notes = [f"Kept the weights of epoch {result.best_epoch} of {trained} (best validation macro-F1"
+             f" {result.best_score:.4f}){'; stopped early' if result.stopped_early else ''}."]
+    if result.best_epoch == 0:
+        notes.append("Training never beat the model as it was before the first step on validation, so that model "
+                     "was kept: with this little data, adaptation did not help.")
+    return notes
 
 
 def load(bundle: str | Path) -> Bundle:

@@ -20,6 +20,9 @@ def _fmt(x: Any) -> str:
 def render_markdown(run: dict[str, Any]) -> str:
     """``run`` holds: title, data (split sizes, class counts), config, history, metrics (per split), notes."""
     parts = [f"# transferkit run: {run['title']}", ""]
+    for split, m in run["metrics"].items():
+        parts.append(f"- **{split}**: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n = {m['n']})")
+    parts += [f"- {note}" for note in run.get("notes", [])] + [""]
     parts += ["## Data", "", _table(["split", "examples"], [[k, v] for k, v in run["data"]["sizes"].items()]), ""]
     counts = run["data"]["class_counts"]
     parts += ["Training class counts:", "", _table(["class", "count"], [[k, v] for k, v in counts.items()]), ""]
@@ -38,6 +41,4 @@ def render_markdown(run: dict[str, Any]) -> str:
         cm = [[names[i], *row] for i, row in enumerate(m["confusion_matrix"])]
         parts += ["Confusion matrix (rows = true, columns = predicted):", "",
                   _table(["true \\ pred", *names], cm), ""]
-    for note in run.get("notes", []):
-        parts += [f"> {note}", ""]
     return "\n".join(parts)

@@ -28,7 +28,7 @@ from transferkit.train.optim import build_optimizer, warmup_cosine
 
 @dataclass
 class TrainResult:
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float | None]] = field(default_factory=list)  # row 0: before training
     best_epoch: int = -1
     best_score: float = -math.inf
     stopped_early: bool = False
@@ -50,7 +50,13 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     optimizer = build_optimizer(strategy.param_groups(model, cfg.lr, cfg.weight_decay), cfg)
     scheduler = warmup_cosine(optimizer, cfg.epochs * len(train_loader), cfg.warmup_fraction)
     writer = _writer(log_dir)
-    result, best_state, step, start = TrainResult(), None, 0, time.perf_counter()
+    result, step, start = TrainResult(), 0, time.perf_counter()
+    # Epoch 0 is the model before any step: if training never beats it on val (e.g. a probe-initialised head
+    # on very few labels), the untouched model is what we keep.
+    initial = {"epoch": 0, "train_loss": None, **validate(model, val_loader, precision)}
+    result.history.append(initial)
+    result.best_score, result.best_epoch = initial["val_macro_f1"], 0
+    best_state = copy.deepcopy(model.state_dict())
 
     for epoch in range(cfg.epochs):
         strategy.on_epoch_start(model, epoch)
@@ -81,7 +87,7 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
         result.history.append(row)
         if writer:
             for key, value in row.items():
-                if key != "epoch":
+                if key != "epoch" and value is not None:
                     writer.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
 
         if row["val_macro_f1"] > result.best_score:  # early stopping on val macro-F1, best weights kept
