@@ -60,7 +60,8 @@ def fit(
     console.print(f"bundle: {result.bundle_dir}\nreport: {result.run_dir / 'report.md'}")
 
 
-@app.command()
+@app.command(epilog="Example:\n\n"
+             "    transferkit evaluate --bundle runs/fm/bundle --data builtin:fashion-mnist --split test --json")
 def evaluate(
     bundle: Path = typer.Option(..., help="A run's bundle/ folder."),
     data: str = typer.Option(..., "--data", help="Labeled data to score."),
@@ -83,7 +84,8 @@ def evaluate(
     Console().print(table)
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n    transferkit predict --bundle runs/fm/bundle --data photos/ --out preds.csv\n\n"
+             "    transferkit predict --bundle runs/news/bundle --data new.csv --out preds.jsonl")
 def predict(
     bundle: Path = typer.Option(..., help="A run's bundle/ folder."),
     data: str = typer.Option(..., "--data", help="Images (folder) or texts (.csv/.jsonl); labels not needed."),
@@ -97,7 +99,7 @@ def predict(
     console.print(f"wrote {len(predictions.ids)} predictions to {out}")
 
 
-@app.command("list")
+@app.command("list", epilog="Examples:\n\n    transferkit list models\n\n    transferkit list strategies")
 def list_(what: str = typer.Argument(..., help="models | strategies | datasets")) -> None:
     """List registered models, strategies or built-in datasets."""
     from transferkit.backbones import DESCRIPTIONS
