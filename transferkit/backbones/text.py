@@ -75,7 +75,10 @@ def hf_text_backbone(model_id: str, pretrained: bool = True, max_length: int = D
                      name: str | None = None) -> HFTextBackbone:
     """Load ``model_id`` (hub id or local folder) exactly as transformers would; fail clearly offline."""
     from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
 
+    bar_was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in our output
     try:
         if pretrained:
             model = AutoModel.from_pretrained(model_id)
@@ -86,6 +89,9 @@ def hf_text_backbone(model_id: str, pretrained: bool = True, max_length: int = D
             f"Could not load Hugging Face model '{model_id}': {str(exc).splitlines()[0]} Without network access, "
             "pass a local folder that holds config.json, the weights and the tokenizer: hf:/path/to/folder."
         ) from None
+    finally:
+        if bar_was_enabled:
+            hf_logging.enable_progress_bar()
     return HFTextBackbone(name or f"hf:{model_id}", model.eval(), str(model_id), pretrained, max_length)
 
 
