@@ -107,12 +107,16 @@ def main() -> None:
                     values = [r[key] for r in runs]
                     row[key] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
                 rows.append(row)
+                _write(args.out, rows)  # after every row, so an interrupted benchmark keeps what it measured
                 print(f"{dataset:14s} {k:4d}/class {strategy:13s} acc {row['accuracy']['mean']:.4f} "
                       f"± {row['accuracy']['std']:.4f}  F1 {row['macro_f1']['mean']:.4f}  "
                       f"{row['seconds']['mean']:7.1f} s/run", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=2))
     print(f"wrote {args.out}")
+
+
+def _write(out: str, rows: list[dict]) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
