@@ -122,7 +122,6 @@ def _feature_source(model: TransferModel, data: PreparedData, cfg: FitConfig, pr
         x = cache.get_or_compute(key, lambda: extract_features(backbone, loader_fn(), precision, f"{split} features"))
         return x, labels
 
-    features.cache = cache  # type: ignore[attr-defined]
     return features
 
 

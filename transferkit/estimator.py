@@ -18,7 +18,7 @@ from transferkit.serve.predictor import Predictor
 
 
 def _to_examples(X: Any, y: Any | None, source: str) -> Examples:
-    items = list(X) if not isinstance(X, np.ndarray) or X.ndim > 1 else list(X)
+    items = list(X)  # a list, or an array whose first axis indexes examples
     if not items:
         raise DataError(f"{source}: X is empty.")
     first = items[0]
