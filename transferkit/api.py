@@ -35,8 +35,10 @@ from transferkit.evaluate.report import render_markdown
 from transferkit.export.bundle import Bundle, load_bundle, save_bundle
 from transferkit.serve.predictor import Predictions, Predictor
 from transferkit.strategies import StrategyContext, build_strategy
+from transferkit.train.config import IMBALANCE_RATIO_FOR_WEIGHTS, TrainConfig
 from transferkit.train.inference import predict_logits
 from transferkit.train.loop import TrainResult, train
+from transferkit.train.mixing import build_batch_mixer
 
 DataInput = str | Path | Examples | DataSplits
 PACKAGES = ("transferkit", "torch", "torchvision", "timm", "transformers", "scikit-learn", "safetensors", "numpy")
@@ -132,9 +134,19 @@ def _evaluate_split(model: TransferModel, examples: Examples, label_map: LabelMa
     return classification_metrics(labels, logits.argmax(1), label_map.names)
 
 
-def fit(data: DataInput, config: FitConfig | None = None, **options: Any) -> FitResult:
-    """Adapt a pretrained backbone to ``data``; returns metrics and the run folder holding the bundle."""
-    cfg = config or FitConfig.from_options(**options)
+def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: str | Path | None = None,
+        **options: Any) -> FitResult:
+    """Adapt a pretrained backbone to ``data``; returns metrics and the run folder holding the bundle.
+
+    ``resume=RUN_DIR`` continues a stopped run from its newest complete checkpoint, with the data and
+    configuration recorded in RUN_DIR/config.json (pass ``data`` only if it was not a path).
+    """
+    if resume is not None:
+        data, cfg = _resume_inputs(Path(resume), data)
+    else:
+        cfg = config or FitConfig.from_options(**options)
+        if data is None:
+            raise ConfigError("fit needs data: a folder, a .csv/.jsonl file or builtin:NAME (or resume=RUN_DIR).")
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
@@ -143,20 +155,20 @@ def fit(data: DataInput, config: FitConfig | None = None, **options: Any) -> Fit
     device = default_device()
     model.to(device)
     precision = resolve_precision(cfg.train.precision, device)
-    run_dir = Path(cfg.out or f"runs/{cfg.strategy}-{datetime.now():%Y%m%d-%H%M%S}")
+    run_dir = Path(resume) if resume is not None else Path(cfg.out or f"runs/{cfg.strategy}-{datetime.now():%Y%m%d-%H%M%S}")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None:  # written first, so a killed run can be resumed from its folder alone
+        atomic_write_json(run_dir / "config.json", {"data": _data_reference(data), **asdict(cfg)})
 
     ctx = StrategyContext(n_classes=len(prepared.label_map), seed=cfg.train.seed,
                           features=_feature_source(model, prepared, cfg, precision))
     seed_everything(cfg.train.seed)
     strategy.prepare(model, ctx)
     spec = model.backbone.preprocessing
+    imbalance = _apply_class_weight(model, prepared, cfg.train)
     result = TrainResult()
     if strategy.trains_with_loop:
-        train_loader = make_loader(prepared.train, spec, prepared.label_map, cfg.train.batch_size_for(len(prepared.train)),
-                                   shuffle_seed=cfg.train.seed, augment=cfg.train.augment)
-        val_loader = make_loader(prepared.val, spec, prepared.label_map, 64)
-        result = train(model, strategy, ctx, train_loader, val_loader, cfg.train, run_dir / "tensorboard")
+        result = _train(model, strategy, ctx, prepared, cfg, run_dir, resume is not None)
     model = strategy.finalize(model)
 
     metrics = {name: _evaluate_split(model, part, prepared.label_map, spec, precision, cfg.train.progress)
@@ -170,8 +182,59 @@ def fit(data: DataInput, config: FitConfig | None = None, **options: Any) -> Fit
     bundle_dir = save_bundle(run_dir / "bundle", model, manifest)
     summary["batch_size_used"] = cfg.train.batch_size_for(len(prepared.train))
     summary["precision_used"] = precision
+    summary["imbalance"] = imbalance
+    if result.resumed_from:
+        summary["resumed_from"] = result.resumed_from
     _write_run(run_dir, cfg, prepared, result, summary, strategy)
     return FitResult(run_dir, bundle_dir, metrics, result.history, time.perf_counter() - start)
+
+
+def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedData, cfg: FitConfig, run_dir: Path,
+           resume: bool) -> TrainResult:
+    spec, t = model.backbone.preprocessing, cfg.train
+    train_loader = make_loader(data.train, spec, data.label_map, t.batch_size_for(len(data.train)),
+                               shuffle_seed=t.seed, augment=t.augment, hflip=t.hflip, balanced=t.sampler == "balanced")
+    val_loader = make_loader(data.val, spec, data.label_map, 64)
+    mixer = build_batch_mixer(t, len(data.label_map)) if data.modality == "image" else None
+    return train(model, strategy, ctx, train_loader, val_loader, t, run_dir, resume=resume, batch_transform=mixer)
+
+
+def _apply_class_weight(model: TransferModel, data: PreparedData, t) -> dict[str, Any]:
+    """Resolve class_weight ('auto' -> balanced at a 1.5x largest/smallest class ratio) and set it on the head."""
+    counts = np.bincount(data.label_map.encode(data.train.labels, data.train.source), minlength=len(data.label_map))
+    present = counts[counts > 0]
+    ratio = float(present.max() / present.min())
+    policy = t.class_weight
+    if policy == "auto":
+        policy = "balanced" if ratio >= IMBALANCE_RATIO_FOR_WEIGHTS and t.sampler != "balanced" else "none"
+    weight = None
+    if policy == "balanced":  # n / (K * count): the scikit-learn definition; absent classes get 0
+        weight = torch.tensor(np.where(counts > 0, counts.sum() / (len(present) * np.maximum(counts, 1)), 0.0))
+    model.head.set_class_weight(weight)
+    return {"largest_to_smallest": round(ratio, 3), "class_weight": policy, "class_weight_setting": t.class_weight,
+            "sampler": t.sampler}
+
+
+def _data_reference(data: DataInput | None) -> str | None:
+    """How config.json records the data: an absolute path or builtin:NAME; None for in-memory data."""
+    if isinstance(data, (str, Path)):
+        text = str(data)
+        return text if text.startswith("builtin:") else str(Path(text).resolve())
+    return None
+
+
+def _resume_inputs(run_dir: Path, data: DataInput | None) -> tuple[DataInput, FitConfig]:
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"{run_dir} is not a run folder that can be resumed: {config_file} is missing. "
+                          f"Point --resume at the --out folder of an earlier `transferkit fit`.")
+    saved = json.loads(config_file.read_text())
+    recorded = saved.pop("data", None)
+    if data is None and recorded is None:
+        raise ConfigError(f"{config_file} does not record the data (it was passed in memory); pass it again: "
+                          f"fit(data, resume=...).")
+    saved["train"] = TrainConfig(**saved["train"])
+    return (data if data is not None else recorded), FitConfig(**saved)
 
 
 def _trainable_count(model: TransferModel, strategy) -> int:
@@ -212,7 +275,6 @@ def _manifest(cfg: FitConfig, model: TransferModel, data: PreparedData, strategy
 def _write_run(run_dir: Path, cfg: FitConfig, data: PreparedData, result: TrainResult, summary: dict,
                strategy) -> None:
     atomic_write_json(run_dir / "metrics.json", summary)
-    atomic_write_json(run_dir / "config.json", {k: v for k, v in asdict(cfg).items()})
     atomic_write_json(run_dir / "history.json", result.history)
     if not result.history:  # a closed-form strategy still leaves TensorBoard events with its final metrics
         from torch.utils.tensorboard import SummaryWriter
@@ -231,16 +293,28 @@ def _write_run(run_dir: Path, cfg: FitConfig, data: PreparedData, result: TrainR
     config_rows.update(batch_size=summary["batch_size_used"], precision=summary["precision_used"])
     report = render_markdown({"title": run_dir.name, "data": {"sizes": sizes, "class_counts": data.train.class_counts()},
                               "config": config_rows, "history": result.history, "metrics": metrics,
-                              "notes": _training_notes(result)})
+                              "notes": _training_notes(result) + _imbalance_notes(summary["imbalance"])})
     atomic_write_text(run_dir / "report.md", report)
+
+
+def _imbalance_notes(imbalance: dict[str, Any]) -> list[str]:
+    ratio, policy, setting = imbalance["largest_to_smallest"], imbalance["class_weight"], imbalance["class_weight_setting"]
+    why = f" ('{setting}': balanced from a {IMBALANCE_RATIO_FOR_WEIGHTS}x ratio)" if setting == "auto" else ""
+    text = (f"Class balance: the largest training class has {ratio:.2f}x the examples of the smallest; "
+            f"loss class weights: {policy}{why}; sampler: {imbalance['sampler']}.")
+    return [text]
 
 
 def _training_notes(result: TrainResult) -> list[str]:
     if not result.history:
         return ["Fitted in closed form on frozen features (no training loop)."]
     trained = len(result.history) - 1
+    stop = "; stopped early" if result.stopped_early else "; stopped by the --max-minutes budget" \
+        if result.stopped_by_time else ""
     notes = [f"Kept the weights of epoch {result.best_epoch} of {trained} (best validation macro-F1"
-             f" {result.best_score:.4f}){'; stopped early' if result.stopped_early else ''}."]
+             f" {result.best_score:.4f}){stop}."]
+    if result.resumed_from:
+        notes.append(f"Resumed from checkpoint {result.resumed_from}.")
     if result.best_epoch == 0:
         notes.append("Training never beat the model as it was before the first step on validation, so that model "
                      "was kept: with this little data, adaptation did not help.")

@@ -26,12 +26,20 @@ class ClassificationHead(nn.Module):
         self.linear = nn.Linear(in_dim, n_outputs)
         nn.init.zeros_(self.linear.weight)  # a fresh head predicts uniformly: loss starts at ln(K)
         nn.init.zeros_(self.linear.bias)
+        # Per-class loss weights for imbalanced data; not persistent: a bundle predicts the same without them.
+        self.register_buffer("class_weight", None, persistent=False)
+
+    def set_class_weight(self, weight: torch.Tensor | None) -> None:
+        self.class_weight = None if weight is None else weight.to(self.linear.weight.device, torch.float32)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(self.dropout(features))
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=self.label_smoothing)
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on class indices, or on soft targets (rows of probabilities, from mixup/cutmix, which
+        already carry any label smoothing)."""
+        smoothing = 0.0 if labels.is_floating_point() else self.label_smoothing
+        return F.cross_entropy(logits.float(), labels, weight=self.class_weight, label_smoothing=smoothing)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float().softmax(-1)

@@ -34,3 +34,9 @@ class BundleError(TransferkitError):
 
 class NotFittedError(TransferkitError, AttributeError):
     """An estimator was used before `fit`."""
+
+
+class TrainingInterrupted(TransferkitError):
+    """Training stopped on request (SIGTERM) after writing a checkpoint; ``fit --resume RUN_DIR`` continues it."""
+
+    exit_code = 143  # 128 + SIGTERM, what shells and schedulers expect from a process that was asked to stop

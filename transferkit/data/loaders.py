@@ -4,10 +4,12 @@ Imports only transferkit.core and transferkit.data.
 """
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from transferkit.data.examples import Examples
 from transferkit.data.labels import LabelMap
@@ -21,9 +23,10 @@ from transferkit.data.preprocess import (
 
 
 class ImageDataset(Dataset):
-    def __init__(self, examples: Examples, targets: list[int] | None, spec: PreprocessSpec, augment: bool):
+    def __init__(self, examples: Examples, targets: list[int] | None, spec: PreprocessSpec, augment: str = "none",
+                 hflip: float = 0.0):
         self.examples, self.targets = examples, targets
-        self.transform = train_image_transform(spec) if augment else image_transform(spec)
+        self.transform = train_image_transform(spec, augment, hflip) if augment != "none" else image_transform(spec)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -65,26 +68,69 @@ class TextCollator:
         return batch
 
 
+class EpochSampler(Sampler[int]):
+    """A shuffled (or class-balanced) order that depends only on (seed, epoch) and can start mid-epoch.
+
+    This is what makes resume exact: the loop calls ``set_epoch(epoch, start)`` and the remaining batches are
+    the very ones the interrupted run would have seen. ``weights`` (one per example) draws with replacement in
+    proportion to them: the balanced sampler.
+    """
+
+    def __init__(self, n: int, seed: int, weights: list[float] | None = None):
+        self.n, self.seed, self.weights = n, seed, weights
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def order(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        if self.weights is None:
+            return torch.randperm(self.n, generator=generator).tolist()
+        weights = torch.tensor(self.weights, dtype=torch.double)
+        return torch.multinomial(weights, self.n, replacement=True, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order()[self.start:])
+
+    def __len__(self) -> int:
+        return self.n - self.start
+
+
+def balanced_weights(targets: list[int]) -> list[float]:
+    """Per-example weights 1/count(class): every class is drawn equally often."""
+    counts = Counter(targets)
+    return [1.0 / counts[t] for t in targets]
+
+
 def make_loader(
     examples: Examples,
     spec: PreprocessSpec,
     label_map: LabelMap | None,
     batch_size: int,
     shuffle_seed: int | None = None,
-    augment: bool = False,
+    augment: str | bool = "none",
+    hflip: float = 0.0,
+    balanced: bool = False,
 ) -> DataLoader:
-    """A loader over ``examples``; ``shuffle_seed`` (None = keep order) seeds a generator for the epoch order.
+    """A loader over ``examples``; ``shuffle_seed`` (None = keep order) drives an EpochSampler.
 
-    ``augment`` applies the training transform to images (never used for evaluation or prediction).
+    ``augment`` names the training transform for images (never used for evaluation or prediction);
+    ``balanced`` samples classes equally (needs labels and a shuffle seed).
     """
+    if isinstance(augment, bool):
+        augment = "light" if augment else "none"
     labeled = label_map is not None and examples.labels is not None
     targets = label_map.encode(examples.labels, examples.source) if labeled else None
     if examples.modality == "image":
-        dataset, collate = ImageDataset(examples, targets, spec, augment), None
+        dataset, collate = ImageDataset(examples, targets, spec, augment, hflip), None
     else:
         dataset, collate = TextDataset(examples, targets), TextCollator(spec)
-    generator = None
+    sampler = None
     if shuffle_seed is not None:
-        generator = torch.Generator().manual_seed(shuffle_seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle_seed is not None, generator=generator,
+        weights = balanced_weights(targets) if balanced and targets is not None else None
+        sampler = EpochSampler(len(examples), shuffle_seed, weights)
+    # A private generator: creating an iterator then draws its worker seed from it, not from the global RNG,
+    # so evaluating or resuming mid-epoch does not shift the random stream that augmentation and dropout use.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(0),
                       collate_fn=collate, num_workers=0)

@@ -12,12 +12,23 @@ from transferkit.core.errors import ConfigError
 from transferkit.core.registry import lookup
 from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext
 from transferkit.strategies.finetune import Finetune
+from transferkit.strategies.gradual import Gradual
+from transferkit.strategies.head import HeadOnly
+from transferkit.strategies.l2sp import L2SP
 from transferkit.strategies.linear_probe import LinearProbe
+from transferkit.strategies.lp_ft import LPFT
+from transferkit.strategies.partial import Partial
 from transferkit.strategies.scratch import Scratch
 
+# Ordered from least to most adapted; `list strategies` shows them in this order.
 STRATEGIES: dict[str, type[Strategy]] = {
     "linear-probe": LinearProbe,
+    "head": HeadOnly,
+    "partial": Partial,
+    "gradual": Gradual,
+    "lp-ft": LPFT,
     "finetune": Finetune,
+    "l2sp": L2SP,
     "scratch": Scratch,
 }
 

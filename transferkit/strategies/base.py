@@ -20,11 +20,25 @@ import torch
 from torch import nn
 
 from transferkit.backbones.heads import TransferModel
+from transferkit.core.errors import ConfigError
+
+BN_POLICIES = ("freeze", "train")
 
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    """Base for every strategy's config; subclasses add fields with defaults and validate in __post_init__."""
+    """Base for every strategy's config; subclasses add fields with defaults and call super().__post_init__().
+
+    ``bn`` is the batch-norm policy every strategy shares: 'freeze' keeps the pretrained running statistics
+    (safe on batches of 8-16, where per-batch statistics are noisy), 'train' updates them (useful when the
+    target images differ a lot from ImageNet and batches are large). Backbones without batch norm ignore it.
+    """
+
+    bn: str = "freeze"
+
+    def __post_init__(self) -> None:
+        if self.bn not in BN_POLICIES:
+            raise ConfigError(f"The 'bn' parameter must be one of {BN_POLICIES}. Got {self.bn!r} instead.")
 
 
 @dataclass
@@ -72,7 +86,13 @@ class Strategy:
         """Hook for schedules over epochs (gradual unfreezing)."""
 
     def train_mode(self, model: TransferModel) -> None:
+        """Train mode, except: frozen backbone blocks run as at inference (no dropout noise, Keras' trainable=False
+        semantics), and batch norm follows the ``bn`` policy."""
         model.train()
+        for block in model.backbone.blocks():
+            if not any(p.requires_grad for p in block.parameters()):
+                block.eval()
+        set_batchnorm_training(model, self.config.bn == "train")
 
     def finalize(self, model: TransferModel) -> TransferModel:
         return model.eval()
@@ -102,8 +122,8 @@ def set_requires_grad(module: nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
-def freeze_batchnorm_stats(module: nn.Module) -> None:
-    """Put batch-norm layers in eval mode: running statistics stay pretrained (safe on small batches)."""
+def set_batchnorm_training(module: nn.Module, training: bool) -> None:
+    """Batch-norm layers in train mode (running statistics update) or eval mode (they stay pretrained)."""
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
+            m.train(training)

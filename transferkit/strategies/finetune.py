@@ -1,11 +1,11 @@
-"""Full fine-tuning with layer-wise learning-rate decay and batch-norm statistics frozen by default.
+"""Full fine-tuning with layer-wise learning rates, and the block-freezing machinery its relatives share.
 
-Imports transferkit.core, transferkit.backbones and transferkit.strategies.base. Defaults are chosen for the
-few-label regime: updating BN statistics on batches of 16 and a backbone LR equal to the head's are what make
-plain fine-tuning fall below the linear probe (BENCHMARKS.md), so the backbone's top block trains at
-``backbone_lr_scale`` x the head LR, each earlier block ``layer_decay`` x slower, with BN running stats frozen,
-and the head starts from the linear probe's solution (LP-FT, Kumar et al. 2022): a random head's large early
-gradients are what distort pretrained features. ``head_init='zero'`` gives plain fine-tuning.
+Imports transferkit.core, transferkit.backbones and transferkit.strategies. The backbone's top block trains at
+``backbone_lr_scale`` x the head LR and each earlier block ``layer_decay`` x slower (discriminative LRs,
+ULMFiT/BEiT): early layers hold generic features worth keeping. ``partial``, ``gradual``, ``l2sp`` and
+``lp-ft`` subclass Finetune and change only which blocks are frozen when, the loss, or the head's start.
+``warmup_head_epochs`` K is the Keras two-stage recipe: K epochs with the backbone frozen, then everything at
+once (``gradual`` instead unfreezes one block group per stage).
 """
 from __future__ import annotations
 
@@ -19,62 +19,75 @@ from transferkit.strategies.base import (
     StrategyConfig,
     StrategyContext,
     decay_groups,
-    freeze_batchnorm_stats,
     set_requires_grad,
 )
 from transferkit.strategies.linear_probe import LinearProbeConfig, fit_logistic_head
 
-BN_POLICIES = ("freeze", "train")
-HEAD_INITS = ("probe", "zero")
+HEAD_INITS = ("zero", "probe")
 
 
 @dataclass(frozen=True)
 class FinetuneConfig(StrategyConfig):
-    backbone_lr_scale: float = 0.3
-    layer_decay: float = 0.8
-    bn: str = "freeze"
-    head_init: str = "probe"
+    backbone_lr_scale: float = 0.3  # top backbone block LR relative to the head's
+    layer_decay: float = 0.8  # each earlier block trains this much slower
+    head_init: str = "zero"  # 'probe': start from the linear probe's head (LP-FT)
+    warmup_head_epochs: int = 0  # Keras two-stage: this many epochs with the backbone frozen first
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 < self.backbone_lr_scale <= 10:
-            raise ConfigError(f"The 'backbone_lr_scale' parameter of FinetuneConfig must be in (0, 10]. "
-                              f"Got {self.backbone_lr_scale} instead.")
+            raise ConfigError(f"The 'backbone_lr_scale' parameter must be in (0, 10]. Got {self.backbone_lr_scale}.")
         if not 0 < self.layer_decay <= 1:
-            raise ConfigError(f"The 'layer_decay' parameter of FinetuneConfig must be in (0, 1]. "
-                              f"Got {self.layer_decay} instead.")
+            raise ConfigError(f"The 'layer_decay' parameter must be in (0, 1]. Got {self.layer_decay} instead.")
         if self.head_init not in HEAD_INITS:
-            raise ConfigError(f"The 'head_init' parameter must be one of {HEAD_INITS}. Got {self.head_init!r} instead.")
-        if self.bn not in BN_POLICIES:
-            raise ConfigError(f"The 'bn' parameter must be one of {BN_POLICIES}. Got {self.bn!r} instead.")
+            raise ConfigError(f"The 'head_init' parameter must be one of {HEAD_INITS}. Got {self.head_init!r}.")
+        if not isinstance(self.warmup_head_epochs, int) or self.warmup_head_epochs < 0:
+            raise ConfigError(f"The 'warmup_head_epochs' parameter must be an int >= 0. "
+                              f"Got {self.warmup_head_epochs!r} instead.")
 
 
-def layerwise_groups(model: TransferModel, lr: float, weight_decay: float, backbone_scale: float,
-                     decay: float) -> list[dict[str, Any]]:
-    """Head at ``lr``; backbone block i of n at ``lr * backbone_scale * decay**(n-1-i)``."""
-    groups = decay_groups([(n, p) for n, p in model.head.named_parameters() if p.requires_grad], lr, weight_decay)
+def layerwise_groups(model: TransferModel, lr: float, weight_decay: float, backbone_scale: float, decay: float,
+                     first_block: int = 0) -> list[dict[str, Any]]:
+    """Head at ``lr``; backbone block i of n at ``lr * backbone_scale * decay**(n-1-i)`` for i >= first_block.
+
+    Blocks that are frozen now but will unfreeze later are included: the optimizer skips parameters without a
+    gradient, so unfreezing needs no new optimizer (and a resumed run rebuilds the same one).
+    """
+    groups = decay_groups(list(model.head.named_parameters()), lr, weight_decay)
     blocks = model.backbone.blocks()
-    for i, block in enumerate(blocks):
+    for i, block in enumerate(blocks[first_block:], start=first_block):
         block_lr = lr * backbone_scale * decay ** (len(blocks) - 1 - i)
-        named = [(n, p) for n, p in block.named_parameters() if p.requires_grad]
-        groups += decay_groups(named, block_lr, weight_decay)
+        groups += decay_groups(list(block.named_parameters()), block_lr, weight_decay)
     return groups
 
 
 class Finetune(Strategy):
     name = "finetune"
     config_class = FinetuneConfig
-    summary = "all layers train; layer-wise LR decay, head at a higher LR, BN stats frozen (safe with few labels)"
+    summary = "all layers train; layer-wise LR decay, BN stats frozen; --warmup-head-epochs K trains the head first"
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         if self.config.head_init == "probe" and ctx.features is not None:
             self.probe_info = fit_logistic_head(model, ctx, LinearProbeConfig(scaling="global"))
-        set_requires_grad(model, True)
+        self.on_epoch_start(model, 0)
+
+    def frozen_blocks(self, epoch: int, n_blocks: int) -> int:
+        """How many backbone blocks, counted from the input, are frozen during ``epoch``."""
+        return n_blocks if epoch < self.config.warmup_head_epochs else 0
+
+    def first_trainable_block(self, n_blocks: int) -> int:
+        """The lowest block that ever trains (those below never enter the optimizer)."""
+        return 0
+
+    def on_epoch_start(self, model: TransferModel, epoch: int) -> None:
+        """Set which blocks train from the epoch number alone, so a resumed run gets the same stage."""
+        blocks = model.backbone.blocks()
+        frozen = self.frozen_blocks(epoch, len(blocks))
+        for i, block in enumerate(blocks):
+            set_requires_grad(block, i >= frozen)
+        set_requires_grad(model.head, True)
 
     def param_groups(self, model: TransferModel, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         c = self.config
-        return layerwise_groups(model, lr, weight_decay, c.backbone_lr_scale, c.layer_decay)
-
-    def train_mode(self, model: TransferModel) -> None:
-        model.train()
-        if self.config.bn == "freeze":
-            freeze_batchnorm_stats(model)
+        first = self.first_trainable_block(len(model.backbone.blocks()))
+        return layerwise_groups(model, lr, weight_decay, c.backbone_lr_scale, c.layer_decay, first)

@@ -26,6 +26,7 @@ class LinearProbeConfig(StrategyConfig):
     scaling: str = "per-feature"  # or "global": one constant for all features (a head that will be fine-tuned)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.c_grid or any(c <= 0 for c in self.c_grid):
             raise ConfigError(f"The 'c_grid' parameter of LinearProbeConfig must hold floats > 0. Got {self.c_grid}.")
         if self.scaling not in ("per-feature", "global"):

@@ -21,6 +21,7 @@ from transferkit.strategies.base import (
 
 @dataclass(frozen=True)
 class ScratchConfig(StrategyConfig):
+    bn: str = "train"  # random batch-norm statistics must be learned
     lr_scale: float = 1.0  # every parameter trains at the loop's learning rate times this
 
 

@@ -10,6 +10,10 @@ from transferkit.core.errors import ConfigError
 
 OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("auto", "fp32", "bf16")
+AUGMENTS = ("none", "light", "randaugment", "trivial")
+CLASS_WEIGHTS = ("auto", "none", "balanced")
+SAMPLERS = ("shuffle", "balanced")
+IMBALANCE_RATIO_FOR_WEIGHTS = 1.5  # class_weight='auto' turns balanced weights on at this largest/smallest ratio
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,16 @@ class TrainConfig:
     patience: int = 5  # epochs without val macro-F1 gain before stopping (0: never). 3 cut fine-tuning in its early dip
     grad_clip: float = 1.0
     label_smoothing: float = 0.0  # 0.1 cost 2-5 points on digits 30/class (benchmarks/results)
-    augment: bool = True  # mild random resized crops for images; texts are never augmented
+    augment: str = "light"  # none | light (mild random resized crop) | randaugment | trivial; texts never
+    hflip: float = 0.0  # horizontal-flip probability: off by default, flips change digits, text and many objects
+    mixup: float = 0.0  # mixup alpha (0: off); images only, through timm's Mixup
+    cutmix: float = 0.0  # cutmix alpha (0: off)
+    class_weight: str = "auto"  # auto: 'balanced' when the largest class has >= 1.5x the smallest, else none
+    sampler: str = "shuffle"  # or 'balanced': draw every class equally often (with replacement)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_minutes: float | None = None  # time budget: stop at the next step after it, keep the best weights
+    checkpoint_steps: int = 0  # also checkpoint every N optimizer steps (always at each epoch end)
+    keep_checkpoints: int = 2  # newest complete checkpoints kept under RUN_DIR/checkpoints
     precision: str = "auto"
     seed: int = 0
     progress: bool = True
@@ -39,6 +52,19 @@ class TrainConfig:
         _check(isinstance(self.patience, int) and self.patience >= 0, "patience", "an int >= 0", self.patience)
         _check(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)", self.label_smoothing)
         _check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
+        if isinstance(self.augment, bool):  # True/False from older configs and scripts
+            object.__setattr__(self, "augment", "light" if self.augment else "none")
+        _check(self.augment in AUGMENTS, "augment", f"one of {AUGMENTS}", self.augment)
+        _check(0 <= self.hflip <= 1, "hflip", "a probability in [0, 1]", self.hflip)
+        _check(self.mixup >= 0 and self.cutmix >= 0, "mixup/cutmix", "alphas >= 0", (self.mixup, self.cutmix))
+        _check(self.class_weight in CLASS_WEIGHTS, "class_weight", f"one of {CLASS_WEIGHTS}", self.class_weight)
+        _check(self.sampler in SAMPLERS, "sampler", f"one of {SAMPLERS}", self.sampler)
+        _check(isinstance(self.grad_accum, int) and self.grad_accum >= 1, "grad_accum", "an int >= 1", self.grad_accum)
+        _check(self.max_minutes is None or self.max_minutes > 0, "max_minutes", "None or > 0", self.max_minutes)
+        _check(isinstance(self.checkpoint_steps, int) and self.checkpoint_steps >= 0, "checkpoint_steps",
+               "an int >= 0", self.checkpoint_steps)
+        _check(isinstance(self.keep_checkpoints, int) and self.keep_checkpoints >= 1, "keep_checkpoints",
+               "an int >= 1", self.keep_checkpoints)
 
     def batch_size_for(self, n_train: int) -> int:
         if self.batch_size is not None:

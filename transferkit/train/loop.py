@@ -1,14 +1,18 @@
-"""The training loop, readable top to bottom: epochs of strategy steps, validation, early stopping.
+"""The training loop, readable top to bottom: epochs of strategy steps, validation, early stopping, checkpoints.
 
 Imports transferkit.core, transferkit.backbones, transferkit.strategies and transferkit.train. Everything
-method-specific happens in the strategy; this file only orders the calls.
+method-specific happens in the strategy; this file only orders the calls. Resume is exact: the checkpoint
+holds the model, optimizer, scheduler, loop counters, history, strategy state and every RNG, and the
+sampler's order depends only on (seed, epoch), so a resumed run's weights are bit-identical on CPU.
 """
 from __future__ import annotations
 
 import copy
 import math
+import signal
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +23,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from transferkit.backbones.heads import TransferModel
+from transferkit.core.errors import TrainingInterrupted
 from transferkit.core.runtime import autocast, resolve_precision
 from transferkit.strategies.base import Strategy, StrategyContext
+from transferkit.train.checkpoint import Checkpoint, latest_checkpoint, restore_rng, save_checkpoint
 from transferkit.train.config import TrainConfig
 from transferkit.train.inference import predict_logits, to_device
 from transferkit.train.optim import build_optimizer, warmup_cosine
@@ -28,11 +34,52 @@ from transferkit.train.optim import build_optimizer, warmup_cosine
 
 @dataclass
 class TrainResult:
-    history: list[dict[str, float | None]] = field(default_factory=list)  # row 0: before training
+    history: list[dict[str, Any]] = field(default_factory=list)  # row 0: before training
     best_epoch: int = -1
     best_score: float = -math.inf
     stopped_early: bool = False
+    stopped_by_time: bool = False
+    resumed_from: str | None = None
     seconds: float = 0.0
+
+
+@dataclass
+class LoopState:
+    """Counters that, with the RNG states, say exactly where training is. Saved as JSON in checkpoints."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    batches_done: int = 0  # micro-batches of that epoch already consumed
+    step: int = 0  # optimizer steps taken
+    epoch_losses: list[float] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = -math.inf
+    finished: bool = False
+    stopped_early: bool = False
+    stopped_by_time: bool = False
+    seconds: float = 0.0  # training time spent before this process (for --max-minutes across resumes)
+    saves: int = 0  # checkpoints written: names them, newest = highest
+
+
+class StopRequest:
+    """Turns SIGTERM into a flag the loop checks at step boundaries (checkpoint, then exit)."""
+
+    def __init__(self) -> None:
+        self.requested, self._previous = False, None
+
+    def __enter__(self) -> StopRequest:
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no signal handling, training still works
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def validate(model: TransferModel, loader: DataLoader, precision: str) -> dict[str, float]:
@@ -44,70 +91,143 @@ def validate(model: TransferModel, loader: DataLoader, precision: str) -> dict[s
 
 
 def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_loader: DataLoader,
-          val_loader: DataLoader, cfg: TrainConfig, log_dir: Path | None = None) -> TrainResult:
+          val_loader: DataLoader, cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False,
+          batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> TrainResult:
+    """Train ``model`` with ``strategy``; checkpoints go to ``run_dir/checkpoints`` (none if run_dir is None).
+
+    ``resume`` continues from the newest complete checkpoint there (or starts fresh if there is none).
+    ``batch_transform`` (mixup/cutmix) is applied to each training batch after it reaches the device.
+    """
     device = next(model.parameters()).device
     precision = resolve_precision(cfg.precision, device)
+    sampler = train_loader.sampler
+    batches_per_epoch = math.ceil(len(train_loader.dataset) / train_loader.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
     optimizer = build_optimizer(strategy.param_groups(model, cfg.lr, cfg.weight_decay), cfg)
-    scheduler = warmup_cosine(optimizer, cfg.epochs * len(train_loader), cfg.warmup_fraction)
-    writer = _writer(log_dir)
-    result, step, start = TrainResult(), 0, time.perf_counter()
-    # Epoch 0 is the model before any step: if training never beats it on val (e.g. a probe-initialised head
-    # on very few labels), the untouched model is what we keep.
-    initial = {"epoch": 0, "train_loss": None, **validate(model, val_loader, precision)}
-    result.history.append(initial)
-    result.best_score, result.best_epoch = initial["val_macro_f1"], 0
-    best_state = copy.deepcopy(model.state_dict())
+    scheduler = warmup_cosine(optimizer, cfg.epochs * steps_per_epoch, cfg.warmup_fraction)
+    ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
+    result = TrainResult()
 
-    for epoch in range(cfg.epochs):
-        strategy.on_epoch_start(model, epoch)
-        strategy.train_mode(model)
-        if train_loader.generator is not None:  # the epoch's order depends only on (seed, epoch): resumable
-            train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)
-        losses = []
-        bar = tqdm(strategy.iter_batches(train_loader, ctx), total=len(train_loader), leave=False,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or None)
-        for batch in bar:
-            batch = to_device(batch, device)
-            with autocast(precision, device):
-                loss = strategy.training_step(model, batch, ctx)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                               cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            if writer:
-                writer.add_scalar("train/loss", losses[-1], step)
-            step += 1
+    state, best_state = LoopState(), None
+    checkpoint = latest_checkpoint(ckpt_dir) if resume and ckpt_dir is not None else None
+    if checkpoint is not None:
+        state, best_state = _restore(checkpoint, model, optimizer, scheduler, strategy)
+        result.resumed_from = str(checkpoint.path)
+    else:
+        # Epoch 0 is the model before any step: if training never beats it on val (e.g. a probe-initialised
+        # head on very few labels), the untouched model is what we keep.
+        initial = {"epoch": 0, "train_loss": None, **validate(model, val_loader, precision)}
+        state.history.append(initial)
+        state.best_score, state.best_epoch = initial["val_macro_f1"], 0
+        best_state = copy.deepcopy(model.state_dict())
 
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **validate(model, val_loader, precision)}
-        result.history.append(row)
-        if writer:
-            for key, value in row.items():
-                if key != "epoch" and value is not None:
-                    writer.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
+    seconds_before, clock = state.seconds, time.perf_counter()
 
-        if row["val_macro_f1"] > result.best_score:  # early stopping on val macro-F1, best weights kept
-            result.best_score, result.best_epoch = row["val_macro_f1"], epoch + 1
-            best_state = copy.deepcopy(model.state_dict())
-        elif cfg.patience and epoch + 1 - result.best_epoch >= cfg.patience:
-            result.stopped_early = True
-            break
+    def elapsed() -> float:  # training seconds over all processes of this run (the --max-minutes budget)
+        return seconds_before + time.perf_counter() - clock
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    def save() -> None:
+        if ckpt_dir is not None:
+            state.seconds, state.saves = elapsed(), state.saves + 1
+            _save(ckpt_dir, state, model, best_state, optimizer, scheduler, strategy, cfg.keep_checkpoints)
+
+    writer = _writer(run_dir / "tensorboard" if run_dir is not None else None, state.step)
+    with StopRequest() as stop:
+        while not state.finished and state.epoch < cfg.epochs:
+            epoch = state.epoch
+            strategy.on_epoch_start(model, epoch)
+            strategy.train_mode(model)
+            sampler.set_epoch(epoch, start=state.batches_done * train_loader.batch_size)
+            bar = tqdm(strategy.iter_batches(train_loader, ctx), total=len(train_loader), leave=False,
+                       desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or None)
+            for batch in bar:
+                batch = to_device(batch, device)
+                if batch_transform is not None:
+                    batch = batch_transform(batch)
+                with autocast(precision, device):
+                    loss = strategy.training_step(model, batch, ctx)
+                (loss / cfg.grad_accum).backward()
+                state.batches_done += 1
+                state.epoch_losses.append(loss.item())
+                if state.batches_done % cfg.grad_accum and state.batches_done < batches_per_epoch:
+                    continue  # accumulate: the optimizer steps every grad_accum micro-batches
+                _optimizer_step(model, optimizer, scheduler, cfg.grad_clip)
+                state.step += 1
+                bar.set_postfix(loss=f"{state.epoch_losses[-1]:.3f}")
+                if writer:
+                    writer.add_scalar("train/loss", state.epoch_losses[-1], state.step)
+                if stop.requested:
+                    save()
+                    raise TrainingInterrupted(f"Stopped by SIGTERM at step {state.step} (epoch {epoch + 1}) after "
+                                              f"writing a checkpoint; continue with: transferkit fit --resume {run_dir}")
+                if cfg.max_minutes is not None and elapsed() > 60 * cfg.max_minutes:
+                    state.stopped_by_time = True
+                    break
+                if cfg.checkpoint_steps and state.step % cfg.checkpoint_steps == 0:
+                    save()
+            bar.close()
+
+            row = {"epoch": epoch + 1, "train_loss": float(np.mean(state.epoch_losses)) if state.epoch_losses else None,
+                   **validate(model, val_loader, precision)}
+            if state.stopped_by_time:
+                row["partial"] = True  # the time budget ended this epoch early
+            state.history.append(row)
+            _log_epoch(writer, row)
+            if row["val_macro_f1"] > state.best_score:  # early stopping on val macro-F1, best weights kept
+                state.best_score, state.best_epoch = row["val_macro_f1"], epoch + 1
+                best_state = copy.deepcopy(model.state_dict())
+            elif cfg.patience and epoch + 1 - state.best_epoch >= cfg.patience:
+                state.stopped_early = True
+            state.epoch, state.batches_done, state.epoch_losses = epoch + 1, 0, []
+            state.finished = state.stopped_early or state.stopped_by_time or state.epoch >= cfg.epochs
+            save()
+
+    model.load_state_dict(best_state)
     if writer:
         writer.close()
-    result.seconds = time.perf_counter() - start
+    state.seconds = elapsed()
+    result.history, result.best_epoch, result.best_score = state.history, state.best_epoch, state.best_score
+    result.stopped_early, result.stopped_by_time, result.seconds = (state.stopped_early, state.stopped_by_time,
+                                                                    state.seconds)
     return result
 
 
-def _writer(log_dir: Path | None) -> Any:
+def _optimizer_step(model: TransferModel, optimizer: torch.optim.Optimizer, scheduler: Any, clip: float) -> None:
+    if clip:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _save(directory: Path, state: LoopState, model: TransferModel, best_state: dict[str, torch.Tensor],
+          optimizer: torch.optim.Optimizer, scheduler: Any, strategy: Strategy, keep: int) -> None:
+    payload = {"loop": asdict(state), "scheduler": scheduler.state_dict(), "strategy": strategy.state_dict()}
+    checkpoint = Checkpoint(model.state_dict(), best_state, optimizer.state_dict(), payload)
+    save_checkpoint(directory, state.saves, checkpoint, keep=keep)
+
+
+def _restore(ckpt: Checkpoint, model: TransferModel, optimizer: torch.optim.Optimizer, scheduler: Any,
+             strategy: Strategy) -> tuple[LoopState, dict[str, torch.Tensor]]:
+    model.load_state_dict(ckpt.model)
+    optimizer.load_state_dict(ckpt.optimizer)
+    scheduler.load_state_dict(ckpt.state["scheduler"])
+    strategy.load_state_dict(ckpt.state["strategy"])
+    restore_rng(ckpt.state["rng_tensors"], ckpt.state["rng"])
+    return LoopState(**ckpt.state["loop"]), ckpt.best_model
+
+
+def _log_epoch(writer: Any, row: dict[str, Any]) -> None:
+    if writer:
+        for key, value in row.items():
+            if key not in ("epoch", "partial") and value is not None:
+                writer.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
+
+
+def _writer(log_dir: Path | None, purge_step: int) -> Any:
     if log_dir is None:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(log_dir))
+    # purge_step drops events a killed run logged after its last checkpoint, so curves do not double back
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step or None)
