@@ -1,11 +1,13 @@
-"""Label-efficiency benchmark: transfer strategies vs scratch vs a plain reference, at K labels per class.
+"""Label-efficiency benchmark: every transfer strategy vs scratch vs a plain reference, at K labels per class.
 
-Runs linear-probe, finetune and scratch (transferkit) and a plain logistic regression on pixels (images) or
-TF-IDF (text) on the *same* K-per-class training subsets (seeded) and the same fixed test subset; prints a table
-(mean ± std over seeds, wall time) and writes benchmarks/results/label_efficiency.json with the environment.
+Runs each registered strategy (transferkit) and a plain logistic regression on pixels (images) or TF-IDF (text)
+on the *same* K-per-class training subsets (seeded) and the same fixed test subset; prints a table (mean ± std
+over seeds, wall time per run) and writes benchmarks/results/label_efficiency.json with the environment.
+Rows already in --out are kept and skipped with --append, so a long protocol can run in pieces.
 
-    .venv/bin/python benchmarks/label_efficiency.py                  # full protocol (about an hour on 2 cores)
-    .venv/bin/python benchmarks/label_efficiency.py --quick          # 1 seed, digits only: a smoke run
+    .venv/bin/python benchmarks/label_efficiency.py                          # full protocol (many hours on 2 cores)
+    .venv/bin/python benchmarks/label_efficiency.py --plan digits:10,50 --append
+    .venv/bin/python benchmarks/label_efficiency.py --quick                  # 1 seed, digits only: a smoke run
 """
 from __future__ import annotations
 
@@ -31,9 +33,10 @@ from transferkit.config import FitConfig
 from transferkit.data.builtins import DATASETS
 from transferkit.data.examples import DataSplits
 from transferkit.data.splits import stratified_split, subsample_per_class
+from transferkit.strategies import STRATEGIES as STRATEGY_REGISTRY
 
-PLAN = {"fashion-mnist": (10, 100), "digits": (10, 50), "bbc-news": (8, 64)}
-STRATEGIES = ("linear-probe", "finetune", "scratch")
+PLAN = {"fashion-mnist": (10, 100, 1000), "digits": (10, 50), "bbc-news": (8, 64)}
+STRATEGIES = tuple(STRATEGY_REGISTRY)
 TEST_SUBSET = {"fashion-mnist": 2000}  # fixed stratified test subset (seed 0); others use the full test split
 IMAGE_SIZE = 64
 
@@ -77,13 +80,26 @@ def environment() -> dict:
             "precision": "auto (fp32 where the CPU lacks bf16)", "image_size": IMAGE_SIZE}
 
 
+def parse_plan(text: str | None, datasets: str) -> dict[str, tuple[int, ...]]:
+    """'digits:10,50;bbc-news:8' -> {'digits': (10, 50), 'bbc-news': (8,)}; default: PLAN for --datasets."""
+    if not text:
+        return {d: PLAN[d] for d in datasets.split(",")}
+    plan = {}
+    for part in text.split(";"):
+        name, _, ks = part.partition(":")
+        plan[name] = tuple(int(k) for k in ks.split(",")) if ks else PLAN[name]
+    return plan
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=",".join(PLAN))
+    parser.add_argument("--plan", help="datasets and K values, e.g. 'digits:10,50;fashion-mnist:100'")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10, help="max epochs for image datasets")
     parser.add_argument("--text-epochs", type=int, default=4, help="max epochs for text (MiniLM at 256 tokens is slow)")
     parser.add_argument("--strategies", default=",".join((*STRATEGIES, "reference")))
+    parser.add_argument("--append", action="store_true", help="keep rows already in --out and skip them")
     parser.add_argument("--quick", action="store_true", help="digits, 1 seed, 3 epochs")
     parser.add_argument("--out", default="benchmarks/results/label_efficiency.json")
     args = parser.parse_args()
@@ -91,14 +107,17 @@ def main() -> None:
         args.datasets, args.seeds, args.epochs = "digits", 1, 3
     os.environ.setdefault("TRANSFERKIT_CACHE", tempfile.mkdtemp(prefix="tk-bench-cache-"))
     workdir = Path(tempfile.mkdtemp(prefix="tk-bench-"))
-    rows = []
-    for dataset in args.datasets.split(","):
+    rows = json.loads(Path(args.out).read_text())["rows"] if args.append and Path(args.out).exists() else []
+    done = {(r["dataset"], r["labels_per_class"], r["strategy"]) for r in rows}
+    for dataset, ks in parse_plan(args.plan, args.datasets).items():
         splits = DATASETS[dataset]()
         test = splits.test
         if dataset in TEST_SUBSET:
             _, test = stratified_split(test, TEST_SUBSET[dataset] / len(test), 0)
-        for k in PLAN[dataset]:
+        for k in ks:
             for strategy in args.strategies.split(","):
+                if (dataset, k, strategy) in done:
+                    continue
                 epochs = args.text_epochs if splits.train.modality == "text" else args.epochs
                 runs = [run_one(dataset, k, s, strategy, splits, test, epochs, workdir) for s in range(args.seeds)]
                 row = {"dataset": dataset, "labels_per_class": k, "strategy": strategy, "n_test": len(test),
@@ -111,7 +130,26 @@ def main() -> None:
                 print(f"{dataset:14s} {k:4d}/class {strategy:13s} acc {row['accuracy']['mean']:.4f} "
                       f"± {row['accuracy']['std']:.4f}  F1 {row['macro_f1']['mean']:.4f}  "
                       f"{row['seconds']['mean']:7.1f} s/run", flush=True)
+    print_table(rows)
     print(f"wrote {args.out}")
+
+
+def print_table(rows: list[dict]) -> None:
+    """Accuracy mean ± std: one line per (dataset, K), one column per strategy; the best in each line starred."""
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    cells: dict[tuple[str, int], dict[str, dict]] = {}
+    for r in rows:
+        cells.setdefault((r["dataset"], r["labels_per_class"]), {})[r["strategy"]] = r
+    print(f"\n{'dataset':14s} {'K':>5s} " + " ".join(f"{s:>14s}" for s in strategies))
+    for (dataset, k), by_strategy in cells.items():
+        best = max(by_strategy, key=lambda s: by_strategy[s]["accuracy"]["mean"])
+        line = []
+        for s in strategies:
+            r = by_strategy.get(s)
+            text = "-" if r is None else f"{r['accuracy']['mean']:.3f}±{r['accuracy']['std']:.3f}" + \
+                ("*" if s == best else " ")
+            line.append(f"{text:>14s}")
+        print(f"{dataset:14s} {k:5d} " + " ".join(line))
 
 
 def _write(out: str, rows: list[dict]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -35,6 +36,7 @@ from transferkit.evaluate.report import render_markdown
 from transferkit.export.bundle import Bundle, load_bundle, save_bundle
 from transferkit.serve.predictor import Predictions, Predictor
 from transferkit.strategies import StrategyContext, build_strategy
+from transferkit.train.checkpoint import unfinished_run
 from transferkit.train.config import IMBALANCE_RATIO_FOR_WEIGHTS, TrainConfig
 from transferkit.train.inference import predict_logits
 from transferkit.train.loop import TrainResult, train
@@ -142,6 +144,9 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     configuration recorded in RUN_DIR/config.json (pass ``data`` only if it was not a path).
     """
     if resume is not None:
+        if config is not None or options:
+            raise ConfigError(f"resume continues a run with the settings in {Path(resume) / 'config.json'}; "
+                              f"drop {', '.join(sorted(options)) or 'config'}.")
         data, cfg = _resume_inputs(Path(resume), data)
     else:
         cfg = config or FitConfig.from_options(**options)
@@ -158,14 +163,16 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     run_dir = Path(resume) if resume is not None else Path(cfg.out or f"runs/{cfg.strategy}-{datetime.now():%Y%m%d-%H%M%S}")
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:  # written first, so a killed run can be resumed from its folder alone
+        _claim_run_dir(run_dir)
         atomic_write_json(run_dir / "config.json", {"data": _data_reference(data), **asdict(cfg)})
 
-    ctx = StrategyContext(n_classes=len(prepared.label_map), seed=cfg.train.seed,
+    imbalance, class_weight = _resolve_class_weight(prepared, cfg.train)
+    model.head.set_class_weight(None if class_weight is None else torch.from_numpy(class_weight))
+    ctx = StrategyContext(n_classes=len(prepared.label_map), seed=cfg.train.seed, class_weight=class_weight,
                           features=_feature_source(model, prepared, cfg, precision))
     seed_everything(cfg.train.seed)
     strategy.prepare(model, ctx)
     spec = model.backbone.preprocessing
-    imbalance = _apply_class_weight(model, prepared, cfg.train)
     result = TrainResult()
     if strategy.trains_with_loop:
         result = _train(model, strategy, ctx, prepared, cfg, run_dir, resume is not None)
@@ -199,8 +206,8 @@ def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedD
     return train(model, strategy, ctx, train_loader, val_loader, t, run_dir, resume=resume, batch_transform=mixer)
 
 
-def _apply_class_weight(model: TransferModel, data: PreparedData, t) -> dict[str, Any]:
-    """Resolve class_weight ('auto' -> balanced at a 1.5x largest/smallest class ratio) and set it on the head."""
+def _resolve_class_weight(data: PreparedData, t: TrainConfig) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Resolve class_weight ('auto' -> balanced at a 1.5x largest/smallest class ratio): (report entry, weights)."""
     counts = np.bincount(data.label_map.encode(data.train.labels, data.train.source), minlength=len(data.label_map))
     present = counts[counts > 0]
     ratio = float(present.max() / present.min())
@@ -209,10 +216,19 @@ def _apply_class_weight(model: TransferModel, data: PreparedData, t) -> dict[str
         policy = "balanced" if ratio >= IMBALANCE_RATIO_FOR_WEIGHTS and t.sampler != "balanced" else "none"
     weight = None
     if policy == "balanced":  # n / (K * count): the scikit-learn definition; absent classes get 0
-        weight = torch.tensor(np.where(counts > 0, counts.sum() / (len(present) * np.maximum(counts, 1)), 0.0))
-    model.head.set_class_weight(weight)
-    return {"largest_to_smallest": round(ratio, 3), "class_weight": policy, "class_weight_setting": t.class_weight,
-            "sampler": t.sampler}
+        weight = np.where(counts > 0, counts.sum() / (len(present) * np.maximum(counts, 1)), 0.0)
+    report = {"largest_to_smallest": round(ratio, 3), "class_weight": policy, "class_weight_setting": t.class_weight,
+              "sampler": t.sampler}
+    return report, weight
+
+
+def _claim_run_dir(run_dir: Path) -> None:
+    """A fresh run may reuse a finished run's folder, but never silently discards an unfinished run's checkpoints."""
+    checkpoints = run_dir / "checkpoints"
+    if unfinished_run(checkpoints):
+        raise ConfigError(f"{run_dir} holds checkpoints of a run that did not finish; continue it with "
+                          f"`transferkit fit --resume {run_dir}`, or pick another --out.")
+    shutil.rmtree(checkpoints, ignore_errors=True)
 
 
 def _data_reference(data: DataInput | None) -> str | None:

@@ -24,18 +24,44 @@ Examples:
 
     transferkit fit --data builtin:fashion-mnist --labels-per-class 100 --image-size 64 --out runs/fm
 
-    transferkit fit --data photos/ --model efficientnet_lite0 --strategy linear-probe
+    transferkit fit --data photos/ --strategy partial --unfreeze 3 --augment randaugment --hflip 0.5
 
-    transferkit fit --data reviews.csv --text-column body --label-column stars --strategy finetune
+    transferkit fit --data photos/ --strategy finetune --warmup-head-epochs 2 --bn train
+
+    transferkit fit --data reviews.csv --text-column body --label-column stars --strategy lp-ft
+
+    transferkit fit --data photos/ --strategy l2sp -o alpha=0.1 -o beta=0.01 --class-weight balanced
+
+    transferkit fit --resume runs/fm        # continue a killed or stopped run exactly
 """
+
+# CLI flags that are strategy options (validated by the strategy's config: a strategy without one says so).
+STRATEGY_FLAGS = ("bn", "unfreeze", "warmup_head_epochs")
+
+
+def _parse_options(pairs: list[str]) -> dict[str, object]:
+    """-o KEY=VALUE pairs -> {key: value}, values read as JSON when they parse (numbers, true, lists)."""
+    from transferkit.core.errors import ConfigError
+
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"Strategy option {pair!r} is not KEY=VALUE, e.g. -o alpha=0.1.")
+        try:
+            options[key.replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = raw
+    return options
 
 
 @app.command(epilog=FIT_EXAMPLES)
 def fit(
-    data: str = typer.Option(..., "--data", help="Image folder, .csv/.jsonl of texts, or builtin:NAME."),
+    data: str | None = typer.Option(None, "--data", help="Image folder, .csv/.jsonl of texts, or builtin:NAME."),
     model: str | None = typer.Option(None, help="Backbone: a name from `list models`, timm:NAME or hf:ID."),
-    strategy: str | None = typer.Option(None, help="How to adapt: a name from `list strategies`."),
-    out: Path | None = typer.Option(None, help="Run folder (bundle, metrics, report, TensorBoard)."),
+    strategy: str | None = typer.Option(None, help="How to adapt: a name from `list strategies` [default: finetune]."),
+    out: Path | None = typer.Option(None, help="Run folder (bundle, metrics, report, checkpoints, TensorBoard)."),
+    resume: Path | None = typer.Option(None, help="Continue the run in this folder from its newest checkpoint."),
     epochs: int | None = typer.Option(None, help="Maximum epochs (early stopping may end sooner)."),
     labels_per_class: int | None = typer.Option(None, help="Stratified subsample: K training labels per class."),
     seed: int | None = typer.Option(None, help="Seed for splits, subsampling, init and shuffling."),
@@ -44,17 +70,51 @@ def fit(
     text_column: str | None = typer.Option(None, help="CSV/JSONL column with the text [default: text]."),
     label_column: str | None = typer.Option(None, help="CSV/JSONL column with the label [default: label]."),
     image_size: int | None = typer.Option(None, help="Resize images to PX (default: the backbone's size)."),
-    batch_size: int | None = typer.Option(None, help="Training batch size."),
-    lr: float | None = typer.Option(None, help="Head learning rate (backbone rates derive from it)."),
+    batch_size: int | None = typer.Option(None, help="Training batch size [default: 8 below 1,000 examples, else 32]."),
+    grad_accum: int | None = typer.Option(None, help="Micro-batches per optimizer step [default: 1]."),
+    lr: float | None = typer.Option(None, help="Head learning rate; backbone rates derive from it [default: 1e-3]."),
+    weight_decay: float | None = typer.Option(None, help="AdamW/SGD weight decay [default: 0.05]."),
+    optimizer: str | None = typer.Option(None, help="adamw | sgd [default: adamw]."),
+    patience: int | None = typer.Option(None, help="Early-stopping patience in epochs, 0 = off [default: 5]."),
+    label_smoothing: float | None = typer.Option(None, help="Label smoothing [default: 0]."),
+    augment: str | None = typer.Option(None, help="Image augmentation: none | light | randaugment | trivial [light]."),
+    hflip: float | None = typer.Option(None, help="Horizontal-flip probability [default: 0; 0.5 for photos]."),
+    mixup: float | None = typer.Option(None, help="Mixup alpha, images (0 = off)."),
+    cutmix: float | None = typer.Option(None, help="CutMix alpha, images (0 = off)."),
+    class_weight: str | None = typer.Option(None, help="auto | none | balanced [auto: balanced from a 1.5x ratio]."),
+    sampler: str | None = typer.Option(None, help="shuffle | balanced (each class drawn equally often)."),
+    bn: str | None = typer.Option(None, help="Batch-norm statistics: freeze | train [strategy default]."),
+    unfreeze: float | None = typer.Option(None, help="partial: train the last N blocks, or a fraction of them."),
+    warmup_head_epochs: int | None = typer.Option(None, help="finetune/lp-ft: epochs training the head alone first."),
+    strategy_option: list[str] = typer.Option([], "--option", "-o", help="Strategy option KEY=VALUE (repeatable)."),
+    max_minutes: float | None = typer.Option(None, help="Time budget: stop cleanly, keep the best weights."),
+    checkpoint_steps: int | None = typer.Option(None, help="Checkpoint every N steps too (always each epoch)."),
     precision: str | None = typer.Option(None, help="auto | fp32 | bf16."),
 ) -> None:
     """Fit a model: pick a backbone, apply a transfer strategy, evaluate, and save a bundle."""
     from transferkit import api
+    from transferkit.core.errors import ConfigError
 
-    options = {k: v for k, v in locals().items() if v is not None and k not in ("data", "api")}
-    if "out" in options:
-        options["out"] = str(options["out"])
-    result = api.fit(data, **options)
+    given = {k: v for k, v in locals().items() if v is not None and k not in ("data", "api", "ConfigError")}
+    given.pop("strategy_option")
+    options = {k: v for k, v in given.items() if k not in STRATEGY_FLAGS}
+    strategy_options = {**_parse_options(strategy_option), **{k: given[k] for k in STRATEGY_FLAGS if k in given}}
+    if "unfreeze" in strategy_options and float(strategy_options["unfreeze"]).is_integer():
+        strategy_options["unfreeze"] = int(strategy_options["unfreeze"])
+    if resume is not None:
+        extra = sorted(set(options) - {"resume"}) + sorted(strategy_options) + (["data"] if data else [])
+        if extra:
+            raise ConfigError(f"--resume continues a run with its recorded settings; drop {', '.join(extra)}.")
+        result = api.fit(data, resume=resume)
+    else:
+        if data is None:
+            raise ConfigError("Missing --data: an image folder, a .csv/.jsonl file or builtin:NAME "
+                              "(or --resume RUN_DIR to continue a run).")
+        if strategy_options:
+            options["strategy_options"] = strategy_options
+        if "out" in options:
+            options["out"] = str(options["out"])
+        result = api.fit(data, **options)
     for split, m in result.metrics.items():
         console.print(f"{split}: accuracy [bold]{m['accuracy']:.4f}[/], macro-F1 {m['macro_f1']:.4f} (n={m['n']})")
     console.print(f"bundle: {result.bundle_dir}\nreport: {result.run_dir / 'report.md'}")

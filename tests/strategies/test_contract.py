@@ -1,60 +1,34 @@
 """The strategy contract, checked for every registered strategy on a tiny real image task.
 
-3 digit classes x 10 images at 32 px through EfficientNet-Lite0 (pretrained unless the strategy says not).
+3 digit classes x 10 images at 32 px through EfficientNet-Lite0 (pretrained unless the strategy says not), and,
+for the overfitting check, one fixed batch of 16 images of 4 classes. For every strategy that trains with the
+loop: the step-0 loss is ln(K) with a fresh head (below it with a probed head), only the intended parameters
+change, one batch can be overfitted to 100% accuracy, and the finalized model predicts like the trained one.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pytest
 import torch
 
-from transferkit.backbones import build_backbone
-from transferkit.backbones.features import extract_features
-from transferkit.backbones.heads import ClassificationHead, TransferModel
-from transferkit.data.labels import LabelMap
-from transferkit.data.loaders import make_loader
-from transferkit.data.sources import load_source
-from transferkit.data.splits import stratified_split
+from tests.strategies.helpers import (
+    LOOP_STRATEGIES,
+    Task,
+    changed_keys,
+    eval_logits,
+    finalized_copy,
+    optimizer_for,
+    snapshot,
+    train_steps,
+    trainable_names,
+)
+from transferkit.backbones.heads import TransferModel
 from transferkit.strategies import STRATEGIES, Strategy, StrategyContext, build_strategy
-from transferkit.train.config import TrainConfig
-from transferkit.train.optim import build_optimizer
 
-IMAGE_SIZE = 32
 K = 3
-
-
-class Task:
-    def __init__(self, folder: Path):
-        self.train, self.val = stratified_split(load_source(folder).train, 0.2, seed=0)
-        self.label_map = LabelMap.from_labels(self.train.labels, "train")
-
-    def model(self, strategy: Strategy) -> TransferModel:
-        backbone = build_backbone("efficientnet_lite0", pretrained=strategy.uses_pretrained_weights)
-        backbone.preprocessing = backbone.preprocessing.with_image_size(IMAGE_SIZE)
-        return TransferModel(backbone, ClassificationHead(backbone.feature_dim, len(self.label_map)))
-
-    def context(self, model: TransferModel) -> StrategyContext:
-        spec = model.backbone.preprocessing
-
-        def features(split: str) -> tuple[np.ndarray, np.ndarray]:
-            part = {"train": self.train, "val": self.val}[split]
-            x = extract_features(model.backbone, make_loader(part, spec, None, 16), "fp32")
-            return x, np.array(self.label_map.encode(part.labels))
-
-        return StrategyContext(n_classes=len(self.label_map), seed=0, features=features)
-
-    def batch(self, model: TransferModel, size: int = 12) -> dict:
-        loader = make_loader(self.train, model.backbone.preprocessing, self.label_map, size, shuffle_seed=0)
-        return next(iter(loader))
-
-
-@pytest.fixture(scope="module")
-def task(digits_folder: Path) -> Task:
-    return Task(digits_folder)
 
 
 @pytest.fixture(params=sorted(STRATEGIES))
@@ -62,21 +36,13 @@ def strategy(request) -> Strategy:
     return build_strategy(request.param)
 
 
-def _snapshot(model: TransferModel) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+@pytest.fixture(params=LOOP_STRATEGIES)
+def loop_strategy(request) -> Strategy:
+    return build_strategy(request.param)
 
 
-def _one_step(model: TransferModel, strategy: Strategy, ctx: StrategyContext, batch: dict) -> float:
-    """One optimizer step exactly as the loop orders the calls."""
-    cfg = TrainConfig(epochs=1, lr=1e-2, progress=False)
-    optimizer = build_optimizer(strategy.param_groups(model, cfg.lr, cfg.weight_decay), cfg)
-    strategy.on_epoch_start(model, 0)
-    strategy.train_mode(model)
-    loss = strategy.training_step(model, batch, ctx)
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss.item()
+def _head_init(strategy: Strategy) -> str:
+    return getattr(strategy.config, "head_init", "zero")
 
 
 def test_registered_strategy_is_well_formed(strategy: Strategy):
@@ -84,6 +50,12 @@ def test_registered_strategy_is_well_formed(strategy: Strategy):
     assert isinstance(strategy.summary, str) and strategy.summary
     assert isinstance(strategy.config, strategy.config_class)
     assert isinstance(strategy.state_dict(), dict)
+
+
+def test_loop_strategies_are_the_expected_ones():
+    """Guards the parametrisation below: a strategy that stops training with the loop drops out of it silently."""
+    assert set(LOOP_STRATEGIES) >= {"head", "partial", "gradual", "lp-ft", "finetune", "l2sp", "scratch"}
+    assert "linear-probe" not in LOOP_STRATEGIES
 
 
 def test_prepare_finalize_gives_an_inference_model(strategy: Strategy, task: Task):
@@ -100,93 +72,193 @@ def test_prepare_finalize_gives_an_inference_model(strategy: Strategy, task: Tas
     assert torch.isfinite(logits).all()
 
 
-def test_param_groups_hold_each_trainable_parameter_once(strategy: Strategy, task: Task):
-    if not strategy.trains_with_loop:
-        pytest.skip(f"{strategy.name} fits in closed form, without the loop's optimizer")
+def _ever_trainable(strategy: Strategy, model: TransferModel, epochs: int = 64) -> set[int]:
+    """Parameters that train at some epoch of a long run (gradual unfreezing, warm-up epochs)."""
+    ever = set()
+    for epoch in range(epochs):
+        strategy.on_epoch_start(model, epoch)
+        ever |= {id(p) for p in model.parameters() if p.requires_grad}
+    strategy.on_epoch_start(model, 0)
+    return ever
+
+
+# (gradual rejects warmup_head_epochs: its first stage is already head-only)
+PARAM_GROUP_CASES = [pytest.param(name, {}, id=name) for name in LOOP_STRATEGIES] + [
+    pytest.param(name, {"warmup_head_epochs": 2}, id=f"{name}-warmup") for name in LOOP_STRATEGIES
+    if "warmup_head_epochs" in {f.name for f in fields(STRATEGIES[name].config_class)} and name != "gradual"]
+
+
+@pytest.mark.parametrize("name, options", PARAM_GROUP_CASES)
+def test_param_groups_hold_each_trainable_parameter_once(task: Task, name: str, options: dict):
+    """Every parameter that trains now is in exactly one group; groups may also hold parameters that are frozen
+    now but unfreeze later (gradual, warm-up), never ones that no epoch trains."""
+    strategy = build_strategy(name, options)
     model = task.model(strategy)
     strategy.prepare(model, task.context(model))
     groups = strategy.param_groups(model, 1e-3, 0.05)
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)), "a parameter is in two groups"
-    trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    assert set(ids) == trainable
+    trainable_now = {id(p) for p in model.parameters() if p.requires_grad}
+    assert trainable_now <= set(ids), "a trainable parameter is in no group: the optimizer would never update it"
+    never = set(ids) - _ever_trainable(strategy, model)
+    assert not never, f"{len(never)} grouped parameters never train at any epoch"
+    assert {id(p) for p in model.head.parameters()} <= trainable_now
     for g in groups:
         assert g["lr"] > 0
         if g["weight_decay"] > 0:
             assert all(p.ndim > 1 for p in g["params"]), "biases and norm weights must not be decayed"
 
 
+# ------------------------------------------------------------------------------------------------ step-0 loss
+
+
 def _step_zero_loss(strategy: Strategy, task: Task) -> tuple[float, bool]:
-    """(loss of the first training step, whether prepare() left the head at its fresh uniform init)."""
+    """(loss of the first training step, whether prepare() left the head at its fresh all-zero init)."""
     model = task.model(strategy)
     ctx = task.context(model)
     strategy.prepare(model, ctx)
     fresh_head = all(torch.count_nonzero(p) == 0 for p in model.head.parameters())
+    strategy.on_epoch_start(model, 0)
     strategy.train_mode(model)
     return strategy.training_step(model, task.batch(model), ctx).item(), fresh_head
 
 
-def test_loss_at_step_zero_is_ln_k(strategy: Strategy, task: Task):
+def test_loss_at_step_zero_is_ln_k(loop_strategy: Strategy, task: Task):
     """A fresh head predicts uniformly, so the first loss is ln(K); a head fitted in prepare() must beat that."""
-    if not strategy.trains_with_loop:
-        pytest.skip(f"{strategy.name} does not train with the loop")
-    loss, fresh_head = _step_zero_loss(strategy, task)
+    loss, fresh_head = _step_zero_loss(loop_strategy, task)
+    assert math.isfinite(loss)
+    assert fresh_head == (_head_init(loop_strategy) == "zero"), "head_init says otherwise"
     if fresh_head:
         assert abs(loss - math.log(K)) <= 0.1 * math.log(K), f"step-0 loss {loss} vs ln({K}) = {math.log(K)}"
-    else:  # e.g. finetune's LP-FT head init: better than chance from the first step
+    else:  # LP-FT's probed head: better than chance from the first step
         assert loss < math.log(K), f"a head fitted in prepare() gives step-0 loss {loss} >= ln({K})"
 
 
-def test_finetune_with_a_zero_head_starts_at_ln_k(task: Task):
-    if "head_init" not in {f.name for f in fields(STRATEGIES["finetune"].config_class)}:
-        pytest.skip("finetune has no head_init option")
-    loss, fresh_head = _step_zero_loss(build_strategy("finetune", {"head_init": "zero"}), task)
+def test_head_init_defaults():
+    assert build_strategy("finetune").config.head_init == "zero"
+    assert build_strategy("lp-ft").config.head_init == "probe"
+
+
+def test_lp_ft_with_a_zero_head_starts_at_ln_k(task: Task):
+    loss, fresh_head = _step_zero_loss(build_strategy("lp-ft", {"head_init": "zero"}), task)
     assert fresh_head
     assert abs(loss - math.log(K)) <= 0.1 * math.log(K), f"step-0 loss {loss} vs ln({K}) = {math.log(K)}"
 
 
-def test_one_step_changes_only_trainable_parameters(strategy: Strategy, task: Task):
-    if not strategy.trains_with_loop:
-        pytest.skip(f"{strategy.name} does not train with the loop")
+def test_finetune_with_a_probe_head_starts_below_ln_k(task: Task):
+    loss, fresh_head = _step_zero_loss(build_strategy("finetune", {"head_init": "probe"}), task)
+    assert not fresh_head
+    assert loss < math.log(K)
+
+
+# ------------------------------------------------------------------------------- which parameters change
+
+
+def test_one_step_changes_only_trainable_parameters(loop_strategy: Strategy, task: Task):
+    """Frozen parameters get no gradient and stay bit-identical, even under weight decay (AdamW must skip them
+    although gradual and warm-up put frozen blocks in the optimizer)."""
+    strategy = loop_strategy
     model = task.model(strategy)
     ctx = task.context(model)
     strategy.prepare(model, ctx)
-    frozen_now = {name for name, p in model.named_parameters() if not p.requires_grad}
-    before = _snapshot(model)
-    _one_step(model, strategy, ctx, task.batch(model))
+    frozen_now = {n for n, p in model.named_parameters() if not p.requires_grad}
+    before = snapshot(model)
+    optimizer = optimizer_for(strategy, model, lr=1e-2, weight_decay=0.05)
+    strategy.on_epoch_start(model, 0)
+    strategy.train_mode(model)
+    strategy.training_step(model, task.batch(model), ctx).backward()
     params = dict(model.named_parameters())
-    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
-    changed_params = changed & set(params)
+    with_grad = {n for n, p in params.items() if p.grad is not None}
+    assert with_grad == set(params) - frozen_now, "exactly the trainable parameters must get a gradient"
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    changed_params = changed_keys(model, before) & set(params)
     assert not changed_params & frozen_now, f"frozen parameters changed: {sorted(changed_params & frozen_now)[:5]}"
     assert {"head.linear.weight", "head.linear.bias"} <= changed_params, "the head must learn"
-    assert any(k.startswith("backbone.") for k in changed_params - frozen_now) or all(
-        not p.requires_grad for p in model.backbone.parameters()), "trainable backbone parameters did not move"
 
 
-def test_finetune_keeps_batchnorm_statistics_frozen(task: Task):
-    strategy = build_strategy("finetune")
-    assert strategy.config.bn == "freeze"  # the default
+def test_two_steps_move_every_trainable_parameter(loop_strategy: Strategy, task: Task):
+    """Without weight decay, after two steps (the first one's backbone gradient is zero behind a zero head) the
+    changed parameters are exactly the trainable ones."""
+    strategy = loop_strategy
     model = task.model(strategy)
     ctx = task.context(model)
     strategy.prepare(model, ctx)
-    stats = {k: v for k, v in _snapshot(model).items() if "running_" in k or "num_batches_tracked" in k}
-    assert stats, "EfficientNet-Lite0 has batch norm"
-    _one_step(model, strategy, ctx, task.batch(model))
-    after = model.state_dict()
-    moved = [k for k, v in stats.items() if not torch.equal(after[k], v)]
-    assert not moved, f"BN statistics changed with bn=freeze: {moved[:5]}"
+    trainable = trainable_names(model)
+    before = snapshot(model)
+    train_steps(model, strategy, ctx, task.batch(model), optimizer_for(strategy, model, 1e-3, 0.0), steps=2)
+    changed_params = changed_keys(model, before) & {n for n, _ in model.named_parameters()}
+    assert changed_params == trainable, (f"frozen but changed: {sorted(changed_params - trainable)[:5]}; "
+                                         f"trainable but unchanged: {sorted(trainable - changed_params)[:5]}")
 
 
-def test_finetune_bn_train_does_update_statistics(task: Task):
-    """The contrast that shows the frozen-BN test above can fail."""
-    strategy = build_strategy("finetune", {"bn": "train"})
+# ------------------------------------------------------------------------ overfitting one batch of 16 images
+
+# Head LR per strategy. AdamW moves every weight by ~LR per step whatever its gradient, so the pretrained backbone
+# (at 0.3x the head LR and below) is wrecked at 1e-2 with frozen BN; 3e-3 overfits in 10-35 steps. At 32 px the
+# frozen features are 99% zeros of ~0.005, so a head on them alone needs a large LR (1e-1: 10-35 steps).
+# From scratch (BN in train mode) the eval-mode accuracy lags the running statistics: 15-65 steps at 1e-2
+# over 4 seeds.
+OVERFIT_LR = {"head": 1e-1, "scratch": 1e-2}
+OVERFIT_MAX_STEPS = {"scratch": 120}
+DEFAULT_LR, DEFAULT_MAX_STEPS = 3e-3, 80
+STEPS_PER_EPOCH, EVAL_EVERY = 10, 5
+
+
+@dataclass
+class Overfit:
+    strategy: Strategy
+    model: TransferModel
+    batch: dict
+    steps: int
+    accuracy: float
+    history: list[tuple[int, float, float]]  # (step, train loss, finalized accuracy)
+
+
+def _overfit(name: str, task: Task) -> Overfit:
+    """Train on one fixed batch as the loop would (epochs of 10 steps, grad clipping 1.0, weight decay 0.05)
+    until the finalized model classifies the whole batch correctly."""
+    strategy = build_strategy(name)
     model = task.model(strategy)
-    ctx = task.context(model)
+    ctx: StrategyContext = task.context(model)
     strategy.prepare(model, ctx)
-    before = {k: v for k, v in _snapshot(model).items() if "running_mean" in k}
-    _one_step(model, strategy, ctx, task.batch(model))
-    after = model.state_dict()
-    assert any(not torch.equal(after[k], v) for k, v in before.items())
+    batch = task.batch(model, 16, shuffle_seed=None)
+    assert len(batch["labels"]) == 16 and len(set(batch["labels"].tolist())) == task.n_classes
+    optimizer = optimizer_for(strategy, model, lr=OVERFIT_LR.get(name, DEFAULT_LR), weight_decay=0.05)
+    history, step, accuracy = [], 0, 0.0
+    while step < OVERFIT_MAX_STEPS.get(name, DEFAULT_MAX_STEPS):
+        losses = train_steps(model, strategy, ctx, batch, optimizer, EVAL_EVERY, epoch=step // STEPS_PER_EPOCH,
+                             clip=1.0)
+        assert all(math.isfinite(x) for x in losses), f"non-finite loss in {losses}"
+        step += EVAL_EVERY
+        final = finalized_copy(strategy, model)
+        with torch.inference_mode():
+            accuracy = (final(batch).argmax(1) == batch["labels"]).float().mean().item()
+        history.append((step, losses[-1], accuracy))
+        if accuracy == 1.0:
+            break
+    return Overfit(strategy, model, batch, step, accuracy, history)
+
+
+@pytest.fixture(scope="module", params=LOOP_STRATEGIES)
+def overfit(request, batch16_task: Task) -> Overfit:
+    return _overfit(request.param, batch16_task)
+
+
+def test_overfits_one_batch_of_16(overfit: Overfit):
+    assert overfit.accuracy == 1.0, f"{overfit.strategy.name} did not overfit 16 images: {overfit.history}"
+
+
+def test_finalized_model_predicts_like_the_trained_one(overfit: Overfit):
+    reference = eval_logits(overfit.model, overfit.batch)
+    final = finalized_copy(overfit.strategy, overfit.model)
+    assert not final.training
+    with torch.inference_mode():
+        logits = final(overfit.batch)
+    np.testing.assert_allclose(logits.numpy(), reference.numpy(), atol=1e-5)
+
+
+# -------------------------------------------------------------------------------------- specific strategies
 
 
 def test_finetune_layerwise_learning_rates(task: Task):
@@ -210,7 +282,7 @@ def test_linear_probe_sets_head_and_freezes_backbone(task: Task):
     strategy = build_strategy("linear-probe")
     model = task.model(strategy)
     ctx = task.context(model)
-    before = {k: v for k, v in _snapshot(model).items() if k.startswith("backbone.")}
+    before = {k: v for k, v in snapshot(model).items() if k.startswith("backbone.")}
     strategy.prepare(model, ctx)
     assert all(not p.requires_grad for p in model.backbone.parameters())
     assert all(not p.requires_grad for p in model.parameters())  # nothing is left for a loop to train

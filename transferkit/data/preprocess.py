@@ -58,7 +58,8 @@ def image_transform(spec: PreprocessSpec) -> T.Compose:
 
 AUGMENT_POLICIES = ("none", "light", "randaugment", "trivial")
 _TIMM_AUTO_AUGMENT = {
-    "randaugment": "rand-m9-mstd0.5-inc1",  # timm's ImageNet recipe: 2 ops, magnitude ~9
+    # timm's ImageNet recipe, capped at 9: at magnitude 10 posterize keeps 0 bits and Pillow raises
+    "randaugment": "rand-m9-mstd0.5-inc1-mmax9",
     "trivial": "rand-n1-mstd101-inc1",  # TrivialAugment: 1 op, magnitude drawn uniformly (mstd > 100)
 }
 _CROP_SCALE, _CROP_RATIO = (0.75, 1.0), (0.85, 1.18)

@@ -47,10 +47,12 @@ class StrategyContext:
 
     ``features(split)`` returns cached frozen features and integer labels for 'train' or 'val'.
     ``teacher`` (distillation) and ``unlabeled`` (domain adaptation, self-training) are None unless given.
+    ``class_weight`` (one per class, or None) is what the loop's loss uses; closed-form heads apply it too.
     """
 
     n_classes: int
     seed: int
+    class_weight: np.ndarray | None = None
     features: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
     teacher: nn.Module | None = None
     unlabeled: Iterable[dict[str, Any]] | None = None
@@ -89,6 +91,8 @@ class Strategy:
         """Train mode, except: frozen backbone blocks run as at inference (no dropout noise, Keras' trainable=False
         semantics), and batch norm follows the ``bn`` policy."""
         model.train()
+        if not any(p.requires_grad for p in model.backbone.parameters()):
+            model.backbone.eval()  # also the backbone's own forward-time dropout (timm's drop_rate)
         for block in model.backbone.blocks():
             if not any(p.requires_grad for p in block.parameters()):
                 block.eval()

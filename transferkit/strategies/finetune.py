@@ -67,7 +67,10 @@ class Finetune(Strategy):
     summary = "all layers train; layer-wise LR decay, BN stats frozen; --warmup-head-epochs K trains the head first"
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
-        if self.config.head_init == "probe" and ctx.features is not None:
+        if self.config.head_init == "probe":
+            if ctx.features is None:
+                raise ConfigError(f"{self.name} with head_init='probe' needs cached features in the context "
+                                  f"(StrategyContext.features) to fit the probe head.")
             self.probe_info = fit_logistic_head(model, ctx, LinearProbeConfig(scaling="global"))
         self.on_epoch_start(model, 0)
 

@@ -21,6 +21,9 @@ class GradualConfig(FinetuneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.warmup_head_epochs:
+            raise ConfigError("gradual already trains the head alone in its first stage; use epochs_per_stage "
+                              "(-o epochs_per_stage=N) instead of warmup_head_epochs.")
         for name in ("epochs_per_stage", "blocks_per_stage"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

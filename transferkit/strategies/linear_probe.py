@@ -43,9 +43,11 @@ def fit_logistic_head(model: TransferModel, ctx: StrategyContext, config: Linear
         # Per-feature scaling divides by each feature's std; near-constant features then get huge weights
         # that explode once fine-tuning moves those features (seen as loss spikes on digits).
         scaler.scale_ = np.full_like(scaler.scale_, float(np.mean(scaler.scale_)))
+    weights = None if ctx.class_weight is None else {i: float(w) for i, w in enumerate(ctx.class_weight) if w > 0}
     best: tuple[float, float, LogisticRegression] | None = None
     for c in config.c_grid:
-        clf = LogisticRegression(C=c, max_iter=config.max_iter).fit(scaler.transform(x_train), y_train)
+        clf = LogisticRegression(C=c, max_iter=config.max_iter, class_weight=weights).fit(
+            scaler.transform(x_train), y_train)
         score = f1_score(y_val, clf.predict(scaler.transform(x_val)), average="macro") if len(y_val) else 0.0
         if best is None or score > best[0]:
             best = (score, c, clf)

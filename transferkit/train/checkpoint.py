@@ -132,12 +132,15 @@ def save_checkpoint(directory: Path, index: int, ckpt: Checkpoint, keep: int = 2
     return final
 
 
-def _is_complete(folder: Path) -> bool:
+def _is_complete(folder: Path, verify: bool = True) -> bool:
+    """The marker exists and parses; with ``verify``, every file it lists has the recorded SHA-256."""
     marker = folder / MARKER
     if not marker.is_file():
         return False
     try:
         files = json.loads(marker.read_text())["files"]
+        if not verify:
+            return isinstance(files, dict) and all((folder / name).is_file() for name in files)
         return all(sha256_file(folder / name) == digest for name, digest in files.items())
     except (OSError, ValueError, KeyError, TypeError):
         return False
@@ -147,16 +150,19 @@ def _index_of(folder: Path) -> int:
     return int(folder.name[len(PREFIX):])
 
 
-def complete_checkpoints(directory: Path) -> list[Path]:
-    """Complete checkpoint folders, oldest first; staged or half-written ones are skipped."""
+def complete_checkpoints(directory: Path, verify: bool = True) -> list[Path]:
+    """Complete checkpoint folders, oldest first; staged or half-written ones are skipped.
+
+    ``verify=False`` trusts the marker without hashing the files (pruning, listing); loading always verifies.
+    """
     if not directory.is_dir():
         return []
     found = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()]
-    return sorted((p for p in found if _is_complete(p)), key=_index_of)
+    return sorted((p for p in found if _is_complete(p, verify)), key=_index_of)
 
 
 def _prune(directory: Path, keep: int, current: Path) -> None:
-    complete = complete_checkpoints(directory)
+    complete = complete_checkpoints(directory, verify=False)
     for old in complete[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     for p in directory.iterdir():  # staging folders of dead processes and unmarked checkpoints
@@ -178,6 +184,19 @@ def load_checkpoint(folder: Path) -> Checkpoint:
                       optimizer=optimizer, state=state, path=folder)
 
 
+def unfinished_run(directory: Path) -> bool:
+    """Whether ``directory`` holds checkpoints of a run that stopped before its end (so could be resumed)."""
+    complete = complete_checkpoints(directory, verify=False)
+    if not complete:
+        return False
+    return not json.loads((complete[-1] / "state.json").read_text()).get("loop", {}).get("finished", False)
+
+
 def latest_checkpoint(directory: Path) -> Checkpoint | None:
-    complete = complete_checkpoints(directory)
-    return load_checkpoint(complete[-1]) if complete else None
+    """The newest checkpoint whose files match their marker's hashes (older ones are the fallback)."""
+    for folder in reversed(complete_checkpoints(directory, verify=False)):
+        try:
+            return load_checkpoint(folder)
+        except TransferkitError:  # damaged after its marker was written: fall back to the one before
+            continue
+    return None

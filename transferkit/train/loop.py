@@ -113,6 +113,8 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     if checkpoint is not None:
         state, best_state = _restore(checkpoint, model, optimizer, scheduler, strategy)
         result.resumed_from = str(checkpoint.path)
+        if state.finished:  # nothing left to train, but leave requires_grad as the last epoch had it
+            strategy.on_epoch_start(model, max(state.epoch - 1, 0))
     else:
         # Epoch 0 is the model before any step: if training never beats it on val (e.g. a probe-initialised
         # head on very few labels), the untouched model is what we keep.
@@ -146,7 +148,9 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
                     batch = batch_transform(batch)
                 with autocast(precision, device):
                     loss = strategy.training_step(model, batch, ctx)
-                (loss / cfg.grad_accum).backward()
+                group_start = state.batches_done - state.batches_done % cfg.grad_accum
+                group_size = min(cfg.grad_accum, batches_per_epoch - group_start)  # the epoch's last may be short
+                (loss / group_size).backward()
                 state.batches_done += 1
                 state.epoch_losses.append(loss.item())
                 if state.batches_done % cfg.grad_accum and state.batches_done < batches_per_epoch:
