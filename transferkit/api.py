@@ -9,7 +9,7 @@ import json
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -31,11 +31,21 @@ from transferkit.data.labels import LabelMap
 from transferkit.data.loaders import make_loader
 from transferkit.data.sources import TextColumns, load_source
 from transferkit.data.splits import stratified_split, subsample_per_class
+from transferkit.evaluate.baselines import reference_metrics, reference_name
+from transferkit.evaluate.comparison import gains, series, summarize
+from transferkit.evaluate.html import confident_errors, inputs_summary, render_compare, render_report
 from transferkit.evaluate.metrics import classification_metrics, headline
-from transferkit.evaluate.report import render_markdown
+from transferkit.evaluate.report import (
+    before_after_notes,
+    before_after_table,
+    imbalance_notes,
+    render_markdown,
+    training_notes,
+)
 from transferkit.export.bundle import Bundle, load_bundle, save_bundle
 from transferkit.serve.predictor import Predictions, Predictor
 from transferkit.strategies import StrategyContext, build_strategy
+from transferkit.strategies.linear_probe import LinearProbeConfig, fit_logistic_head
 from transferkit.train.checkpoint import unfinished_run
 from transferkit.train.config import IMBALANCE_RATIO_FOR_WEIGHTS, TrainConfig
 from transferkit.train.inference import predict_logits
@@ -129,11 +139,38 @@ def _feature_source(model: TransferModel, data: PreparedData, cfg: FitConfig, pr
     return features
 
 
+@dataclass
+class SplitEvaluation:
+    metrics: dict[str, Any]
+    probabilities: np.ndarray
+    labels: np.ndarray
+
+
 def _evaluate_split(model: TransferModel, examples: Examples, label_map: LabelMap, spec, precision: str,
-                    progress: bool) -> dict[str, Any]:
+                    progress: bool) -> SplitEvaluation:
     loader = make_loader(examples, spec, label_map, 64)
     logits, labels = predict_logits(model, loader, precision, progress=progress, desc=f"evaluate {examples.source}")
-    return classification_metrics(labels, logits.argmax(1), label_map.names)
+    probabilities = model.head.probabilities(torch.from_numpy(logits)).numpy()
+    metrics = classification_metrics(labels, logits.argmax(1), label_map.names, probabilities)
+    return SplitEvaluation(metrics, probabilities, labels)
+
+
+def _before_adaptation(model: TransferModel, ctx: StrategyContext, data: PreparedData, strategy,
+                       cfg: FitConfig) -> dict[str, Any] | None:
+    """The frozen-feature linear probe's metrics on the report's split: the "before" of before-vs-after.
+
+    Computed before training, while the backbone still holds its pretrained weights (features are cached, so
+    strategies that probe anyway pay nothing extra). None when it would compare a model with itself.
+    """
+    if not cfg.baseline or not strategy.uses_pretrained_weights or strategy.name == "linear-probe":
+        return None
+    split = "test" if data.test is not None else "val"
+    head = HEADS["classification"](model.backbone.feature_dim, len(data.label_map))
+    fit_logistic_head(head, ctx, LinearProbeConfig())
+    x, y = ctx.features(split)
+    with torch.inference_mode():
+        predicted = head(torch.from_numpy(x).float()).argmax(1).numpy()
+    return {"split": split, **classification_metrics(y, predicted, data.label_map.names)}
 
 
 def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: str | Path | None = None,
@@ -170,6 +207,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     model.head.set_class_weight(None if class_weight is None else torch.from_numpy(class_weight))
     ctx = StrategyContext(n_classes=len(prepared.label_map), seed=cfg.train.seed, class_weight=class_weight,
                           features=_feature_source(model, prepared, cfg, precision))
+    before = _before_adaptation(model, ctx, prepared, strategy, cfg)
     seed_everything(cfg.train.seed)
     strategy.prepare(model, ctx)
     spec = model.backbone.preprocessing
@@ -178,8 +216,9 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
         result = _train(model, strategy, ctx, prepared, cfg, run_dir, resume is not None)
     model = strategy.finalize(model)
 
-    metrics = {name: _evaluate_split(model, part, prepared.label_map, spec, precision, cfg.train.progress)
-               for name, part in (("test", prepared.test), ("val", prepared.val)) if part is not None}
+    evaluations = {name: _evaluate_split(model, part, prepared.label_map, spec, precision, cfg.train.progress)
+                   for name, part in (("test", prepared.test), ("val", prepared.val)) if part is not None}
+    metrics = {name: e.metrics for name, e in evaluations.items()}
     n_total = sum(p.numel() for p in model.parameters())
     n_trainable = _trainable_count(model, strategy)
     summary = {**metrics, "trainable_params": n_trainable, "total_params": n_total,
@@ -192,7 +231,9 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     summary["imbalance"] = imbalance
     if result.resumed_from:
         summary["resumed_from"] = result.resumed_from
-    _write_run(run_dir, cfg, prepared, result, summary, strategy)
+    if before is not None:
+        summary["before_adaptation"] = headline(before)
+    _write_run(run_dir, cfg, prepared, result, summary, strategy, evaluations, before)
     return FitResult(run_dir, bundle_dir, metrics, result.history, time.perf_counter() - start)
 
 
@@ -288,8 +329,8 @@ def _manifest(cfg: FitConfig, model: TransferModel, data: PreparedData, strategy
     }
 
 
-def _write_run(run_dir: Path, cfg: FitConfig, data: PreparedData, result: TrainResult, summary: dict,
-               strategy) -> None:
+def _write_run(run_dir: Path, cfg: FitConfig, data: PreparedData, result: TrainResult, summary: dict, strategy,
+               evaluations: dict[str, SplitEvaluation], before: dict[str, Any] | None) -> None:
     atomic_write_json(run_dir / "metrics.json", summary)
     atomic_write_json(run_dir / "history.json", result.history)
     if not result.history:  # a closed-form strategy still leaves TensorBoard events with its final metrics
@@ -300,41 +341,39 @@ def _write_run(run_dir: Path, cfg: FitConfig, data: PreparedData, result: TrainR
                 if split in summary:
                     writer.add_scalar(f"{split}/accuracy", summary[split]["accuracy"], 0)
                     writer.add_scalar(f"{split}/macro_f1", summary[split]["macro_f1"], 0)
-    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test) if data.test else 0}
-    config_rows = {"model": cfg.model if cfg.model != "auto" else DEFAULT_FOR_MODALITY[data.modality],
-                   "strategy": f"{strategy.name} ({strategy.summary})", **asdict(cfg.train),
+    model_name = cfg.model if cfg.model != "auto" else DEFAULT_FOR_MODALITY[data.modality]
+    config_rows = {"data": cfg_data(run_dir) or "in memory", "model": model_name,
+                   "strategy": f"{strategy.name} ({strategy.summary})",
+                   "strategy options": json.dumps(asdict(strategy.config)), **asdict(cfg.train),
                    "labels_per_class": cfg.labels_per_class, "image_size": cfg.image_size,
-                   "trainable_params": summary["trainable_params"], "total_params": summary["total_params"]}
+                   "batch_size": summary["batch_size_used"], "precision": summary["precision_used"],
+                   "device": str(default_device())}
     metrics = {k: v for k, v in summary.items() if k in ("test", "val")}
-    config_rows.update(batch_size=summary["batch_size_used"], precision=summary["precision_used"])
-    report = render_markdown({"title": run_dir.name, "data": {"sizes": sizes, "class_counts": data.train.class_counts()},
-                              "config": config_rows, "history": result.history, "metrics": metrics,
-                              "notes": _training_notes(result) + _imbalance_notes(summary["imbalance"])})
-    atomic_write_text(run_dir / "report.md", report)
+    parts = {"train": data.train, "val": data.val, "test": data.test}
+    run = {
+        "title": run_dir.name, "model": model_name, "strategy": strategy.name,
+        "created": datetime.now().isoformat(timespec="seconds"), "metrics": metrics, "history": result.history,
+        "notes": training_notes(result) + imbalance_notes(summary["imbalance"], IMBALANCE_RATIO_FOR_WEIGHTS)
+        + before_after_notes(before, metrics, strategy.name),
+        "data": {"sizes": {k: len(v) if v is not None else 0 for k, v in parts.items()},
+                 "class_counts": {k: v.class_counts() for k, v in parts.items() if v is not None and v.labels},
+                 "inputs_summary": inputs_summary(data.train),
+                 "lengths": [len(str(t).split()) for t in data.train.inputs] if data.modality == "text" else None},
+        "config": config_rows, "environment": _versions(),
+        "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
+        "before_after": before_after_table(before, metrics, strategy.name),
+        "errors": {name: confident_errors(parts[name].inputs, parts[name].ids, e.labels, e.probabilities,
+                                          list(data.label_map.names), data.modality)
+                   for name, e in evaluations.items()},
+    }
+    atomic_write_text(run_dir / "report.md", render_markdown(run))
+    atomic_write_text(run_dir / "report.html", render_report(run))
 
 
-def _imbalance_notes(imbalance: dict[str, Any]) -> list[str]:
-    ratio, policy, setting = imbalance["largest_to_smallest"], imbalance["class_weight"], imbalance["class_weight_setting"]
-    why = f" ('{setting}': balanced from a {IMBALANCE_RATIO_FOR_WEIGHTS}x ratio)" if setting == "auto" else ""
-    text = (f"Class balance: the largest training class has {ratio:.2f}x the examples of the smallest; "
-            f"loss class weights: {policy}{why}; sampler: {imbalance['sampler']}.")
-    return [text]
-
-
-def _training_notes(result: TrainResult) -> list[str]:
-    if not result.history:
-        return ["Fitted in closed form on frozen features (no training loop)."]
-    trained = len(result.history) - 1
-    stop = "; stopped early" if result.stopped_early else "; stopped by the --max-minutes budget" \
-        if result.stopped_by_time else ""
-    notes = [f"Kept the weights of epoch {result.best_epoch} of {trained} (best validation macro-F1"
-             f" {result.best_score:.4f}){stop}."]
-    if result.resumed_from:
-        notes.append(f"Resumed from checkpoint {result.resumed_from}.")
-    if result.best_epoch == 0:
-        notes.append("Training never beat the model as it was before the first step on validation, so that model "
-                     "was kept: with this little data, adaptation did not help.")
-    return notes
+def cfg_data(run_dir: Path) -> str | None:
+    """The data reference recorded in the run's config.json (None for in-memory data)."""
+    config_file = run_dir / "config.json"
+    return json.loads(config_file.read_text()).get("data") if config_file.is_file() else None
 
 
 def load(bundle: str | Path) -> Bundle:
@@ -358,7 +397,7 @@ def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_colu
     loaded = load_bundle(Path(bundle))
     examples = _labeled_split(data, split, TextColumns(text_column, label_column))
     precision = loaded.manifest.get("inference_precision", "fp32")
-    metrics = _evaluate_split(loaded.model, examples, loaded.label_map, loaded.preprocessing, precision, progress)
+    metrics = _evaluate_split(loaded.model, examples, loaded.label_map, loaded.preprocessing, precision, progress).metrics
     return {**metrics, "split": split, "data": examples.source}
 
 
@@ -397,3 +436,95 @@ def write_predictions(path: Path, predictions: Predictions, id_field: str) -> No
             writer.writerows(rows)
 
     atomic_write(path, write)
+
+
+def compare(data: DataInput, strategies: list[str], labels_per_class: list[int | None], seeds: int = 1,
+            out: str | Path | None = None, budget_minutes: float | None = None, progress: bool = True,
+            **options: Any) -> dict[str, Any]:
+    """Run every strategy x labels-per-class x seed on identical splits, plus the plain reference; write
+    compare.json and compare.html in ``out`` (each run keeps its own folder under out/runs/).
+
+    The test set is the same for every run (the source's test split, ``test_data``, or a fixed stratified
+    20 % held out with seed 0); the K-per-class subsample depends only on (K, seed), so every strategy sees the
+    same examples, and frozen features are computed once (the feature cache). ``budget_minutes`` runs the
+    cheapest combinations first and skips any whose estimated time no longer fits, saying which.
+    """
+    for name in strategies:
+        build_strategy(name)  # fail on a typo before hours of runs
+    base = FitConfig.from_options(**options)
+    out_dir = Path(out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
+    splits = _comparison_splits(data, base)
+    plan = sorted(((k, s, seed) for k in labels_per_class for s in strategies for seed in range(seeds)),
+                  key=lambda item: (_k_key(item[0]), list(strategies).index(item[1]), item[2]))
+    runs, skipped, seconds_per_example = [], [], {}
+    start = time.perf_counter()
+    for k, strategy, seed in plan:
+        cfg = replace(base, strategy=strategy, labels_per_class=k, val_data=None, test_data=None,
+                      out=str(out_dir / "runs" / f"{strategy}-k{k or 'all'}-seed{seed}"),
+                      train=replace(base.train, seed=seed, progress=False))
+        n_train = len(prepare_data(splits, cfg).train)
+        estimate = n_train * seconds_per_example.get(strategy, max(seconds_per_example.values(), default=0.0))
+        if budget_minutes is not None and time.perf_counter() - start + estimate > 60 * budget_minutes:
+            skipped.append(f"{strategy} at {k or 'all'} labels/class, seed {seed}: about {estimate:.0f} s estimated, "
+                           f"over the {budget_minutes} min budget")
+            continue
+        if progress:
+            print(f"[compare] {strategy} K={k or 'all'} seed={seed}", flush=True)
+        result = fit(splits, config=cfg)
+        summary = json.loads((result.run_dir / "metrics.json").read_text())
+        seconds_per_example[strategy] = summary["wall_seconds"] / max(n_train, 1)
+        runs.append({"strategy": strategy, "labels_per_class": k, "seed": seed, "run_dir": str(result.run_dir),
+                     "accuracy": result.metrics["test"]["accuracy"], "macro_f1": result.metrics["test"]["macro_f1"],
+                     "seconds": summary["wall_seconds"], "trainable_params": summary["trainable_params"]})
+    runs += _reference_runs(splits, base, labels_per_class, seeds)
+    return _write_comparison(out_dir, data, base, splits, runs, skipped, strategies, seeds)
+
+
+def _k_key(k: int | None) -> float:
+    return float("inf") if k is None else float(k)
+
+
+def _comparison_splits(data: DataInput, cfg: FitConfig) -> DataSplits:
+    """Train/val/test fixed once for the whole comparison."""
+    columns = TextColumns(cfg.text_column, cfg.label_column)
+    splits = _as_splits(data, columns)
+    val = _as_splits(cfg.val_data, columns).train if cfg.val_data else splits.val
+    test = _as_splits(cfg.test_data, columns).train if cfg.test_data else splits.test
+    train = splits.train
+    if test is None:
+        train, test = stratified_split(train, 0.2, seed=0)
+    return DataSplits(train=train, val=val, test=test)
+
+
+def _reference_runs(splits: DataSplits, base: FitConfig, ks: list[int | None], seeds: int) -> list[dict[str, Any]]:
+    """The pixels/TF-IDF logistic regression on exactly the examples each (K, seed) run trained on."""
+    runs = []
+    for k in ks:
+        for seed in range(seeds):
+            prepared = prepare_data(splits, replace(base, labels_per_class=k, val_data=None, test_data=None,
+                                                    train=replace(base.train, seed=seed)))
+            begin = time.perf_counter()
+            m = reference_metrics(prepared.train, prepared.test, prepared.label_map)
+            runs.append({"strategy": reference_name(prepared.modality), "labels_per_class": k, "seed": seed,
+                         "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                         "seconds": time.perf_counter() - begin, "trainable_params": None})
+    return runs
+
+
+def _write_comparison(out_dir: Path, data: DataInput, base: FitConfig, splits: DataSplits, runs: list[dict[str, Any]],
+                      skipped: list[str], strategies: list[str], seeds: int) -> dict[str, Any]:
+    reference = reference_name(splits.train.modality)
+    rows = summarize(runs)
+    scratch = "scratch" if "scratch" in strategies else None
+    summary = {
+        "title": out_dir.name, "data": _data_reference(data) or "in memory",
+        "model": base.model if base.model != "auto" else DEFAULT_FOR_MODALITY[splits.train.modality],
+        "seeds": seeds, "n_test": len(splits.test), "rows": rows, "gains": gains(rows, scratch, reference),
+        "skipped": skipped, "series": series(rows), "reference_name": reference,
+        "config": {"strategies": ", ".join(strategies), **asdict(base.train), "image_size": base.image_size,
+                   "reference": f"{reference}: logistic regression on the same training examples, no pretrained weights"},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "compare.json", {**summary, "runs": runs})
+    atomic_write_text(out_dir / "compare.html", render_compare(summary))
+    return {**summary, "runs": runs, "out": str(out_dir)}

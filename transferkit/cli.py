@@ -16,7 +16,7 @@ from rich.table import Table
 from transferkit.core.errors import TransferkitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
-                  help="Adapt pretrained models to your labeled data: fit, evaluate, predict.")
+                  help="Adapt pretrained models to your labeled data: fit, compare, evaluate, predict.")
 console = Console(stderr=True)
 
 FIT_EXAMPLES = """
@@ -118,6 +118,72 @@ def fit(
     for split, m in result.metrics.items():
         console.print(f"{split}: accuracy [bold]{m['accuracy']:.4f}[/], macro-F1 {m['macro_f1']:.4f} (n={m['n']})")
     console.print(f"bundle: {result.bundle_dir}\nreport: {result.run_dir / 'report.md'}")
+
+
+COMPARE_EXAMPLES = """
+Examples:
+
+    transferkit compare --data builtin:digits --strategies linear-probe,finetune,scratch --labels-per-class 10,50 --seeds 3
+
+    transferkit compare --data photos/ --test-data photos_test/ --strategies head,partial,lp-ft --budget-minutes 30
+"""
+
+
+def _parse_ks(text: str) -> list[int | None]:
+    from transferkit.core.errors import ConfigError
+
+    ks: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip()
+        if part == "all":
+            ks.append(None)
+        elif part.isdigit() and int(part) > 0:
+            ks.append(int(part))
+        else:
+            raise ConfigError(f"--labels-per-class takes positive integers or 'all', comma-separated (e.g. 10,100); "
+                              f"got {part!r}.")
+    return ks
+
+
+@app.command(epilog=COMPARE_EXAMPLES)
+def compare(
+    data: str = typer.Option(..., "--data", help="Image folder, .csv/.jsonl of texts, or builtin:NAME."),
+    strategies: str = typer.Option("linear-probe,finetune,scratch", help="Comma-separated strategy names."),
+    labels_per_class: str = typer.Option("all", help="Comma-separated K values (or 'all'), e.g. 10,100."),
+    seeds: int = typer.Option(1, help="Seeds per (strategy, K): each seed draws its own K-subsample."),
+    out: Path | None = typer.Option(None, help="Folder for compare.json, compare.html and the runs."),
+    budget_minutes: float | None = typer.Option(None, help="Skip the slowest combinations once over budget."),
+    model: str | None = typer.Option(None, help="Backbone for every run."),
+    val_data: str | None = typer.Option(None, help="Validation data (default: a split of each K-subsample)."),
+    test_data: str | None = typer.Option(None, help="Test data (default: the source's test split or a fixed 20 %)."),
+    text_column: str | None = typer.Option(None, help="CSV/JSONL text column."),
+    label_column: str | None = typer.Option(None, help="CSV/JSONL label column."),
+    image_size: int | None = typer.Option(None, help="Resize images to PX."),
+    epochs: int | None = typer.Option(None, help="Maximum epochs per run."),
+    batch_size: int | None = typer.Option(None, help="Training batch size."),
+    lr: float | None = typer.Option(None, help="Head learning rate."),
+    patience: int | None = typer.Option(None, help="Early-stopping patience."),
+    augment: str | None = typer.Option(None, help="none | light | randaugment | trivial."),
+    precision: str | None = typer.Option(None, help="auto | fp32 | bf16."),
+) -> None:
+    """Compare strategies on identical splits: mean ± std, wall time, trainable parameters, transfer gain."""
+    from transferkit import api
+
+    options = {k: v for k, v in locals().items() if v is not None and k not in (
+        "data", "strategies", "labels_per_class", "seeds", "out", "budget_minutes", "api")}
+    summary = api.compare(data, [s.strip() for s in strategies.split(",") if s.strip()], _parse_ks(labels_per_class),
+                          seeds=seeds, out=out, budget_minutes=budget_minutes, **options)
+    table = Table("strategy", "K", "accuracy", "s/run", "trainable", title=f"compare: {summary['data']}")
+    for r in summary["rows"]:
+        table.add_row(r["strategy"], str(r["labels_per_class"] or "all"),
+                      f"{r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}", f"{r['seconds_mean']:.1f}",
+                      f"{r['trainable_params']:,}" if r["trainable_params"] is not None else "-")
+    Console().print(table)
+    for g in summary["gains"]:
+        console.print(("[red]" if g["negative"] else "") + escape(g["statement"]) + ("[/]" if g["negative"] else ""))
+    for s in summary["skipped"]:
+        console.print(f"skipped: {escape(s)}")
+    console.print(f"wrote {summary['out']}/compare.html and compare.json")
 
 
 @app.command(epilog="Example:\n\n"

@@ -27,6 +27,7 @@ class FitConfig:
     val_fraction: float = 0.15
     strategy_options: dict[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
+    baseline: bool = True  # also fit a frozen-feature linear probe: the "before" of the report's before-vs-after
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:

@@ -1,10 +1,13 @@
-"""The run's readable report (report.md): data, configuration, training curve, metrics per split.
+"""The run's readable report as text (report.md) and the sentences both reports share.
 
-Imports transferkit.evaluate.metrics only; takes plain dicts so it can be regenerated from a run folder.
+Imports transferkit.train (for TrainResult) only; takes plain dicts so it can be regenerated from a run folder.
+report.md carries the same numbers as report.html, without the plots.
 """
 from __future__ import annotations
 
 from typing import Any
+
+from transferkit.train.loop import TrainResult
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -14,31 +17,106 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _fmt(x: Any) -> str:
+    if x is None:
+        return ""
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
+def training_notes(result: TrainResult) -> list[str]:
+    if not result.history:
+        return ["Fitted in closed form on frozen features (no training loop)."]
+    trained = len(result.history) - 1
+    stop = "; stopped early" if result.stopped_early else "; stopped by the --max-minutes budget" \
+        if result.stopped_by_time else ""
+    notes = [f"Kept the weights of epoch {result.best_epoch} of {trained} (best validation macro-F1"
+             f" {result.best_score:.4f}){stop}."]
+    if result.resumed_from:
+        notes.append(f"Resumed from checkpoint {result.resumed_from}.")
+    if result.best_epoch == 0:
+        notes.append("Training never beat the model as it was before the first step on validation, so that model "
+                     "was kept: with this little data, adaptation did not help.")
+    return notes
+
+
+def imbalance_notes(imbalance: dict[str, Any], auto_ratio: float) -> list[str]:
+    ratio, policy, setting = imbalance["largest_to_smallest"], imbalance["class_weight"], imbalance["class_weight_setting"]
+    why = f" ('{setting}': balanced from a {auto_ratio}x ratio)" if setting == "auto" else ""
+    return [f"Class balance: the largest training class has {ratio:.2f}x the examples of the smallest; "
+            f"loss class weights: {policy}{why}; sampler: {imbalance['sampler']}."]
+
+
+def before_after_table(before: dict[str, Any] | None, metrics: dict[str, Any], strategy: str) -> dict[str, Any] | None:
+    """Rows 'before' (frozen-feature linear probe) and 'after' (this run) on the same split, and the gain."""
+    if before is None or before["split"] not in metrics:
+        return None
+    after = metrics[before["split"]]
+    gain = after["accuracy"] - before["accuracy"]
+    return {"split": before["split"], "gain": gain, "statement": _gain_sentence(gain, strategy, before["split"]),
+            "rows": [{"name": "before: linear probe on frozen pretrained features", **_pick(before)},
+                     {"name": f"after: {strategy}", **_pick(after)}]}
+
+
+def before_after_notes(before: dict[str, Any] | None, metrics: dict[str, Any], strategy: str) -> list[str]:
+    table = before_after_table(before, metrics, strategy)
+    return [table["statement"]] if table else []
+
+
+def _pick(m: dict[str, Any]) -> dict[str, float]:
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+
+
+def _gain_sentence(gain: float, strategy: str, split: str) -> str:
+    points = 100 * gain
+    if points < 0:
+        return (f"Negative transfer gain: {strategy} is {-points:.1f} points below the frozen-feature linear probe "
+                f"on {split} accuracy; adapting the backbone hurt here, so prefer --strategy linear-probe or more data.")
+    return f"Adapting with {strategy} gained {points:+.1f} points of {split} accuracy over the frozen-feature linear probe."
+
+
+def _example_cell(error: dict[str, Any]) -> str:
+    if "text" not in error:
+        return error["id"]
+    return error["text"].replace("|", "/").replace("\n", " ")[:120]
+
+
 def render_markdown(run: dict[str, Any]) -> str:
-    """``run`` holds: title, data (split sizes, class counts), config, history, metrics (per split), notes."""
+    """``run`` as built by api (title, metrics, notes, data, config, history, before_after, errors)."""
     parts = [f"# transferkit run: {run['title']}", ""]
     for split, m in run["metrics"].items():
         parts.append(f"- **{split}**: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n = {m['n']})")
     parts += [f"- {note}" for note in run.get("notes", [])] + [""]
-    parts += ["## Data", "", _table(["split", "examples"], [[k, v] for k, v in run["data"]["sizes"].items()]), ""]
-    counts = run["data"]["class_counts"]
-    parts += ["Training class counts:", "", _table(["class", "count"], [[k, v] for k, v in counts.items()]), ""]
+    if run.get("before_after"):
+        ba = run["before_after"]
+        parts += ["## Before vs after adaptation", "",
+                  _table(["model", f"{ba['split']} accuracy", f"{ba['split']} macro-F1"],
+                         [[r["name"], _fmt(r["accuracy"]), _fmt(r["macro_f1"])] for r in ba["rows"]]), ""]
+    data = run["data"]
+    parts += ["## Data", "", _table(["split", "examples"], [[k, v] for k, v in data["sizes"].items()]), ""]
+    if data.get("inputs_summary"):
+        parts += [data["inputs_summary"], ""]
+    splits = list(data["class_counts"])
+    names = list(dict.fromkeys(n for counts in data["class_counts"].values() for n in counts))
+    parts += ["Class counts:", "", _table(["class", *splits], [[n, *(data["class_counts"][s].get(n, 0) for s in splits)]
+                                                              for n in names]), ""]
     parts += ["## Configuration", "", _table(["setting", "value"], [[k, v] for k, v in run["config"].items()]), ""]
     if run.get("history"):
-        keys = list(run["history"][0])
-        parts += ["## Training curve", "", _table(keys, [[_fmt(r[k]) for k in keys] for r in run["history"]]), ""]
+        keys = list(dict.fromkeys(k for row in run["history"] for k in row))
+        parts += ["## Training curve", "", _table(keys, [[_fmt(r.get(k)) for k in keys] for r in run["history"]]), ""]
     parts += ["## Results", ""]
     for split, m in run["metrics"].items():
-        parts += [f"### {split} (n = {m['n']})", "",
-                  f"accuracy **{m['accuracy']:.4f}**, macro-F1 **{m['macro_f1']:.4f}**", ""]
+        scalars = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
+        parts += [f"### {split} (n = {m['n']})", "", ", ".join(f"{k} **{_fmt(v)}**" for k, v in scalars.items()), ""]
         rows = [[name, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1-score"]), int(v["support"])]
                 for name, v in m["per_class"].items()]
+        rows += [[f"{avg} avg", _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), m["n"]]
+                 for avg, v in m.get("averages", {}).items()]
         parts += [_table(["class", "precision", "recall", "f1", "support"], rows), ""]
         names = list(m["per_class"])
         cm = [[names[i], *row] for i, row in enumerate(m["confusion_matrix"])]
         parts += ["Confusion matrix (rows = true, columns = predicted):", "",
                   _table(["true \\ pred", *names], cm), ""]
+        errors = run.get("errors", {}).get(split)
+        if errors:
+            rows = [[_example_cell(e), e["true"], e["predicted"], f"{e['confidence']:.2f}"] for e in errors]
+            parts += ["Most confidently wrong:", "", _table(["example", "true", "predicted", "confidence"], rows), ""]
     return "\n".join(parts)

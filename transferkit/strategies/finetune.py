@@ -71,7 +71,7 @@ class Finetune(Strategy):
             if ctx.features is None:
                 raise ConfigError(f"{self.name} with head_init='probe' needs cached features in the context "
                                   f"(StrategyContext.features) to fit the probe head.")
-            self.probe_info = fit_logistic_head(model, ctx, LinearProbeConfig(scaling="global"))
+            self.probe_info = fit_logistic_head(model.head, ctx, LinearProbeConfig(scaling="global"))
         self.on_epoch_start(model, 0)
 
     def frozen_blocks(self, epoch: int, n_blocks: int) -> int:

@@ -13,6 +13,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
+from torch import nn
 
 from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import ConfigError
@@ -34,8 +35,8 @@ class LinearProbeConfig(StrategyConfig):
                               f"Got {self.scaling!r} instead.")
 
 
-def fit_logistic_head(model: TransferModel, ctx: StrategyContext, config: LinearProbeConfig) -> dict[str, float]:
-    """Fit standardized logistic regression on cached features, pick C on val, write it into ``model.head``."""
+def fit_logistic_head(head: nn.Module, ctx: StrategyContext, config: LinearProbeConfig) -> dict[str, float]:
+    """Fit standardized logistic regression on cached features, pick C on val, write it into ``head.linear``."""
     x_train, y_train = ctx.features("train")
     x_val, y_val = ctx.features("val")
     scaler = StandardScaler().fit(x_train)
@@ -52,11 +53,11 @@ def fit_logistic_head(model: TransferModel, ctx: StrategyContext, config: Linear
         if best is None or score > best[0]:
             best = (score, c, clf)
     score, c, clf = best
-    _write_head(model, scaler, clf, ctx.n_classes)
+    _write_head(head, scaler, clf, ctx.n_classes)
     return {"C": c, "val_macro_f1": float(score)}
 
 
-def _write_head(model: TransferModel, scaler: StandardScaler, clf: LogisticRegression, n_classes: int) -> None:
+def _write_head(head: nn.Module, scaler: StandardScaler, clf: LogisticRegression, n_classes: int) -> None:
     """logits = W((x - mu)/sigma) + b  ==  (W/sigma) x + (b - W mu/sigma)."""
     coef, intercept = clf.coef_, clf.intercept_
     if coef.shape[0] == 1:  # binary: scikit-learn stores one row; softmax over [-z/2, z/2] gives the same odds
@@ -66,7 +67,7 @@ def _write_head(model: TransferModel, scaler: StandardScaler, clf: LogisticRegre
     full_w[clf.classes_], full_b[clf.classes_] = coef, intercept
     weight = full_w / scaler.scale_
     bias = full_b - weight @ scaler.mean_
-    linear = model.head.linear
+    linear = head.linear
     with torch.no_grad():
         linear.weight.copy_(torch.as_tensor(weight, dtype=linear.weight.dtype))
         linear.bias.copy_(torch.as_tensor(bias, dtype=linear.bias.dtype))
@@ -80,4 +81,4 @@ class LinearProbe(Strategy):
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         set_requires_grad(model, False)
-        self.fit_info = fit_logistic_head(model, ctx, self.config)
+        self.fit_info = fit_logistic_head(model.head, ctx, self.config)

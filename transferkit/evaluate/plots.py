@@ -1,0 +1,129 @@
+"""Plots for the HTML reports, as self-contained PNG data URIs (matplotlib, headless Agg backend).
+
+Imports nothing from transferkit. Each function takes plain lists/dicts (what metrics.json and history.json
+hold) and returns ``data:image/png;base64,...`` so a report is one file with no external resources.
+"""
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
+
+
+def to_data_uri(fig: plt.Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def learning_curves(history: Sequence[dict[str, Any]]) -> str:
+    """Loss (train, val) and validation accuracy / macro-F1 per epoch; epoch 0 is before training."""
+    epochs = [row["epoch"] for row in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    train = [(row["epoch"], row["train_loss"]) for row in history if row.get("train_loss") is not None]
+    if train:
+        left.plot(*zip(*train), marker="o", label="train loss", color=PALETTE[0])
+    left.plot(epochs, [row["val_loss"] for row in history], marker="o", label="val loss", color=PALETTE[1])
+    left.set_xlabel("epoch")
+    left.set_title("loss")
+    left.legend()
+    right.plot(epochs, [row["val_accuracy"] for row in history], marker="o", label="val accuracy", color=PALETTE[2])
+    right.plot(epochs, [row["val_macro_f1"] for row in history], marker="s", label="val macro-F1", color=PALETTE[3])
+    right.set_xlabel("epoch")
+    right.set_ylim(0, 1.02)
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_title("validation")
+    right.legend()
+    return to_data_uri(fig)
+
+
+def confusion_matrix(matrix: Sequence[Sequence[int]], names: Sequence[str]) -> str:
+    """Row-normalised heat map (each true class sums to 1), counts written in the cells when they fit."""
+    counts = np.asarray(matrix, dtype=float)
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    size = min(1.0 + 0.45 * len(names), 12)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(names) <= 20:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                if counts[i, j]:
+                    ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    return to_data_uri(fig)
+
+
+def reliability_diagram(reliability: dict[str, list[float]], ece: float) -> str:
+    """Accuracy vs confidence per bin against the diagonal (perfect calibration), bin sizes underneath."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.2, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+    top.plot(reliability["confidence"], reliability["accuracy"], marker="o", color=PALETTE[0], label="model")
+    top.set_ylabel("accuracy")
+    top.set_title(f"reliability (ECE {ece:.3f})")
+    top.legend(loc="upper left")
+    bottom.bar(reliability["confidence"], reliability["count"], width=0.05, color=PALETTE[0])
+    bottom.set_xlabel("confidence of the predicted class")
+    bottom.set_ylabel("n")
+    return to_data_uri(fig)
+
+
+def bar_chart(values: dict[str, float], title: str, xlabel: str = "", horizontal: bool | None = None) -> str:
+    horizontal = len(values) > 12 if horizontal is None else horizontal
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 0.25 * len(values)) if horizontal else 3))
+    names, heights = list(values), list(values.values())
+    if horizontal:
+        ax.barh(names, heights, color=PALETTE[0])
+        ax.invert_yaxis()
+    else:
+        ax.bar(names, heights, color=PALETTE[0])
+        ax.tick_params(axis="x", rotation=45)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    return to_data_uri(fig)
+
+
+def histogram(values: Sequence[float], title: str, xlabel: str) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist(values, bins=30, color=PALETTE[0])
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("examples")
+    return to_data_uri(fig)
+
+
+def label_efficiency(series: dict[str, list[tuple[int, float, float]]], reference: str | None = None) -> str:
+    """Accuracy vs labels per class (log x), one line per strategy with ± std bands: (K, mean, std) points."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (name, points) in enumerate(series.items()):
+        points = sorted(points)
+        ks, means, stds = (np.array(v, dtype=float) for v in zip(*points))
+        style = "--" if name == reference else "-"
+        ax.plot(ks, means, style, marker="o", label=name, color=PALETTE[i % len(PALETTE)])
+        ax.fill_between(ks, means - stds, means + stds, alpha=0.15, color=PALETTE[i % len(PALETTE)])
+    ax.set_xscale("log")
+    ks = sorted({k for points in series.values() for k, _, _ in points})
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("labels per class")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("label efficiency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return to_data_uri(fig)
