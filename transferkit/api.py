@@ -44,7 +44,7 @@ from transferkit.evaluate.report import (
 )
 from transferkit.export.bundle import Bundle, load_bundle, save_bundle
 from transferkit.serve.predictor import Predictions, Predictor
-from transferkit.strategies import StrategyContext, build_strategy
+from transferkit.strategies import STRATEGIES, StrategyContext, build_strategy
 from transferkit.strategies.linear_probe import LinearProbeConfig, fit_logistic_head
 from transferkit.train.checkpoint import unfinished_run
 from transferkit.train.config import IMBALANCE_RATIO_FOR_WEIGHTS, TrainConfig
@@ -451,11 +451,13 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
     """
     for name in strategies:
         build_strategy(name)  # fail on a typo before hours of runs
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"The 'seeds' parameter of compare must be an int >= 1. Got {seeds!r} instead.")
     base = FitConfig.from_options(**options)
     out_dir = Path(out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
     splits = _comparison_splits(data, base)
     plan = sorted(((k, s, seed) for k in labels_per_class for s in strategies for seed in range(seeds)),
-                  key=lambda item: (_k_key(item[0]), list(strategies).index(item[1]), item[2]))
+                  key=lambda item: (_k_key(item[0]), _cost_rank(item[1]), item[2]))
     runs, skipped, seconds_per_example = [], [], {}
     start = time.perf_counter()
     for k, strategy, seed in plan:
@@ -478,6 +480,11 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
                      "seconds": summary["wall_seconds"], "trainable_params": summary["trainable_params"]})
     runs += _reference_runs(splits, base, labels_per_class, seeds)
     return _write_comparison(out_dir, data, base, splits, runs, skipped, strategies, seeds)
+
+
+def _cost_rank(strategy: str) -> int:
+    """Registry order runs from the cheapest (linear-probe, head) to the costliest (l2sp, scratch)."""
+    return list(STRATEGIES).index(strategy)
 
 
 def _k_key(k: int | None) -> float:

@@ -123,5 +123,6 @@ def render_report(run: dict[str, Any]) -> str:
 def render_compare(summary: dict[str, Any]) -> str:
     """``summary``: title, data, model, rows (per strategy and K: mean/std accuracy, seconds, trainable params),
     gains (statements), skipped, series for the label-efficiency plot, config."""
-    plot = plots.label_efficiency(summary["series"], reference=summary.get("reference_name"))
+    plot = plots.label_efficiency(summary["series"], reference=summary.get("reference_name")) \
+        if summary["series"] else None  # every run used all labels: no curve to draw
     return _template("compare.html.j2").render(css=_css(), fmt=fmt, plot=plot, **summary)
