@@ -72,6 +72,7 @@ def fit(
     image_size: int | None = typer.Option(None, help="Resize images to PX (default: the backbone's size)."),
     batch_size: int | None = typer.Option(None, help="Training batch size [default: 8 below 1,000 examples, else 32]."),
     grad_accum: int | None = typer.Option(None, help="Micro-batches per optimizer step [default: 1]."),
+    ema: float | None = typer.Option(None, help="Keep an exponential moving average of the weights (decay, e.g. 0.99)."),
     lr: float | None = typer.Option(None, help="Head learning rate; backbone rates derive from it [default: 1e-3]."),
     weight_decay: float | None = typer.Option(None, help="AdamW/SGD weight decay [default: 0.05]."),
     optimizer: str | None = typer.Option(None, help="adamw | sgd [default: adamw]."),

@@ -214,3 +214,27 @@ def test_fit_with_mixup_end_to_end(digits_folder: Path, tmp_path: Path):
     assert _loop_state(out)["step"] == 5
     assert (out / "bundle" / "model.safetensors").is_file()
     assert json.loads((out / "config.json").read_text())["train"]["mixup"] == 0.2
+
+
+# ------------------------------------------------------------------------------------------------ weight average
+
+
+def test_ema_keeps_a_weight_average_that_is_what_gets_saved(digits_folder: Path, tmp_path: Path):
+    """With ema the checkpoint holds the average, validation scores it and the bundle is the best average, so
+    the bundle differs from the raw weights; without ema there is no average at all."""
+    options = dict(model="efficientnet_lite0", strategy="head", image_size=32, epochs=2, patience=0, progress=False,
+                   augment="none", class_weight="none")
+    api.fit(str(digits_folder), out=str(tmp_path / "ema"), ema=0.5, **options)
+    api.fit(str(digits_folder), out=str(tmp_path / "plain"), **options)
+    ema_ckpt = complete_checkpoints(tmp_path / "ema" / "checkpoints")[-1]
+    plain_ckpt = complete_checkpoints(tmp_path / "plain" / "checkpoints")[-1]
+    assert (ema_ckpt / "ema.safetensors").is_file() and not (plain_ckpt / "ema.safetensors").exists()
+    average, raw = load_file(str(ema_ckpt / "ema.safetensors")), load_file(str(ema_ckpt / "model.safetensors"))
+    assert not torch.equal(average["head.linear.weight"], raw["head.linear.weight"])
+    # the raw trajectory is the same with or without the average (it only watches)
+    plain_raw = load_file(str(plain_ckpt / "model.safetensors"))
+    torch.testing.assert_close(raw["head.linear.weight"], plain_raw["head.linear.weight"])
+    best = json.loads((tmp_path / "ema" / "metrics.json").read_text())["best_epoch"]
+    bundle = load_file(str(tmp_path / "ema" / "bundle" / "model.safetensors"))
+    if best == 2:  # the last epoch's average is what was kept
+        assert torch.equal(bundle["head.linear.weight"], average["head.linear.weight"])

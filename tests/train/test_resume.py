@@ -54,7 +54,9 @@ def assert_same_run(ref: Path, got: Path) -> None:
     """Bit-identical final weights (current, best, optimizer), bundle, history and metrics."""
     ref_ckpt, got_ckpt = _final_checkpoint(ref), _final_checkpoint(got)
     assert got_ckpt.name == ref_ckpt.name  # same number of saves
-    for name in ("model.safetensors", "best_model.safetensors", "optimizer.safetensors"):
+    names = ["model.safetensors", "best_model.safetensors", "optimizer.safetensors"]
+    names += ["ema.safetensors"] if (ref_ckpt / "ema.safetensors").exists() else []
+    for name in names:
         _tensors_equal(ref_ckpt / name, got_ckpt / name)
     _tensors_equal(ref / "bundle" / "model.safetensors", got / "bundle" / "model.safetensors")
     assert json.loads((got / "history.json").read_text()) == json.loads((ref / "history.json").read_text())
@@ -82,10 +84,12 @@ def _copy_run_until(ref: Path, dest: Path, last: Path | None) -> Path:
 # ----------------------------------------------------------------------------------------------- in-process resume
 
 
-@pytest.fixture(scope="module", params=["finetune", "gradual"])
+@pytest.fixture(scope="module", params=["finetune", "gradual", "finetune-ema"])
 def reference(request, digits_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run; 'finetune-ema' also keeps a weight average, whose state must survive the resume too."""
     out = tmp_path_factory.mktemp(f"ref-{request.param}") / "run"
-    api.fit(str(digits_folder), strategy=request.param, out=str(out), **API_OPTIONS)
+    strategy, _, ema = request.param.partition("-")
+    api.fit(str(digits_folder), strategy=strategy, out=str(out), **API_OPTIONS, **({"ema": 0.9} if ema else {}))
     return out
 
 

@@ -36,6 +36,7 @@ class Checkpoint:
     optimizer: dict[str, Any]
     state: dict[str, Any]  # loop counters, history, scheduler, strategy, RNG states (JSON-able)
     path: Path | None = None
+    ema: dict[str, torch.Tensor] | None = None  # the weight average, when the loop keeps one
 
 
 # ---- optimizer state <-> (tensors, JSON) -------------------------------------------------------------------
@@ -116,6 +117,8 @@ def save_checkpoint(directory: Path, index: int, ckpt: Checkpoint, keep: int = 2
     save_file(_tensors(ckpt.best_model), str(staging / "best_model.safetensors"))
     save_file(opt_tensors, str(staging / "optimizer.safetensors"))
     save_file(rng_tensors, str(staging / "rng.safetensors"))
+    if ckpt.ema is not None:
+        save_file(_tensors(ckpt.ema), str(staging / "ema.safetensors"))
     (staging / "state.json").write_text(json.dumps({**ckpt.state, "optimizer": opt_meta, "rng": rng_plain}))
     for f in staging.iterdir():
         with open(f, "rb") as fh:
@@ -179,9 +182,10 @@ def load_checkpoint(folder: Path) -> Checkpoint:
     state = json.loads((folder / "state.json").read_text())
     optimizer = _join_optimizer(load_file(str(folder / "optimizer.safetensors")), state.pop("optimizer"))
     state["rng_tensors"] = load_file(str(folder / "rng.safetensors"))
+    ema = load_file(str(folder / "ema.safetensors")) if (folder / "ema.safetensors").is_file() else None
     return Checkpoint(model=load_file(str(folder / "model.safetensors")),
                       best_model=load_file(str(folder / "best_model.safetensors")),
-                      optimizer=optimizer, state=state, path=folder)
+                      optimizer=optimizer, state=state, path=folder, ema=ema)
 
 
 def unfinished_run(directory: Path) -> bool:

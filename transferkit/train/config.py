@@ -34,6 +34,7 @@ class TrainConfig:
     class_weight: str = "auto"  # auto: 'balanced' when the largest class has >= 1.5x the smallest, else none
     sampler: str = "shuffle"  # or 'balanced': draw every class equally often (with replacement)
     grad_accum: int = 1  # micro-batches per optimizer step
+    ema: float = 0.0  # decay of an exponential moving average of the weights (timm ModelEmaV3), 0: off
     max_minutes: float | None = None  # time budget: stop at the next step after it, keep the best weights
     checkpoint_steps: int = 0  # also checkpoint every N optimizer steps (always at each epoch end)
     keep_checkpoints: int = 2  # newest complete checkpoints kept under RUN_DIR/checkpoints
@@ -59,6 +60,7 @@ class TrainConfig:
         _check(self.mixup >= 0 and self.cutmix >= 0, "mixup/cutmix", "alphas >= 0", (self.mixup, self.cutmix))
         _check(self.class_weight in CLASS_WEIGHTS, "class_weight", f"one of {CLASS_WEIGHTS}", self.class_weight)
         _check(self.sampler in SAMPLERS, "sampler", f"one of {SAMPLERS}", self.sampler)
+        _check(0 <= self.ema < 1, "ema", "a decay in [0, 1)", self.ema)
         _check(isinstance(self.grad_accum, int) and self.grad_accum >= 1, "grad_accum", "an int >= 1", self.grad_accum)
         _check(self.max_minutes is None or self.max_minutes > 0, "max_minutes", "None or > 0", self.max_minutes)
         _check(isinstance(self.checkpoint_steps, int) and self.checkpoint_steps >= 0, "checkpoint_steps",

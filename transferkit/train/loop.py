@@ -54,6 +54,7 @@ class LoopState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
     best_score: float = -math.inf
+    best_loss: float = math.inf  # breaks ties in val macro-F1 (small validation sets saturate at 1.0)
     finished: bool = False
     stopped_early: bool = False
     stopped_by_time: bool = False
@@ -109,19 +110,23 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     result = TrainResult()
 
     state, best_state = LoopState(), None
+    ema = _weight_average(model, cfg.ema)
+    evaluated = ema.module if ema is not None else model  # what validation scores and early stopping keeps
     checkpoint = latest_checkpoint(ckpt_dir) if resume and ckpt_dir is not None else None
     if checkpoint is not None:
         state, best_state = _restore(checkpoint, model, optimizer, scheduler, strategy)
+        if ema is not None and checkpoint.ema is not None:
+            ema.module.load_state_dict(checkpoint.ema)
         result.resumed_from = str(checkpoint.path)
         if state.finished:  # nothing left to train, but leave requires_grad as the last epoch had it
             strategy.on_epoch_start(model, max(state.epoch - 1, 0))
     else:
         # Epoch 0 is the model before any step: if training never beats it on val (e.g. a probe-initialised
         # head on very few labels), the untouched model is what we keep.
-        initial = {"epoch": 0, "train_loss": None, **validate(model, val_loader, precision)}
+        initial = {"epoch": 0, "train_loss": None, **validate(evaluated, val_loader, precision)}
         state.history.append(initial)
-        state.best_score, state.best_epoch = initial["val_macro_f1"], 0
-        best_state = copy.deepcopy(model.state_dict())
+        state.best_score, state.best_loss, state.best_epoch = initial["val_macro_f1"], initial["val_loss"], 0
+        best_state = copy.deepcopy(evaluated.state_dict())
 
     seconds_before, clock = state.seconds, time.perf_counter()
 
@@ -131,7 +136,7 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     def save() -> None:
         if ckpt_dir is not None:
             state.seconds, state.saves = elapsed(), state.saves + 1
-            _save(ckpt_dir, state, model, best_state, optimizer, scheduler, strategy, cfg.keep_checkpoints)
+            _save(ckpt_dir, state, model, best_state, optimizer, scheduler, strategy, cfg.keep_checkpoints, ema)
 
     writer = _writer(run_dir / "tensorboard" if run_dir is not None else None, state.step)
     with StopRequest() as stop:
@@ -157,6 +162,8 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
                     continue  # accumulate: the optimizer steps every grad_accum micro-batches
                 _optimizer_step(model, optimizer, scheduler, cfg.grad_clip)
                 state.step += 1
+                if ema is not None:
+                    ema.update(model, step=state.step)
                 bar.set_postfix(loss=f"{state.epoch_losses[-1]:.3f}")
                 if writer:
                     writer.add_scalar("train/loss", state.epoch_losses[-1], state.step)
@@ -172,14 +179,14 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
             bar.close()
 
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(state.epoch_losses)) if state.epoch_losses else None,
-                   **validate(model, val_loader, precision)}
+                   **validate(evaluated, val_loader, precision)}
             if state.stopped_by_time:
                 row["partial"] = True  # the time budget ended this epoch early
             state.history.append(row)
             _log_epoch(writer, row)
-            if row["val_macro_f1"] > state.best_score:  # early stopping on val macro-F1, best weights kept
-                state.best_score, state.best_epoch = row["val_macro_f1"], epoch + 1
-                best_state = copy.deepcopy(model.state_dict())
+            if _improves(row, state):  # early stopping on val macro-F1 (then val loss), best weights kept
+                state.best_score, state.best_loss, state.best_epoch = row["val_macro_f1"], row["val_loss"], epoch + 1
+                best_state = copy.deepcopy(evaluated.state_dict())
             elif cfg.patience and epoch + 1 - state.best_epoch >= cfg.patience:
                 state.stopped_early = True
             state.epoch, state.batches_done, state.epoch_losses = epoch + 1, 0, []
@@ -196,6 +203,14 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     return result
 
 
+def _improves(row: dict[str, Any], state: LoopState) -> bool:
+    """Higher val macro-F1, or the same with lower val loss: on 50 validation images macro-F1 often reaches 1.0
+    early and stays there, while the loss keeps saying which of those epochs is more confident and right."""
+    if row["val_macro_f1"] != state.best_score:
+        return row["val_macro_f1"] > state.best_score
+    return row["val_loss"] < state.best_loss
+
+
 def _optimizer_step(model: TransferModel, optimizer: torch.optim.Optimizer, scheduler: Any, clip: float) -> None:
     if clip:
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
@@ -204,10 +219,21 @@ def _optimizer_step(model: TransferModel, optimizer: torch.optim.Optimizer, sche
     optimizer.zero_grad(set_to_none=True)
 
 
+def _weight_average(model: TransferModel, decay: float) -> Any:
+    """timm's ModelEmaV3 with warm-up (the average follows closely at first), or None when ``decay`` is 0."""
+    if not decay:
+        return None
+    from timm.utils import ModelEmaV3
+
+    # no stochastic rounding: it draws random numbers, and resume must replay the same stream
+    return ModelEmaV3(model, decay=decay, use_warmup=True, stochastic_rounding=False)
+
+
 def _save(directory: Path, state: LoopState, model: TransferModel, best_state: dict[str, torch.Tensor],
-          optimizer: torch.optim.Optimizer, scheduler: Any, strategy: Strategy, keep: int) -> None:
+          optimizer: torch.optim.Optimizer, scheduler: Any, strategy: Strategy, keep: int, ema: Any = None) -> None:
     payload = {"loop": asdict(state), "scheduler": scheduler.state_dict(), "strategy": strategy.state_dict()}
-    checkpoint = Checkpoint(model.state_dict(), best_state, optimizer.state_dict(), payload)
+    checkpoint = Checkpoint(model.state_dict(), best_state, optimizer.state_dict(), payload,
+                            ema=ema.module.state_dict() if ema is not None else None)
     save_checkpoint(directory, state.saves, checkpoint, keep=keep)
 
 
