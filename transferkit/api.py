@@ -214,13 +214,13 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     result = TrainResult()
     if strategy.trains_with_loop:
         result = _train(model, strategy, ctx, prepared, cfg, run_dir, resume is not None)
+    n_trainable = _trainable_count(model, strategy)  # before finalize: merging adapters removes their parameters
     model = strategy.finalize(model)
 
     evaluations = {name: _evaluate_split(model, part, prepared.label_map, spec, precision, cfg.train.progress)
                    for name, part in (("test", prepared.test), ("val", prepared.val)) if part is not None}
     metrics = {name: e.metrics for name, e in evaluations.items()}
     n_total = sum(p.numel() for p in model.parameters())
-    n_trainable = _trainable_count(model, strategy)
     summary = {**metrics, "trainable_params": n_trainable, "total_params": n_total,
                "n_train_used": len(prepared.train), "best_epoch": result.best_epoch,
                "train_seconds": round(result.seconds, 2), "wall_seconds": round(time.perf_counter() - start, 2)}

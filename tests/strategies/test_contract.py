@@ -177,16 +177,16 @@ def test_one_step_changes_only_trainable_parameters(loop_strategy: Strategy, tas
     assert {"head.linear.weight", "head.linear.bias"} <= changed_params, "the head must learn"
 
 
-def test_two_steps_move_every_trainable_parameter(loop_strategy: Strategy, task: Task):
-    """Without weight decay, after two steps (the first one's backbone gradient is zero behind a zero head) the
-    changed parameters are exactly the trainable ones."""
+def test_three_steps_move_every_trainable_parameter(loop_strategy: Strategy, task: Task):
+    """Without weight decay, after three steps the changed parameters are exactly the trainable ones. (Behind a
+    zero head the backbone's first gradient is zero; LoRA's A matrices then wait one more step for B to move.)"""
     strategy = loop_strategy
     model = task.model(strategy)
     ctx = task.context(model)
     strategy.prepare(model, ctx)
     trainable = trainable_names(model)
     before = snapshot(model)
-    train_steps(model, strategy, ctx, task.batch(model), optimizer_for(strategy, model, 1e-3, 0.0), steps=2)
+    train_steps(model, strategy, ctx, task.batch(model), optimizer_for(strategy, model, 1e-3, 0.0), steps=3)
     changed_params = changed_keys(model, before) & {n for n, _ in model.named_parameters()}
     assert changed_params == trainable, (f"frozen but changed: {sorted(changed_params - trainable)[:5]}; "
                                          f"trainable but unchanged: {sorted(trainable - changed_params)[:5]}")
@@ -255,7 +255,8 @@ def test_finalized_model_predicts_like_the_trained_one(overfit: Overfit):
     assert not final.training
     with torch.inference_mode():
         logits = final(overfit.batch)
-    np.testing.assert_allclose(logits.numpy(), reference.numpy(), atol=1e-5)
+    # merged adapters (LoRA) change the fp32 rounding: allow 1e-4, the bound for merged vs unmerged logits
+    np.testing.assert_allclose(logits.numpy(), reference.numpy(), atol=1e-4, rtol=0)
 
 
 # -------------------------------------------------------------------------------------- specific strategies

@@ -16,6 +16,7 @@ from transferkit.strategies.gradual import Gradual
 from transferkit.strategies.head import HeadOnly
 from transferkit.strategies.l2sp import L2SP
 from transferkit.strategies.linear_probe import LinearProbe
+from transferkit.strategies.lora import Lora
 from transferkit.strategies.lp_ft import LPFT
 from transferkit.strategies.partial import Partial
 from transferkit.strategies.scratch import Scratch
@@ -26,6 +27,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "head": HeadOnly,
     "partial": Partial,
     "gradual": Gradual,
+    "lora": Lora,
     "lp-ft": LPFT,
     "finetune": Finetune,
     "l2sp": L2SP,

@@ -1,0 +1,83 @@
+"""LoRA through peft on the real MiniLM: few trainable parameters, merged = unmerged, the bundle needs no peft."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from transferkit import api
+from transferkit.backbones import build_backbone
+from transferkit.backbones.heads import ClassificationHead, TransferModel
+from transferkit.core.errors import ConfigError
+from transferkit.data.examples import Examples
+from transferkit.data.loaders import make_loader
+from transferkit.data.sources import load_source
+from transferkit.strategies import StrategyContext, build_strategy
+
+TEXTS = ["stocks fell as the bank raised rates", "the striker scored twice in the final",
+         "a new phone chip doubles battery life", "markets rallied after strong earnings"]
+
+
+@pytest.fixture(scope="module")
+def text_model() -> TransferModel:
+    backbone = build_backbone("minilm")
+    return TransferModel(backbone, ClassificationHead(backbone.feature_dim, 3))
+
+
+def _batch(model: TransferModel) -> dict:
+    examples = Examples("text", TEXTS, None, "inline")
+    return next(iter(make_loader(examples, model.backbone.preprocessing, None, len(TEXTS))))
+
+
+def test_lora_trains_under_one_percent_and_merges_exactly(text_model: TransferModel):
+    model = text_model
+    strategy = build_strategy("lora")
+    strategy.prepare(model, StrategyContext(n_classes=3, seed=0))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_total = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+    assert all("lora_" in n or n.startswith("head.") for n in trainable)
+    assert any("query" in n for n in trainable) and any("value" in n for n in trainable)
+    assert n_trainable / n_total <= 0.01, f"{n_trainable} of {n_total}"
+    with torch.no_grad():  # give the adapters a non-zero update, as training would
+        for n, p in model.named_parameters():
+            if "lora_B" in n or n.startswith("head."):
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(n)))
+    model.eval()
+    batch = _batch(model)
+    with torch.inference_mode():
+        unmerged = model(batch)
+    merged_model = strategy.finalize(model)
+    assert not any("lora_" in k for k in merged_model.state_dict()), "finalize must leave the plain architecture"
+    with torch.inference_mode():
+        merged = merged_model(batch)
+    assert (merged - unmerged).abs().max().item() <= 1e-4
+    plain = build_backbone("minilm")  # the merged weights differ from the pretrained ones: the update is in them
+    q = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(merged_model.backbone.model.state_dict()[q], plain.model.state_dict()[q])
+
+
+def test_unknown_target_modules_is_a_config_error(text_model: TransferModel):
+    model = TransferModel(build_backbone("minilm"), ClassificationHead(384, 3))
+    with pytest.raises(ConfigError, match="target_modules"):
+        build_strategy("lora", {"target_modules": ("no_such_layer",)}).prepare(model, StrategyContext(3, 0))
+    with pytest.raises(ConfigError):
+        build_strategy("lora", {"rank": 0})
+
+
+def test_lora_bundle_reloads_and_predicts_identically(digits_folder: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    result = api.fit(str(digits_folder), model="efficientnet_lite0", strategy="lora", image_size=32, epochs=2,
+                     out=str(out), progress=False, seed=0)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 < metrics["trainable_params"] < metrics["total_params"]
+    assert metrics["trainable_params"] > 3 * 3 + 1280 * 3, "LoRA parameters are counted, not only the head"
+    weights = load_file(str(out / "bundle" / "model.safetensors"))
+    assert not any("lora_" in k or "base_layer" in k for k in weights)
+    again = api.predict(result.bundle_dir, str(digits_folder), progress=False)
+    first = result.predictor().predict(load_source(digits_folder).train, progress=False)
+    assert again.labels == first.labels
+    torch.testing.assert_close(torch.as_tensor(again.probabilities), torch.as_tensor(first.probabilities))

@@ -1,0 +1,79 @@
+"""LoRA (Hu et al. 2021) through the `peft` library: low-rank updates beside frozen pretrained weights.
+
+Imports transferkit.strategies. peft's ``inject_adapter_in_model`` wraps the target layers of the backbone in
+place (attention projections of a transformer; the pointwise 1x1 convolutions of an EfficientNet), only the
+LoRA matrices and the new head train, and ``finalize`` merges the updates into the base weights and unwraps the
+layers, so the bundle holds the plain architecture (no peft needed to load it) and predicts exactly as the
+adapted model did. The head is part of TransferModel, not of peft's wrapper, so it is always trained and saved
+(peft's `modules_to_save` pitfall cannot occur).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from transferkit.backbones.heads import TransferModel
+from transferkit.core.errors import ConfigError
+from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext, set_requires_grad
+
+DEFAULT_TARGETS = {
+    "text": ("query", "value"),  # BERT-style attention projections (MiniLM), as in the LoRA paper
+    "image": ("conv_pwl", "conv_head"),  # EfficientNet projection 1x1 convs (the expansion ones would add ~4 %)
+}
+
+
+@dataclass(frozen=True)
+class LoraConfig(StrategyConfig):
+    rank: int = 8
+    alpha: float = 16.0  # the update is scaled by alpha / rank
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] | None = None  # module-name suffixes; None: DEFAULT_TARGETS for the modality
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.rank, int) or self.rank < 1:
+            raise ConfigError(f"The 'rank' parameter of LoraConfig must be an int >= 1. Got {self.rank!r} instead.")
+        if self.alpha <= 0:
+            raise ConfigError(f"The 'alpha' parameter of LoraConfig must be > 0. Got {self.alpha!r} instead.")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"The 'dropout' parameter of LoraConfig must be in [0, 1). Got {self.dropout!r}.")
+
+
+class Lora(Strategy):
+    name = "lora"
+    config_class = LoraConfig
+    summary = "LoRA via peft: low-rank updates on attention / pointwise layers, merged into the weights at the end"
+
+    def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import inject_adapter_in_model
+
+        targets = list(self.config.target_modules or DEFAULT_TARGETS[model.backbone.modality])
+        set_requires_grad(model, False)
+        try:
+            inject_adapter_in_model(PeftLoraConfig(r=self.config.rank, lora_alpha=self.config.alpha,
+                                                   lora_dropout=self.config.dropout, target_modules=targets),
+                                    model.backbone.model)
+        except ValueError as exc:  # peft: no module matched the targets
+            raise ConfigError(f"LoRA found no layers named {targets} in {model.backbone.name}: {exc}. Pass "
+                              f"-o target_modules=[...] with names of its Linear/Conv2d layers.") from None
+        for name, p in model.backbone.named_parameters():
+            p.requires_grad_("lora_" in name)
+        set_requires_grad(model.head, True)
+
+    def finalize(self, model: TransferModel) -> TransferModel:
+        merge_lora(model.backbone.model)
+        return model.eval()
+
+
+def merge_lora(module: nn.Module) -> None:
+    """Fold every LoRA layer's update into its base layer and put the base layer back in its place."""
+    from peft.tuners.lora import LoraLayer
+
+    wrapped = [(name, m) for name, m in module.named_modules() if isinstance(m, LoraLayer)]
+    for name, layer in wrapped:
+        layer.merge()
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, child, layer.get_base_layer())
