@@ -1,4 +1,4 @@
-"""LoRA through peft on the real MiniLM: few trainable parameters, merged = unmerged, the bundle needs no peft."""
+"""LoRA and IA3 through peft on the real MiniLM: few trainable parameters, merged = unmerged, plain bundles."""
 from __future__ import annotations
 
 import json
@@ -32,31 +32,33 @@ def _batch(model: TransferModel) -> dict:
     return next(iter(make_loader(examples, model.backbone.preprocessing, None, len(TEXTS))))
 
 
-def test_lora_trains_under_one_percent_and_merges_exactly(text_model: TransferModel):
-    model = text_model
-    strategy = build_strategy("lora")
+@pytest.mark.parametrize("name,marker,updated", [("lora", "lora_", "lora_B"), ("ia3", "ia3_", "ia3_")])
+def test_adapter_trains_under_one_percent_and_merges_exactly(name: str, marker: str, updated: str):
+    backbone = build_backbone("minilm")
+    model = TransferModel(backbone, ClassificationHead(backbone.feature_dim, 3))
+    strategy = build_strategy(name)
     strategy.prepare(model, StrategyContext(n_classes=3, seed=0))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n_total = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
-    assert all("lora_" in n or n.startswith("head.") for n in trainable)
-    assert any("query" in n for n in trainable) and any("value" in n for n in trainable)
+    n_total = sum(p.numel() for n, p in model.named_parameters() if marker not in n)
+    assert trainable and all(marker in n or n.startswith("head.") for n in trainable)
+    assert any("value" in n for n in trainable)
     assert n_trainable / n_total <= 0.01, f"{n_trainable} of {n_total}"
-    with torch.no_grad():  # give the adapters a non-zero update, as training would
+    with torch.no_grad():  # give the adapters a non-identity update, as training would
         for n, p in model.named_parameters():
-            if "lora_B" in n or n.startswith("head."):
-                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(n)))
+            if updated in n or n.startswith("head."):
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(n))) * 0.05)
     model.eval()
     batch = _batch(model)
     with torch.inference_mode():
         unmerged = model(batch)
     merged_model = strategy.finalize(model)
-    assert not any("lora_" in k for k in merged_model.state_dict()), "finalize must leave the plain architecture"
+    assert not any(marker in k or "base_layer" in k for k in merged_model.state_dict()), "plain architecture expected"
     with torch.inference_mode():
         merged = merged_model(batch)
     assert (merged - unmerged).abs().max().item() <= 1e-4
     plain = build_backbone("minilm")  # the merged weights differ from the pretrained ones: the update is in them
-    q = "encoder.layer.0.attention.self.query.weight"
+    q = "encoder.layer.0.attention.self.value.weight"
     assert not torch.equal(merged_model.backbone.model.state_dict()[q], plain.model.state_dict()[q])
 
 

@@ -14,6 +14,7 @@ from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContex
 from transferkit.strategies.finetune import Finetune
 from transferkit.strategies.gradual import Gradual
 from transferkit.strategies.head import HeadOnly
+from transferkit.strategies.ia3 import IA3
 from transferkit.strategies.l2sp import L2SP
 from transferkit.strategies.linear_probe import LinearProbe
 from transferkit.strategies.lora import Lora
@@ -27,6 +28,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "head": HeadOnly,
     "partial": Partial,
     "gradual": Gradual,
+    "ia3": IA3,
     "lora": Lora,
     "lp-ft": LPFT,
     "finetune": Finetune,

@@ -63,15 +63,15 @@ class Lora(Strategy):
         set_requires_grad(model.head, True)
 
     def finalize(self, model: TransferModel) -> TransferModel:
-        merge_lora(model.backbone.model)
+        merge_adapters(model.backbone.model)
         return model.eval()
 
 
-def merge_lora(module: nn.Module) -> None:
-    """Fold every LoRA layer's update into its base layer and put the base layer back in its place."""
-    from peft.tuners.lora import LoraLayer
+def merge_adapters(module: nn.Module) -> None:
+    """Fold every peft adapter layer (LoRA, IA3) into its base layer and put the base layer back in its place."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
-    wrapped = [(name, m) for name, m in module.named_modules() if isinstance(m, LoraLayer)]
+    wrapped = [(name, m) for name, m in module.named_modules() if isinstance(m, BaseTunerLayer)]
     for name, layer in wrapped:
         layer.merge()
         parent_name, _, child = name.rpartition(".")

@@ -1,0 +1,52 @@
+"""(IA)^3 (Liu et al. 2022) through `peft`: learned vectors that rescale activations of frozen layers.
+
+Imports transferkit.strategies. Even cheaper than LoRA (one vector per adapted layer): keys, values and the
+feed-forward output of each transformer layer, or EfficientNet's projection 1x1 convolutions. Like LoRA it is
+merged into the base weights at ``finalize``, so the bundle is the plain architecture.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transferkit.backbones.heads import TransferModel
+from transferkit.core.errors import ConfigError
+from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext, set_requires_grad
+from transferkit.strategies.lora import merge_adapters
+
+DEFAULT_TARGETS = {"text": ("key", "value", "output.dense"), "image": ("conv_pwl", "conv_head")}
+DEFAULT_FEEDFORWARD = {"text": ("output.dense",), "image": ("conv_pwl", "conv_head")}  # scale inputs, not outputs
+
+
+@dataclass(frozen=True)
+class IA3Config(StrategyConfig):
+    target_modules: tuple[str, ...] | None = None  # None: DEFAULT_TARGETS for the modality
+    feedforward_modules: tuple[str, ...] | None = None  # a subset of target_modules
+
+
+class IA3(Strategy):
+    name = "ia3"
+    config_class = IA3Config
+    summary = "(IA)^3 via peft: learned rescaling vectors on keys/values/feed-forward (or 1x1 convs), merged at the end"
+
+    def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
+        from peft import IA3Config as PeftIA3Config
+        from peft import inject_adapter_in_model
+
+        modality = model.backbone.modality
+        targets = list(self.config.target_modules or DEFAULT_TARGETS[modality])
+        feedforward = list(self.config.feedforward_modules or
+                           (DEFAULT_FEEDFORWARD[modality] if not self.config.target_modules else ()))
+        set_requires_grad(model, False)
+        try:
+            inject_adapter_in_model(PeftIA3Config(target_modules=targets, feedforward_modules=feedforward),
+                                    model.backbone.model)
+        except ValueError as exc:
+            raise ConfigError(f"IA3 could not adapt {model.backbone.name} with target_modules={targets}, "
+                              f"feedforward_modules={feedforward}: {exc}") from None
+        for name, p in model.backbone.named_parameters():
+            p.requires_grad_("ia3_" in name)
+        set_requires_grad(model.head, True)
+
+    def finalize(self, model: TransferModel) -> TransferModel:
+        merge_adapters(model.backbone.model)
+        return model.eval()
