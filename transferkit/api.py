@@ -9,6 +9,7 @@ import json
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from importlib import metadata
@@ -440,7 +441,7 @@ def write_predictions(path: Path, predictions: Predictions, id_field: str) -> No
 
 def compare(data: DataInput, strategies: list[str], labels_per_class: list[int | None], seeds: int = 1,
             out: str | Path | None = None, budget_minutes: float | None = None, progress: bool = True,
-            **options: Any) -> dict[str, Any]:
+            on_run: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
     """Run every strategy x labels-per-class x seed on identical splits, plus the plain reference; write
     compare.json and compare.html in ``out`` (each run keeps its own folder under out/runs/).
 
@@ -448,6 +449,7 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
     20 % held out with seed 0); the K-per-class subsample depends only on (K, seed), so every strategy sees the
     same examples, and frozen features are computed once (the feature cache). ``budget_minutes`` runs the
     cheapest combinations first and skips any whose estimated time no longer fits, saying which.
+    ``on_run`` receives a line as each run starts (the CLI prints it); ``progress`` is kept for symmetry with fit.
     """
     for name in strategies:
         build_strategy(name)  # fail on a typo before hours of runs
@@ -470,8 +472,8 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
             skipped.append(f"{strategy} at {k or 'all'} labels/class, seed {seed}: about {estimate:.0f} s estimated, "
                            f"over the {budget_minutes} min budget")
             continue
-        if progress:
-            print(f"[compare] {strategy} K={k or 'all'} seed={seed}", flush=True)
+        if on_run is not None:
+            on_run(f"{strategy} at {k or 'all'} labels/class, seed {seed}")
         result = fit(splits, config=cfg)
         summary = json.loads((result.run_dir / "metrics.json").read_text())
         seconds_per_example[strategy] = summary["wall_seconds"] / max(n_train, 1)

@@ -173,7 +173,8 @@ def compare(
     options = {k: v for k, v in locals().items() if v is not None and k not in (
         "data", "strategies", "labels_per_class", "seeds", "out", "budget_minutes", "api")}
     summary = api.compare(data, [s.strip() for s in strategies.split(",") if s.strip()], _parse_ks(labels_per_class),
-                          seeds=seeds, out=out, budget_minutes=budget_minutes, **options)
+                          seeds=seeds, out=out, budget_minutes=budget_minutes,
+                          on_run=lambda line: console.print(f"[compare] {escape(line)}"), **options)
     table = Table("strategy", "K", "accuracy", "s/run", "trainable", title=f"compare: {summary['data']}")
     for r in summary["rows"]:
         table.add_row(r["strategy"], str(r["labels_per_class"] or "all"),

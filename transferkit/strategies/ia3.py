@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from transferkit.backbones.heads import TransferModel
-from transferkit.core.errors import ConfigError
-from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext, set_requires_grad
-from transferkit.strategies.lora import merge_adapters
+from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext
+from transferkit.strategies.lora import inject_adapters, merge_adapters
 
 DEFAULT_TARGETS = {"text": ("key", "value", "output.dense"), "image": ("conv_pwl", "conv_head")}
 DEFAULT_FEEDFORWARD = {"text": ("output.dense",), "image": ("conv_pwl", "conv_head")}  # scale inputs, not outputs
@@ -30,22 +29,12 @@ class IA3(Strategy):
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         from peft import IA3Config as PeftIA3Config
-        from peft import inject_adapter_in_model
 
         modality = model.backbone.modality
         targets = list(self.config.target_modules or DEFAULT_TARGETS[modality])
         feedforward = list(self.config.feedforward_modules or
                            (DEFAULT_FEEDFORWARD[modality] if not self.config.target_modules else ()))
-        set_requires_grad(model, False)
-        try:
-            inject_adapter_in_model(PeftIA3Config(target_modules=targets, feedforward_modules=feedforward),
-                                    model.backbone.model)
-        except ValueError as exc:
-            raise ConfigError(f"IA3 could not adapt {model.backbone.name} with target_modules={targets}, "
-                              f"feedforward_modules={feedforward}: {exc}") from None
-        for name, p in model.backbone.named_parameters():
-            p.requires_grad_("ia3_" in name)
-        set_requires_grad(model.head, True)
+        inject_adapters(model, PeftIA3Config(target_modules=targets, feedforward_modules=feedforward), "ia3_")
 
     def finalize(self, model: TransferModel) -> TransferModel:
         merge_adapters(model.backbone.model)

@@ -47,24 +47,32 @@ class Lora(Strategy):
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         from peft import LoraConfig as PeftLoraConfig
-        from peft import inject_adapter_in_model
 
         targets = list(self.config.target_modules or DEFAULT_TARGETS[model.backbone.modality])
-        set_requires_grad(model, False)
-        try:
-            inject_adapter_in_model(PeftLoraConfig(r=self.config.rank, lora_alpha=self.config.alpha,
-                                                   lora_dropout=self.config.dropout, target_modules=targets),
-                                    model.backbone.model)
-        except ValueError as exc:  # peft: no module matched the targets
-            raise ConfigError(f"LoRA found no layers named {targets} in {model.backbone.name}: {exc}. Pass "
-                              f"-o target_modules=[...] with names of its Linear/Conv2d layers.") from None
-        for name, p in model.backbone.named_parameters():
-            p.requires_grad_("lora_" in name)
-        set_requires_grad(model.head, True)
+        config = PeftLoraConfig(r=self.config.rank, lora_alpha=self.config.alpha, lora_dropout=self.config.dropout,
+                                target_modules=targets)
+        inject_adapters(model, config, "lora_")
 
     def finalize(self, model: TransferModel) -> TransferModel:
         merge_adapters(model.backbone.model)
         return model.eval()
+
+
+def inject_adapters(model: TransferModel, peft_config, marker: str) -> None:
+    """Wrap the backbone's target layers with peft adapters in place; only parameters whose name holds
+    ``marker`` (e.g. 'lora_') and the head train afterwards."""
+    from peft import inject_adapter_in_model
+
+    set_requires_grad(model, False)
+    try:
+        inject_adapter_in_model(peft_config, model.backbone.model)
+    except ValueError as exc:  # peft: no module matched the targets
+        raise ConfigError(f"{type(peft_config).__name__} found no layers to adapt in {model.backbone.name} with "
+                          f"target_modules={peft_config.target_modules}: {exc}. Pass -o target_modules=[...] with "
+                          f"names of its Linear/Conv2d layers.") from None
+    for name, p in model.backbone.named_parameters():
+        p.requires_grad_(marker in name)
+    set_requires_grad(model.head, True)
 
 
 def merge_adapters(module: nn.Module) -> None:
