@@ -5,13 +5,28 @@ Imports only transferkit.core. Transparency is composited on white (not black, a
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from transferkit.core.errors import DataError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# Formats Pillow may decode: anything else (EPS through Ghostscript, PSD, ...) is refused before decoding.
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF")
+# Far below Pillow's own ~89 MP warning: a decompression bomb is refused from its header, before any pixel is decoded.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class ImageDecodeError(DataError):
+    """An input that is not a decodable, allowed, reasonably sized image; ``reason`` says which."""
+
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.where, self.reason = where, reason
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -38,6 +53,26 @@ def load_image(item: Any) -> Image.Image:
         if array.ndim == 3 and array.shape[2] == 1:
             array = array[:, :, 0]
         return to_rgb(Image.fromarray(array))
-    with Image.open(Path(item)) as image:
-        image.load()
-        return to_rgb(image)
+    return decode_image(Path(item))
+
+
+def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, where: str | None = None) -> Image.Image:
+    """Fully decode a file or bytes into RGB, refusing other formats and oversized images before decoding."""
+    where = where or (str(source) if isinstance(source, Path) else "image")
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    try:
+        with Image.open(stream, formats=ALLOWED_FORMATS) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(where, f"{width}x{height} pixels exceeds the {max_pixels:,}-pixel cap "
+                                              "(possible decompression bomb)")
+            image.load()
+            return to_rgb(image)
+    except ImageDecodeError:
+        raise
+    except FileNotFoundError:
+        raise ImageDecodeError(where, "file not found") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = "empty file" if isinstance(source, Path) and source.stat().st_size == 0 else \
+            f"not a decodable {'/'.join(ALLOWED_FORMATS)} image ({exc})"
+        raise ImageDecodeError(where, reason) from None
