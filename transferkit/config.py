@@ -27,6 +27,8 @@ class FitConfig:
     val_fraction: float = 0.15
     strategy_options: dict[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
+    teacher: str | None = None  # distill: the bundle/ folder of a fitted teacher
+    unlabeled_data: str | None = None  # extra inputs without labels (distill: the teacher labels them)
     baseline: bool = True  # also fit a frozen-feature linear probe: the "before" of the report's before-vs-after
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -11,18 +11,29 @@ from typing import Any
 
 from transferkit.backbones.base import Backbone
 from transferkit.backbones.text import from_architecture as text_from_architecture
-from transferkit.backbones.text import hf_text_backbone, minilm
-from transferkit.backbones.vision import TimmBackbone, create_timm, efficientnet_lite0, timm_backbone
+from transferkit.backbones.text import hf_text_backbone, minilm, minilm_l3
+from transferkit.backbones.vision import (
+    TimmBackbone,
+    create_timm,
+    efficientnet_lite0,
+    efficientnet_lite0_slim,
+    keep_stage_depths,
+    timm_backbone,
+)
 from transferkit.core.registry import lookup
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {
     "efficientnet_lite0": efficientnet_lite0,
     "minilm": minilm,
+    "efficientnet_lite0-slim": efficientnet_lite0_slim,
+    "minilm-l3": minilm_l3,
 }
 
 DESCRIPTIONS: dict[str, str] = {
     "efficientnet_lite0": "image · EfficientNet-Lite0, ImageNet-1k (timm tf_efficientnet_lite0), 4.0M params, offline",
     "minilm": "text · all-MiniLM-L6-v2 sentence encoder (transformers, mean pooling), 22.7M params, offline",
+    "efficientnet_lite0-slim": "image · distillation student: Lite0's first block per stage (7 of 16), 1.4M params, offline",
+    "minilm-l3": "text · distillation student: MiniLM layers 0, 2, 4 (as DistilBERT), 17.4M params, offline",
     "timm:<name>[@file]": "image · any timm model; pretrained from the hub, or a local checkpoint after '@'",
     "hf:<hub id | folder>": "text · any transformers encoder; from the hub or a local folder",
 }
@@ -42,5 +53,8 @@ def build_backbone(name: str, pretrained: bool = True) -> Backbone:
 def backbone_from_architecture(arch: dict[str, Any], assets: Path) -> Backbone:
     """Rebuild a backbone's architecture offline (random weights; the bundle's weights are loaded next)."""
     if arch["type"] == "timm":
-        return TimmBackbone(arch.get("name", arch["arch"]), create_timm(arch["arch"], pretrained=False), False)
+        model = create_timm(arch["arch"], pretrained=False)
+        if "stage_depths" in arch:
+            keep_stage_depths(model, arch["stage_depths"])
+        return TimmBackbone(arch.get("name", arch["arch"]), model, False)
     return text_from_architecture(arch, assets)

@@ -102,6 +102,38 @@ def minilm(pretrained: bool = True) -> HFTextBackbone:
     return hf_text_backbone(str(get_model_path()), pretrained, DEFAULT_MAX_LENGTH, name="minilm")
 
 
+def minilm_l3(pretrained: bool = True) -> HFTextBackbone:
+    """A 3-layer student of all-MiniLM-L6-v2: layers 0, 2 and 4 of the 6, kept with their weights.
+
+    DistilBERT initialises its student from every other layer of its teacher; the same start here gives a
+    student that already embeds text sensibly and runs about twice as fast (half the transformer layers).
+    """
+    backbone = minilm(pretrained)
+    keep_layers(backbone.model, STUDENT_LAYERS)
+    backbone.name = "minilm-l3"
+    backbone.weights_sha256 = state_dict_sha256(backbone.model) if pretrained else None
+    return backbone
+
+
+STUDENT_LAYERS = (0, 2, 4)
+
+
+def keep_layers(model: nn.Module, indices: tuple[int, ...]) -> None:
+    """Keep only the transformer layers at ``indices`` (in order) and record the new depth in the config, so
+    ``save_pretrained`` writes a config that rebuilds exactly this architecture."""
+    layers = _encoder_layers(model)
+    if max(indices) >= len(layers):
+        raise BackboneLoadError(f"Cannot keep layers {indices} of a {len(layers)}-layer model.")
+    kept = nn.ModuleList([layers[i] for i in indices])
+    for path in ("encoder.layer", "encoder.layers", "transformer.layer", "layers", "h"):
+        parent_path, _, attr = path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        if getattr(parent, attr, None) is layers:
+            setattr(parent, attr, kept)
+            break
+    model.config.num_hidden_layers = len(kept)
+
+
 def from_architecture(arch: dict[str, Any], assets: Path) -> HFTextBackbone:
     """Rebuild a text backbone offline from a bundle's saved config and tokenizer (weights loaded after)."""
     from transformers import AutoConfig, AutoModel

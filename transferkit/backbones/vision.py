@@ -52,7 +52,10 @@ class TimmBackbone(Backbone):
         return [before, *list(stages), after]
 
     def architecture(self) -> dict[str, Any]:
-        return {"type": "timm", "arch": self.model.pretrained_cfg.get("architecture") or self.name, "name": self.name}
+        arch = {"type": "timm", "arch": self.model.pretrained_cfg.get("architecture") or self.name, "name": self.name}
+        if isinstance(getattr(self.model, "blocks", None), nn.Sequential):  # depths of a shortened student
+            arch["stage_depths"] = [len(stage) for stage in self.model.blocks]
+        return arch
 
 
 def _has_params(module: nn.Module) -> bool:
@@ -118,6 +121,29 @@ def efficientnet_lite0_imagenet() -> nn.Module:
         mapped[dst_name] = tensor
     model.load_state_dict(mapped)
     return model.eval()
+
+
+def keep_stage_depths(model: nn.Module, depths: list[int]) -> None:
+    """Keep the first ``depths[i]`` blocks of each EfficientNet stage.
+
+    A stage's first block changes width and stride; the rest are residual blocks of the same shape, so dropping
+    them leaves a valid, shallower network whose kept blocks carry their pretrained weights (the image
+    counterpart of a DistilBERT student built from its teacher's layers).
+    """
+    stages = model.blocks
+    if len(depths) != len(stages) or any(not 1 <= d <= len(s) for d, s in zip(depths, stages)):
+        raise BackboneLoadError(f"stage_depths {depths} do not fit stages of {[len(s) for s in stages]} blocks.")
+    for i, depth in enumerate(depths):
+        stages[i] = nn.Sequential(*list(stages[i])[:depth])
+
+
+def efficientnet_lite0_slim(pretrained: bool = True) -> TimmBackbone:
+    """An image student: EfficientNet-Lite0 with the first block of each stage only (7 of 16 blocks)."""
+    backbone = efficientnet_lite0(pretrained)
+    keep_stage_depths(backbone.model, [1] * len(backbone.model.blocks))
+    backbone.name = "efficientnet_lite0-slim"
+    backbone.weights_sha256 = state_dict_sha256(backbone.model) if pretrained else None
+    return backbone
 
 
 def efficientnet_lite0(pretrained: bool = True) -> TimmBackbone:

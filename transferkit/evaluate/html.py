@@ -117,7 +117,7 @@ def render_report(run: dict[str, Any]) -> str:
         curves=plots.learning_curves(history) if history else None, plots=split_plots,
         errors=run.get("errors", {}), config=run["config"], environment=run["environment"],
         trainable_params=run["trainable_params"], total_params=run["total_params"],
-        before_after=run.get("before_after"))
+        before_after=run.get("before_after"), distillation=run.get("distillation"))
 
 
 def render_compare(summary: dict[str, Any]) -> str:

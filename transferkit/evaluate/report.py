@@ -61,6 +61,21 @@ def before_after_notes(before: dict[str, Any] | None, metrics: dict[str, Any], s
     return [table["statement"]] if table else []
 
 
+def distillation_table(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """Student vs teacher accuracy and throughput (measured side by side in the run), with a one-line verdict."""
+    if "teacher_accuracy" not in summary:
+        return None
+    split = summary["teacher_split"]
+    student_acc, teacher_acc = summary[split]["accuracy"], summary["teacher_accuracy"]
+    speed = summary["throughput"]
+    kept = student_acc / teacher_acc if teacher_acc else float("nan")
+    statement = (f"The student keeps {100 * kept:.1f} % of the teacher's {split} accuracy at "
+                 f"{summary['speedup_vs_teacher']:.2f}x its inference throughput.")
+    return {"split": split, "kept": kept, "statement": statement, "rows": [
+        {"name": "teacher", "accuracy": teacher_acc, "per_s": speed["teacher_per_s"]},
+        {"name": "student (this run)", "accuracy": student_acc, "per_s": speed["student_per_s"]}]}
+
+
 def _pick(m: dict[str, Any]) -> dict[str, float]:
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
@@ -90,6 +105,12 @@ def render_markdown(run: dict[str, Any]) -> str:
         parts += ["## Before vs after adaptation", "",
                   _table(["model", f"{ba['split']} accuracy", f"{ba['split']} macro-F1"],
                          [[r["name"], _fmt(r["accuracy"]), _fmt(r["macro_f1"])] for r in ba["rows"]]), ""]
+    if run.get("distillation"):
+        kd = run["distillation"]
+        parts += ["## Student vs teacher", "",
+                  _table(["model", f"{kd['split']} accuracy", "examples / s"],
+                         [[r["name"], _fmt(r["accuracy"]), _fmt(r["per_s"])] for r in kd["rows"]]), "",
+                  kd["statement"], ""]
     data = run["data"]
     parts += ["## Data", "", _table(["split", "examples"], [[k, v] for k, v in data["sizes"].items()]), ""]
     if data.get("inputs_summary"):

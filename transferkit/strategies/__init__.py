@@ -11,6 +11,7 @@ from typing import Any
 from transferkit.core.errors import ConfigError
 from transferkit.core.registry import lookup
 from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext
+from transferkit.strategies.distill import Distill
 from transferkit.strategies.finetune import Finetune
 from transferkit.strategies.gradual import Gradual
 from transferkit.strategies.head import HeadOnly
@@ -33,6 +34,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "lp-ft": LPFT,
     "finetune": Finetune,
     "l2sp": L2SP,
+    "distill": Distill,
     "scratch": Scratch,
 }
 

@@ -16,7 +16,9 @@ from transferkit.core.runtime import autocast
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    """Tensors moved to ``device``, also inside nested batches (distillation pairs an unlabeled batch)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else to_device(v, device) if isinstance(v, dict) else v
+            for k, v in batch.items()}
 
 
 @torch.inference_mode()
