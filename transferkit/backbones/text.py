@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from transferkit.backbones.base import Backbone, state_dict_sha256
+from transferkit.backbones.extensions import apply_extensions, base_model
 from transferkit.core.errors import BackboneLoadError
 from transferkit.data.preprocess import PreprocessSpec
 
@@ -28,29 +29,43 @@ class HFTextBackbone(Backbone):
         self.feature_dim = model.config.hidden_size
         self.preprocessing = PreprocessSpec(modality="text", tokenizer=tokenizer_dir, max_length=max_length)
         self.weights_sha256 = state_dict_sha256(model) if pretrained else None
+        self.extensions: dict[str, Any] = {}  # adapters / soft prompt added by a PEFT strategy (rebuilt on load)
+
+    def extend(self, kind: str, options: dict[str, Any]) -> None:
+        """Add bottleneck adapters ('adapters') or a soft prompt ('prompt') and record them for bundle loading."""
+        self.model = apply_extensions(self.model, {kind: options})
+        self.extensions[kind] = dict(options)
 
     def embed(self, batch: dict[str, Any]) -> torch.Tensor:
         mask = batch["attention_mask"]
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        keys = ("input_ids", "attention_mask") if "prompt" in self.extensions else \
+            ("input_ids", "attention_mask", "token_type_ids")
+        inputs = {k: batch[k] for k in keys if k in batch}
         hidden = self.model(**inputs).last_hidden_state
+        hidden = hidden[:, hidden.shape[1] - mask.shape[1]:]  # mean over the real tokens, not the virtual ones
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
     def blocks(self) -> list[nn.Module]:
-        """Embeddings, each transformer layer, then whatever else (pooler) — input side first."""
-        embeddings = self.model.get_input_embeddings()
-        emb_module = getattr(self.model, "embeddings", embeddings)
-        layers = list(_encoder_layers(self.model))
+        """Embeddings (with a soft prompt, if any), each transformer layer, then whatever else (pooler)."""
+        model = base_model(self.model)
+        embeddings = model.get_input_embeddings()
+        emb_module = getattr(model, "embeddings", embeddings)
+        layers = list(_encoder_layers(model))
         covered = {id(p) for m in [emb_module, *layers] for p in m.parameters()}
-        rest = nn.ModuleList([m for m in self.model.children() if m is not emb_module
+        rest = nn.ModuleList([m for m in model.children() if m is not emb_module
                               and any(id(p) not in covered for p in m.parameters())])
-        return [emb_module, *layers, rest] if len(rest) else [emb_module, *layers]
+        first = nn.ModuleList([self.model.prompt_encoder, emb_module]) if model is not self.model else emb_module
+        return [first, *layers, rest] if len(rest) else [first, *layers]
 
     def architecture(self) -> dict[str, Any]:
-        return {"type": "hf-text", "max_length": self.preprocessing.max_length, "name": self.name}
+        arch = {"type": "hf-text", "max_length": self.preprocessing.max_length, "name": self.name}
+        if self.extensions:
+            arch["extensions"] = self.extensions
+        return arch
 
     def save_assets(self, folder: Path) -> None:
-        self.model.config.save_pretrained(folder / "backbone_config")
+        base_model(self.model).config.save_pretrained(folder / "backbone_config")
         tokenizer_dir = folder / "tokenizer"
         if Path(self.preprocessing.tokenizer).resolve() != tokenizer_dir.resolve():
             shutil.rmtree(tokenizer_dir, ignore_errors=True)
@@ -139,4 +154,7 @@ def from_architecture(arch: dict[str, Any], assets: Path) -> HFTextBackbone:
     from transformers import AutoConfig, AutoModel
 
     model = AutoModel.from_config(AutoConfig.from_pretrained(assets / "backbone_config"))
-    return HFTextBackbone(arch.get("name", "hf"), model.eval(), str(assets / "tokenizer"), False, arch["max_length"])
+    backbone = HFTextBackbone(arch.get("name", "hf"), model.eval(), str(assets / "tokenizer"), False, arch["max_length"])
+    for kind, options in arch.get("extensions", {}).items():
+        backbone.extend(kind, options)
+    return backbone.eval()

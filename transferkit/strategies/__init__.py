@@ -10,6 +10,7 @@ from typing import Any
 
 from transferkit.core.errors import ConfigError
 from transferkit.core.registry import lookup
+from transferkit.strategies.adapter import Adapter
 from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext
 from transferkit.strategies.distill import Distill
 from transferkit.strategies.finetune import Finetune
@@ -21,6 +22,7 @@ from transferkit.strategies.linear_probe import LinearProbe
 from transferkit.strategies.lora import Lora
 from transferkit.strategies.lp_ft import LPFT
 from transferkit.strategies.partial import Partial
+from transferkit.strategies.prompt import PromptTuning
 from transferkit.strategies.scratch import Scratch
 
 # Ordered from least to most adapted; `list strategies` shows them in this order.
@@ -29,7 +31,9 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "head": HeadOnly,
     "partial": Partial,
     "gradual": Gradual,
+    "prompt": PromptTuning,
     "ia3": IA3,
+    "adapter": Adapter,
     "lora": Lora,
     "lp-ft": LPFT,
     "finetune": Finetune,

@@ -67,6 +67,13 @@ class Strategy:
     summary: ClassVar[str] = ""
     uses_pretrained_weights: ClassVar[bool] = True
     trains_with_loop: ClassVar[bool] = True
+    modalities: ClassVar[tuple[str, ...]] = ("image", "text")  # the backbones it knows how to adapt
+    needs_teacher: ClassVar[bool] = False
+
+    def check_modality(self, model: TransferModel) -> None:
+        if model.backbone.modality not in self.modalities:
+            raise ConfigError(f"The {self.name} strategy adapts {' and '.join(self.modalities)} backbones only, not "
+                              f"{model.backbone.name} ({model.backbone.modality}); for images use lora or ia3.")
 
     def __init__(self, config: StrategyConfig | None = None):
         self.config = config or self.config_class()
@@ -101,6 +108,11 @@ class Strategy:
     def finalize(self, model: TransferModel) -> TransferModel:
         return model.eval()
 
+    def adapter_state(self, model: TransferModel) -> dict[str, torch.Tensor] | None:
+        """PEFT strategies: the small set of tensors they trained (adapters + head), before ``finalize`` merges
+        them; bundles keep it as adapter.safetensors. None for strategies that change the weights themselves."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -131,3 +143,10 @@ def set_batchnorm_training(module: nn.Module, training: bool) -> None:
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.train(training)
+
+
+class PeftStrategy(Strategy):
+    """Base of the parameter-efficient strategies: what they train is saved on its own as well."""
+
+    def adapter_state(self, model: TransferModel) -> dict[str, torch.Tensor] | None:
+        return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}

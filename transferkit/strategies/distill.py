@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,7 @@ class Distill(Finetune):
     name = "distill"
     config_class = DistillConfig
     summary = "knowledge distillation from --teacher BUNDLE into this (smaller) model; --unlabeled-data adds data"
-    needs_teacher = True
+    needs_teacher: ClassVar[bool] = True
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         if ctx.teacher is None:

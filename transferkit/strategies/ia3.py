@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from transferkit.backbones.heads import TransferModel
-from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext
+from transferkit.strategies.base import PeftStrategy, StrategyConfig, StrategyContext
 from transferkit.strategies.lora import inject_adapters, merge_adapters
 
 DEFAULT_TARGETS = {"text": ("key", "value", "output.dense"), "image": ("conv_pwl", "conv_head")}
@@ -22,7 +22,7 @@ class IA3Config(StrategyConfig):
     feedforward_modules: tuple[str, ...] | None = None  # a subset of target_modules
 
 
-class IA3(Strategy):
+class IA3(PeftStrategy):
     name = "ia3"
     config_class = IA3Config
     summary = "(IA)^3 via peft: learned rescaling vectors on keys/values/feed-forward (or 1x1 convs), merged at the end"

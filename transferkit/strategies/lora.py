@@ -15,7 +15,7 @@ from torch import nn
 
 from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import ConfigError
-from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext, set_requires_grad
+from transferkit.strategies.base import PeftStrategy, StrategyConfig, StrategyContext, set_requires_grad
 
 DEFAULT_TARGETS = {
     "text": ("query", "value"),  # BERT-style attention projections (MiniLM), as in the LoRA paper
@@ -40,7 +40,7 @@ class LoraConfig(StrategyConfig):
             raise ConfigError(f"The 'dropout' parameter of LoraConfig must be in [0, 1). Got {self.dropout!r}.")
 
 
-class Lora(Strategy):
+class Lora(PeftStrategy):
     name = "lora"
     config_class = LoraConfig
     summary = "LoRA via peft: low-rank updates on attention / pointwise layers, merged into the weights at the end"

@@ -1,0 +1,47 @@
+"""Re-create a PEFT bundle's model from the pretrained backbone and its adapter.safetensors alone.
+
+Imports transferkit.core, transferkit.backbones, transferkit.strategies and transferkit.export.bundle. What a
+team ships per task can be the adapter file (LoRA on MiniLM: ~300 KB) instead of a whole model: this builds
+the named pretrained backbone, checks it is the very one the adapter was trained on (SHA-256 of its tensors),
+applies the recorded strategy's preparation (inject LoRA/IA3 layers, adapters or a soft prompt), loads the
+adapter tensors, and finalizes — for LoRA/IA3 that merges them into plain weights, as the bundle's own
+model.safetensors already is.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from transferkit.backbones import build_backbone
+from transferkit.backbones.heads import HEADS, TransferModel
+from transferkit.core.errors import BundleError
+from transferkit.data.preprocess import PreprocessSpec
+from transferkit.export.bundle import ADAPTER_WEIGHTS, read_manifest
+from transferkit.strategies import StrategyContext, build_strategy
+
+
+def model_from_adapter(bundle_dir: Path) -> TransferModel:
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    if "adapter" not in manifest:
+        raise BundleError(f"{bundle_dir} was not trained with a PEFT strategy (lora, ia3, adapter, prompt): it has "
+                          f"no {ADAPTER_WEIGHTS}; load the bundle itself.")
+    info = manifest["backbone"]
+    backbone = build_backbone(info["name"], pretrained=True)
+    if backbone.weights_sha256 != info.get("pretrained_sha256"):
+        raise BundleError(f"The pretrained weights of '{info['name']}' here differ from the ones {bundle_dir} was "
+                          f"trained on (SHA-256 mismatch); its adapter only fits those.")
+    backbone.preprocessing = PreprocessSpec.from_dict({**manifest["preprocessing"],
+                                                       "tokenizer": backbone.preprocessing.tokenizer})
+    model = TransferModel(backbone, HEADS[manifest["task"]](backbone.feature_dim, len(manifest["labels"])))
+    strategy = build_strategy(manifest["strategy"]["name"], manifest["strategy"]["config"])
+    strategy.prepare(model, StrategyContext(n_classes=len(manifest["labels"]), seed=0))
+    tensors = load_file(str(bundle_dir / ADAPTER_WEIGHTS))
+    unknown = sorted(set(tensors) - set(model.state_dict()))
+    if unknown:
+        raise BundleError(f"{bundle_dir / ADAPTER_WEIGHTS} holds tensors the rebuilt model lacks: {unknown[:3]}.")
+    with torch.no_grad():
+        model.load_state_dict(tensors, strict=False)
+    return strategy.finalize(model).eval()
