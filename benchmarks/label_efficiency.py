@@ -68,7 +68,8 @@ def run_one(dataset: str, k: int, seed: int, strategy: str, splits, test, epochs
     m = result.metrics["test"]
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "seconds": time.perf_counter() - start,
-            "n_train": metrics["n_train_used"], "trainable_params": metrics["trainable_params"]}
+            "n_train": metrics["n_train_used"], "trainable_params": metrics["trainable_params"],
+            "total_params": metrics["total_params"]}
 
 
 def environment() -> dict:

@@ -30,10 +30,18 @@ IMAGE_SIZE = 32
 LOOP_STRATEGIES = sorted(name for name, cls in STRATEGIES.items() if cls.trains_with_loop)
 
 
-class Task:
-    """A labeled image folder split into train/val (``split`` > 0) or used whole for both (``split`` = 0)."""
+def text_only(name: str) -> bool:
+    return STRATEGIES[name].modalities == ("text",)
 
-    def __init__(self, folder: Path, split: float = 0.2):
+
+class Task:
+    """A labeled image folder (or text CSV, with ``backbone='minilm'``) split into train/val (``split`` > 0) or
+    used whole for both (``split`` = 0). Its context carries a teacher (a linear probe on the same data) for
+    distillation; the other strategies ignore it."""
+
+    def __init__(self, folder: Path, split: float = 0.2, backbone: str = "efficientnet_lite0"):
+        self.backbone = backbone
+        self._teacher: TransferModel | None = None
         examples = load_source(folder).train
         if split:
             self.train, self.val = stratified_split(examples, split, seed=0)
@@ -47,11 +55,26 @@ class Task:
 
     def model(self, strategy: Strategy, seed: int = 0) -> TransferModel:
         torch.manual_seed(seed)  # the from-scratch backbone is drawn from the global RNG
-        backbone = build_backbone("efficientnet_lite0", pretrained=strategy.uses_pretrained_weights)
-        backbone.preprocessing = backbone.preprocessing.with_image_size(IMAGE_SIZE)
+        backbone = build_backbone(self.backbone, pretrained=strategy.uses_pretrained_weights)
+        if backbone.modality == "image":
+            backbone.preprocessing = backbone.preprocessing.with_image_size(IMAGE_SIZE)
         return TransferModel(backbone, ClassificationHead(backbone.feature_dim, self.n_classes))
 
+    def teacher(self) -> TransferModel:
+        """A pretrained backbone with a linear-probe head fitted on this task (built once, frozen)."""
+        if self._teacher is None:
+            probe = build_strategy("linear-probe")
+            teacher = self.model(probe)
+            probe.prepare(teacher, self._features_context(teacher))
+            self._teacher = probe.finalize(teacher)
+        return self._teacher
+
     def context(self, model: TransferModel) -> StrategyContext:
+        ctx = self._features_context(model)
+        ctx.teacher = self.teacher()
+        return ctx
+
+    def _features_context(self, model: TransferModel) -> StrategyContext:
         spec = model.backbone.preprocessing
 
         def features(split: str) -> tuple[np.ndarray, np.ndarray]:

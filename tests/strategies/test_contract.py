@@ -22,6 +22,7 @@ from tests.strategies.helpers import (
     finalized_copy,
     optimizer_for,
     snapshot,
+    text_only,
     train_steps,
     trainable_names,
 )
@@ -128,10 +129,22 @@ def test_loss_at_step_zero_is_ln_k(loop_strategy: Strategy, task: Task):
     loss, fresh_head = _step_zero_loss(loop_strategy, task)
     assert math.isfinite(loss)
     assert fresh_head == (_head_init(loop_strategy) == "zero"), "head_init says otherwise"
-    if fresh_head:
+    if fresh_head and loop_strategy.needs_teacher:  # uniform student: alpha * KD(teacher || uniform) + (1-alpha) ln K
+        assert loss == pytest.approx(_kd_against_uniform(loop_strategy, task), rel=1e-4)
+    elif fresh_head:
         assert abs(loss - math.log(K)) <= 0.1 * math.log(K), f"step-0 loss {loss} vs ln({K}) = {math.log(K)}"
     else:  # LP-FT's probed head: better than chance from the first step
         assert loss < math.log(K), f"a head fitted in prepare() gives step-0 loss {loss} >= ln({K})"
+
+
+def _kd_against_uniform(strategy: Strategy, task: Task) -> float:
+    """The distillation loss of a student that predicts uniformly, computed here from the teacher's logits."""
+    c = strategy.config
+    teacher = task.teacher()
+    with torch.no_grad():
+        q = (teacher(task.batch(teacher)) / c.temperature).double().softmax(-1)
+    kl = (q * (q.log() - math.log(1 / K))).sum(-1).mean().item()
+    return c.alpha * c.temperature ** 2 * kl + (1 - c.alpha) * math.log(K)
 
 
 def test_head_init_defaults():
@@ -241,8 +254,9 @@ def _overfit(name: str, task: Task) -> Overfit:
 
 
 @pytest.fixture(scope="module", params=LOOP_STRATEGIES)
-def overfit(request, batch16_task: Task) -> Overfit:
-    return _overfit(request.param, batch16_task)
+def overfit(request) -> Overfit:
+    task = request.getfixturevalue("text_batch16_task" if text_only(request.param) else "batch16_task")
+    return _overfit(request.param, task)
 
 
 def test_overfits_one_batch_of_16(overfit: Overfit):

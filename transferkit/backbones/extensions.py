@@ -10,6 +10,7 @@ replaces the transformers model classes, which would make every bundle depend on
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 import torch
@@ -79,7 +80,9 @@ def add_soft_prompt(model: nn.Module, method: str = "prompt", num_virtual_tokens
                                      encoder_hidden_size=encoder_hidden_size)
     else:
         raise ConfigError(f"Soft-prompt method must be 'prompt' or 'p-tuning'. Got {method!r} instead.")
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # transformers' deprecation notice about gradient checkpointing, inside peft
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, config)
 
 
 def apply_extensions(model: nn.Module, extensions: dict[str, Any]) -> nn.Module:
