@@ -22,12 +22,16 @@ import torch
 from transferkit.backbones import DEFAULT_FOR_MODALITY, build_backbone
 from transferkit.backbones.features import FeatureCache, extract_features
 from transferkit.backbones.heads import HEADS, TransferModel
+from transferkit.backbones.provenance import pretrained_record
+from transferkit.backbones.text import DEFAULT_MAX_LENGTH
 from transferkit.config import FitConfig
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.io import atomic_write, atomic_write_json, atomic_write_text
 from transferkit.core.runtime import default_device, resolve_precision
 from transferkit.core.seeding import seed_everything
+from transferkit.data.doctor import DataReport, DoctorConfig, diagnose
 from transferkit.data.examples import DataSplits, Examples
+from transferkit.data.images import DEFAULT_MAX_PIXELS
 from transferkit.data.labels import LabelMap
 from transferkit.data.loaders import make_loader
 from transferkit.data.sources import TextColumns, load_source
@@ -39,13 +43,20 @@ from transferkit.evaluate.metrics import classification_metrics, headline
 from transferkit.evaluate.report import (
     before_after_notes,
     before_after_table,
+    data_doctor_notes,
+    distillation_table,
     imbalance_notes,
     render_markdown,
     training_notes,
 )
-from transferkit.export.bundle import Bundle, load_bundle, save_bundle
+from transferkit.evaluate.speed import compare_throughput
+from transferkit.export.bundle import Bundle, load_bundle, read_manifest, save_bundle
+from transferkit.export.recorded import data_record
+from transferkit.refit import init_from_notes, start_from
+from transferkit.serve.output import predict_to_file
 from transferkit.serve.predictor import Predictions, Predictor
 from transferkit.strategies import STRATEGIES, StrategyContext, build_strategy
+from transferkit.strategies.distill import Teacher
 from transferkit.strategies.linear_probe import LinearProbeConfig, fit_logistic_head
 from transferkit.train.checkpoint import unfinished_run
 from transferkit.train.config import IMBALANCE_RATIO_FOR_WEIGHTS, TrainConfig
@@ -78,12 +89,41 @@ class PreparedData:
     modality: str
 
 
-def _as_splits(data: DataInput, columns: TextColumns, labeled: bool = True) -> DataSplits:
+def _as_splits(data: DataInput, columns: TextColumns, labeled: bool = True, encoding_errors: str = "strict") -> DataSplits:
     if isinstance(data, DataSplits):
         return data
     if isinstance(data, Examples):
         return DataSplits(train=data)
-    return load_source(data, columns, labeled=labeled)
+    return load_source(data, columns, labeled=labeled, encoding_errors=encoding_errors)
+
+
+def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> tuple[DataSplits, DataReport]:
+    """Load train/val/test (text read with bad UTF-8 replaced, for the doctor to report) and run the data doctor.
+
+    Returns the splits without what the report leaves out (unreadable images; duplicates with ``cfg.dedupe``),
+    so every epoch sees exactly the usable examples. Fatal findings raise DataError before any training.
+    """
+    columns = TextColumns(cfg.text_column, cfg.label_column)
+    splits = _as_splits(data, columns, encoding_errors="replace")
+    val = _as_splits(cfg.val_data, columns, encoding_errors="replace").train if cfg.val_data else splits.val
+    test = _as_splits(cfg.test_data, columns, encoding_errors="replace").train if cfg.test_data else splits.test
+    full = DataSplits(splits.train, val, test)
+    if full.train.labels is None:
+        raise DataError(f"{full.train.source}: training data needs labels.")
+    report = diagnose(full, DoctorConfig(strict=cfg.strict, dedupe=cfg.dedupe,
+                                         max_pixels=cfg.max_pixels or DEFAULT_MAX_PIXELS,
+                                         max_tokens=DEFAULT_MAX_LENGTH, needs_val_split=val is None))
+    if raise_on_fatal:
+        report.raise_if_fatal()
+    return report.apply(full), report
+
+
+def doctor(data: DataInput, **options: Any) -> DataReport:
+    """The data doctor's report on ``data`` (and ``val_data``/``test_data``), the checks `fit` runs first.
+
+    Takes fit's options (strict, dedupe, max_pixels, text_column, label_column, ...); never raises on findings.
+    """
+    return check_data(data, FitConfig.from_options(**options), raise_on_fatal=False)[1]
 
 
 def prepare_data(data: DataInput, cfg: FitConfig) -> PreparedData:
@@ -193,8 +233,14 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
-    prepared = prepare_data(data, cfg)
-    model = _build_model(cfg, prepared.modality, len(prepared.label_map), strategy.uses_pretrained_weights)
+    checked, data_report = check_data(data, cfg)  # the data doctor: unreadable inputs left out, fatal findings stop
+    prepared = prepare_data(checked, replace(cfg, val_data=None, test_data=None))
+    cfg = _with_teacher_image_size(cfg, prepared.modality)
+    init = start_from(cfg.init_from, cfg.model, cfg.image_size, prepared.modality, strategy) if cfg.init_from else None
+    if init is not None:  # fit --init-from BUNDLE: its backbone and head; its classes first, then the new ones
+        prepared.label_map = init.labels(prepared.label_map)
+    model = init.model(prepared.label_map, cfg.train.label_smoothing) if init is not None else \
+        _build_model(cfg, prepared.modality, len(prepared.label_map), strategy.uses_pretrained_weights)
     device = default_device()
     model.to(device)
     precision = resolve_precision(cfg.train.precision, device)
@@ -203,11 +249,14 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     if resume is None:  # written first, so a killed run can be resumed from its folder alone
         _claim_run_dir(run_dir)
         atomic_write_json(run_dir / "config.json", {"data": _data_reference(data), **asdict(cfg)})
+    atomic_write_json(run_dir / "data_report.json", data_report.to_dict())
 
     imbalance, class_weight = _resolve_class_weight(prepared, cfg.train)
     model.head.set_class_weight(None if class_weight is None else torch.from_numpy(class_weight))
     ctx = StrategyContext(n_classes=len(prepared.label_map), seed=cfg.train.seed, class_weight=class_weight,
-                          features=_feature_source(model, prepared, cfg, precision))
+                          features=_feature_source(model, prepared, cfg, precision),
+                          teacher=_load_teacher(cfg, prepared, model, strategy),
+                          unlabeled=_unlabeled_examples(cfg, prepared, strategy))
     before = _before_adaptation(model, ctx, prepared, strategy, cfg)
     seed_everything(cfg.train.seed)
     strategy.prepare(model, ctx)
@@ -216,6 +265,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     if strategy.trains_with_loop:
         result = _train(model, strategy, ctx, prepared, cfg, run_dir, resume is not None)
     n_trainable = _trainable_count(model, strategy)  # before finalize: merging adapters removes their parameters
+    adapter = strategy.adapter_state(model)
     model = strategy.finalize(model)
 
     evaluations = {name: _evaluate_split(model, part, prepared.label_map, spec, precision, cfg.train.progress)
@@ -223,10 +273,13 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     metrics = {name: e.metrics for name, e in evaluations.items()}
     n_total = sum(p.numel() for p in model.parameters())
     summary = {**metrics, "trainable_params": n_trainable, "total_params": n_total,
-               "n_train_used": len(prepared.train), "best_epoch": result.best_epoch,
+               "n_train_used": len(prepared.train), "n_skipped": data_report.n_skipped, "best_epoch": result.best_epoch,
                "train_seconds": round(result.seconds, 2), "wall_seconds": round(time.perf_counter() - start, 2)}
     manifest = _manifest(cfg, model, prepared, strategy, spec, summary, precision)
-    bundle_dir = save_bundle(run_dir / "bundle", model, manifest)
+    manifest["data"] = data_record(data, cfg.val_data, cfg.test_data)  # export and --init-from find it again
+    if init is not None:
+        manifest["init_from"] = init.record(prepared.label_map)
+    bundle_dir = save_bundle(run_dir / "bundle", model, manifest, adapter)
     summary["batch_size_used"] = cfg.train.batch_size_for(len(prepared.train))
     summary["precision_used"] = precision
     summary["imbalance"] = imbalance
@@ -234,18 +287,82 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
         summary["resumed_from"] = result.resumed_from
     if before is not None:
         summary["before_adaptation"] = headline(before)
-    _write_run(run_dir, cfg, prepared, result, summary, strategy, evaluations, before)
+    if ctx.unlabeled is not None:
+        summary["n_unlabeled"] = len(ctx.unlabeled)
+    if ctx.teacher is not None:
+        summary.update(_teacher_summary(ctx.teacher, model, prepared, spec, precision, cfg.train.progress))
+    if init is not None:  # old vs new model on new and old test data: forgetting, made visible
+        new_test = ("test", prepared.test) if prepared.test is not None else ("val", prepared.val)
+        summary["init_from"] = init.compare(model, prepared.label_map, new_test, precision)
+    _write_run(run_dir, cfg, prepared, result, summary, strategy, evaluations, before, data_report)
     return FitResult(run_dir, bundle_dir, metrics, result.history, time.perf_counter() - start)
 
 
 def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedData, cfg: FitConfig, run_dir: Path,
            resume: bool) -> TrainResult:
     spec, t = model.backbone.preprocessing, cfg.train
-    train_loader = make_loader(data.train, spec, data.label_map, t.batch_size_for(len(data.train)),
+    train_set = data.train if ctx.unlabeled is None else _with_unlabeled(data.train, ctx.unlabeled)
+    train_loader = make_loader(train_set, spec, data.label_map, t.batch_size_for(len(train_set)),
                                shuffle_seed=t.seed, augment=t.augment, hflip=t.hflip, balanced=t.sampler == "balanced")
     val_loader = make_loader(data.val, spec, data.label_map, 64)
     mixer = build_batch_mixer(t, len(data.label_map)) if data.modality == "image" else None
     return train(model, strategy, ctx, train_loader, val_loader, t, run_dir, resume=resume, batch_transform=mixer)
+
+
+def _with_teacher_image_size(cfg: FitConfig, modality: str) -> FitConfig:
+    """A distilled image student reads the teacher's image size unless --image-size says otherwise."""
+    if cfg.teacher is None or modality != "image" or cfg.image_size is not None:
+        return cfg
+    return replace(cfg, image_size=int(read_manifest(Path(cfg.teacher))["preprocessing"]["image_size"]))
+
+
+def _load_teacher(cfg: FitConfig, data: PreparedData, model: TransferModel, strategy) -> Teacher | None:
+    if cfg.teacher is None:
+        if getattr(strategy, "needs_teacher", False):
+            raise ConfigError(f"The {strategy.name} strategy needs --teacher BUNDLE: the bundle/ folder of a fitted "
+                              f"model, e.g. transferkit fit --strategy finetune --out runs/teacher first.")
+        return None
+    if not getattr(strategy, "needs_teacher", False):
+        raise ConfigError(f"--teacher is only used by --strategy distill (not {strategy.name}).")
+    loaded = load_bundle(Path(cfg.teacher))
+    teacher = Teacher(loaded.model, list(loaded.label_map.names), list(data.label_map.names), loaded.preprocessing,
+                      model.backbone.preprocessing, str(cfg.teacher))
+    return teacher.to(next(model.parameters()).device)
+
+
+def _unlabeled_examples(cfg: FitConfig, data: PreparedData, strategy) -> Examples | None:
+    """--unlabeled-data: inputs the teacher labels; they join the training set with no hard label."""
+    if cfg.unlabeled_data is None:
+        return None
+    if not getattr(strategy, "needs_teacher", False):
+        raise ConfigError(f"--unlabeled-data is used by --strategy distill (the teacher labels it), not {strategy.name}.")
+    if cfg.train.mixup or cfg.train.cutmix:
+        raise ConfigError("--unlabeled-data cannot be combined with --mixup/--cutmix (they mix hard labels); drop one.")
+    splits = _as_splits(cfg.unlabeled_data, TextColumns(cfg.text_column, cfg.label_column), labeled=False)
+    examples = _concat([p for p in (splits.train, splits.val, splits.test) if p is not None])
+    if examples.modality != data.modality:
+        raise DataError(f"--unlabeled-data {cfg.unlabeled_data} holds {examples.modality} data but the training "
+                        f"data is {data.modality}.")
+    return examples
+
+
+def _with_unlabeled(train: Examples, unlabeled: Examples) -> Examples:
+    """The distillation transfer set: labeled examples, then unlabeled ones (label None: soft targets only)."""
+    return Examples(train.modality, train.inputs + unlabeled.inputs, train.labels + [None] * len(unlabeled),
+                    train.source, train.ids + unlabeled.ids)
+
+
+def _teacher_summary(teacher: Teacher, student: TransferModel, data: PreparedData, spec, precision: str,
+                     progress: bool) -> dict[str, Any]:
+    """Teacher accuracy on the student's test (else val) split, and both models' throughput on the same batches."""
+    name, examples = ("test", data.test) if data.test is not None else ("val", data.val)
+    teacher_eval = _evaluate_split(teacher, examples, data.label_map, spec, precision, progress)
+    batches = list(make_loader(examples, spec, None, 32))
+    speed = compare_throughput({"student": student, "teacher": teacher}, batches, precision)
+    return {"teacher_accuracy": teacher_eval.metrics["accuracy"], "teacher_split": name,
+            "teacher_macro_f1": teacher_eval.metrics["macro_f1"],
+            "throughput": {"student_per_s": speed["student"], "teacher_per_s": speed["teacher"]},
+            "speedup_vs_teacher": round(speed["student"] / speed["teacher"], 3)}
 
 
 def _resolve_class_weight(data: PreparedData, t: TrainConfig) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -316,7 +433,7 @@ def _manifest(cfg: FitConfig, model: TransferModel, data: PreparedData, strategy
     bb = model.backbone
     return {
         "backbone": {"name": bb.name, "architecture": bb.architecture(), "pretrained_sha256": bb.weights_sha256,
-                     "feature_dim": bb.feature_dim},
+                     "feature_dim": bb.feature_dim, **(pretrained_record(bb.name) if bb.weights_sha256 else {})},
         "task": "classification",
         "labels": list(data.label_map.names),
         "preprocessing": spec.to_dict(),
@@ -331,7 +448,8 @@ def _manifest(cfg: FitConfig, model: TransferModel, data: PreparedData, strategy
 
 
 def _write_run(run_dir: Path, cfg: FitConfig, data: PreparedData, result: TrainResult, summary: dict, strategy,
-               evaluations: dict[str, SplitEvaluation], before: dict[str, Any] | None) -> None:
+               evaluations: dict[str, SplitEvaluation], before: dict[str, Any] | None,
+               data_report: DataReport | None = None) -> None:
     atomic_write_json(run_dir / "metrics.json", summary)
     atomic_write_json(run_dir / "history.json", result.history)
     if not result.history:  # a closed-form strategy still leaves TensorBoard events with its final metrics
@@ -355,7 +473,10 @@ def _write_run(run_dir: Path, cfg: FitConfig, data: PreparedData, result: TrainR
         "title": run_dir.name, "model": model_name, "strategy": strategy.name,
         "created": datetime.now().isoformat(timespec="seconds"), "metrics": metrics, "history": result.history,
         "notes": training_notes(result) + imbalance_notes(summary["imbalance"], IMBALANCE_RATIO_FOR_WEIGHTS)
-        + before_after_notes(before, metrics, strategy.name),
+        + before_after_notes(before, metrics, strategy.name)
+        + (data_doctor_notes(data_report.to_dict()) if data_report is not None else [])
+        + init_from_notes(summary.get("init_from")),
+        "data_doctor": data_report.to_dict() if data_report is not None else None,
         "data": {"sizes": {k: len(v) if v is not None else 0 for k, v in parts.items()},
                  "class_counts": {k: v.class_counts() for k, v in parts.items() if v is not None and v.labels},
                  "inputs_summary": inputs_summary(data.train),
@@ -363,6 +484,7 @@ def _write_run(run_dir: Path, cfg: FitConfig, data: PreparedData, result: TrainR
         "config": config_rows, "environment": _versions(),
         "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
         "before_after": before_after_table(before, metrics, strategy.name),
+        "distillation": distillation_table(summary),
         "errors": {name: confident_errors(parts[name].inputs, parts[name].ids, e.labels, e.probabilities,
                                           list(data.label_map.names), data.modality)
                    for name, e in evaluations.items()},
@@ -403,15 +525,24 @@ def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_colu
 
 
 def predict(bundle: str | Path, data: DataInput, out: str | Path | None = None, text_column: str = "text",
-            progress: bool = True) -> Predictions:
-    """Predict every input of ``data`` (labels not needed); optionally write CSV/JSONL rows to ``out``."""
-    predictor = Predictor.from_bundle(Path(bundle))
+            progress: bool = True, runtime: str = "auto", top_k: int | None = None, batch_size: int = 64) -> Predictions:
+    """Predict every input of ``data`` (labels not needed) with the bundle's own preprocessing, batch by batch;
+    with ``out``, stream CSV/JSONL rows (label, score, optional top-k; an ``error`` for unreadable inputs) to it.
+    ``runtime``: torch, onnx (an exported bundle), or auto (onnx when the folder holds model.onnx)."""
+    predictor = Predictor.from_bundle(Path(bundle), runtime=runtime, batch_size=batch_size)
     splits = _as_splits(data, TextColumns(text_column, "label"), labeled=False)
     examples = _concat([p for p in (splits.train, splits.val, splits.test) if p is not None])
-    predictions = predictor.predict(examples, progress=progress)
-    if out is not None:
-        write_predictions(Path(out), predictions, "text" if examples.modality == "text" else "path")
-    return predictions
+    return predict_to_file(predictor, examples, Path(out) if out is not None else None, top_k, progress)
+
+
+def export(bundle: str | Path, out: str | Path, format: str = "onnx", int8: bool = False, opset: int = 17) -> dict:
+    """Export a bundle to ``out`` as a new bundle for another runtime (ONNX), checked for parity on 100 inputs;
+    ``int8`` quantizes it with onnxruntime and measures the accuracy it costs. Returns the manifest's entry."""
+    if format != "onnx":
+        raise ConfigError(f"The 'format' parameter of export must be 'onnx'. Got {format!r} instead.")
+    from transferkit.export.onnx import export_onnx
+
+    return export_onnx(Path(bundle), Path(out), int8=int8, opset=opset)
 
 
 def _concat(parts: list[Examples]) -> Examples:

@@ -32,7 +32,11 @@ Examples:
 
     transferkit fit --data photos/ --strategy l2sp -o alpha=0.1 -o beta=0.01 --class-weight balanced
 
+    transferkit fit --data news.csv --model minilm-l3 --strategy distill --teacher runs/big/bundle
+
     transferkit fit --resume runs/fm        # continue a killed or stopped run exactly
+
+    transferkit fit --init-from runs/fm/bundle --data new_photos/ --epochs 3 --out runs/fm2   # re-fine-tune
 """
 
 # CLI flags that are strategy options (validated by the strategy's config: a strategy without one says so).
@@ -88,9 +92,16 @@ def fit(
     unfreeze: float | None = typer.Option(None, help="partial: train the last N blocks, or a fraction of them."),
     warmup_head_epochs: int | None = typer.Option(None, help="finetune/lp-ft: epochs training the head alone first."),
     strategy_option: list[str] = typer.Option([], "--option", "-o", help="Strategy option KEY=VALUE (repeatable)."),
+    teacher: str | None = typer.Option(None, help="distill: the bundle/ folder of a fitted teacher model."),
+    init_from: str | None = typer.Option(None, help="Continue from this bundle/ (weights + head) on new data; new "
+                                         "classes extend the head; the report compares old and new model."),
+    unlabeled_data: str | None = typer.Option(None, help="distill: extra inputs without labels, labeled by the teacher."),
     max_minutes: float | None = typer.Option(None, help="Time budget: stop cleanly, keep the best weights."),
     checkpoint_steps: int | None = typer.Option(None, help="Checkpoint every N steps too (always each epoch)."),
     precision: str | None = typer.Option(None, help="auto | fp32 | bf16."),
+    strict: bool = typer.Option(False, "--strict", help="Stop on any data-doctor finding, not only fatal ones."),
+    dedupe: bool = typer.Option(False, "--dedupe", help="Leave out later copies of duplicate inputs (train < val < test)."),
+    max_pixels: int | None = typer.Option(None, help="Refuse images above N pixels [default: 40,000,000]."),
 ) -> None:
     """Fit a model: pick a backbone, apply a transfer strategy, evaluate, and save a bundle."""
     from transferkit import api
@@ -98,6 +109,9 @@ def fit(
 
     given = {k: v for k, v in locals().items() if v is not None and k not in ("data", "api", "ConfigError")}
     given.pop("strategy_option")
+    for flag in ("strict", "dedupe"):  # off unless given, so that --resume sees no settings passed
+        if not given[flag]:
+            given.pop(flag)
     options = {k: v for k, v in given.items() if k not in STRATEGY_FLAGS}
     strategy_options = {**_parse_options(strategy_option), **{k: given[k] for k in STRATEGY_FLAGS if k in given}}
     if "unfreeze" in strategy_options and float(strategy_options["unfreeze"]).is_integer():
@@ -119,6 +133,11 @@ def fit(
     for split, m in result.metrics.items():
         console.print(f"{split}: accuracy [bold]{m['accuracy']:.4f}[/], macro-F1 {m['macro_f1']:.4f} (n={m['n']})")
     console.print(f"bundle: {result.bundle_dir}\nreport: {result.run_dir / 'report.md'}")
+    doctor_file = result.run_dir / "data_report.json"
+    doctor_report = json.loads(doctor_file.read_text()) if doctor_file.is_file() else {"findings": []}
+    if doctor_report["findings"]:
+        console.print(f"data doctor: {len(doctor_report['findings'])} finding(s), {doctor_report['n_skipped']} "
+                      f"input(s) left out; see {escape(str(doctor_file))}")
 
 
 COMPARE_EXAMPLES = """
@@ -212,19 +231,184 @@ def evaluate(
     Console().print(table)
 
 
-@app.command(epilog="Examples:\n\n    transferkit predict --bundle runs/fm/bundle --data photos/ --out preds.csv\n\n"
-             "    transferkit predict --bundle runs/news/bundle --data new.csv --out preds.jsonl")
+PREDICT_EXAMPLES = """
+Examples:
+
+    transferkit predict --bundle runs/fm/bundle --data photos/ --out preds.csv
+
+    transferkit predict --bundle runs/news/bundle --data new.csv --out preds.jsonl --top-k 3
+
+    transferkit predict --bundle runs/news/onnx --runtime onnx --data new.csv --out preds.csv
+
+Rows keep the input order. An image that cannot be read gets a row with an 'error' and no label; the run goes on.
+"""
+
+
+@app.command(epilog=PREDICT_EXAMPLES)
 def predict(
-    bundle: Path = typer.Option(..., help="A run's bundle/ folder."),
+    bundle: Path = typer.Option(..., help="A run's bundle/ folder, or an ONNX export of one."),
     data: str = typer.Option(..., "--data", help="Images (folder) or texts (.csv/.jsonl); labels not needed."),
     out: Path = typer.Option(Path("predictions.csv"), help="Output .csv or .jsonl: one row per input."),
     text_column: str = typer.Option("text"),
+    top_k: int | None = typer.Option(None, help="Also write the K most probable labels with their scores."),
+    runtime: str = typer.Option("auto", help="torch | onnx | auto (onnx when the bundle holds model.onnx)."),
+    batch_size: int = typer.Option(64, help="Inputs per batch (memory holds one batch of decoded inputs)."),
 ) -> None:
-    """Predict labels with a saved bundle, using the bundle's own preprocessing."""
+    """Predict labels with a saved bundle, streaming batches to a file, using the bundle's own preprocessing."""
     from transferkit import api
 
-    predictions = api.predict(bundle, data, out, text_column)
-    console.print(f"wrote {len(predictions.ids)} predictions to {out}")
+    predictions = api.predict(bundle, data, out, text_column, runtime=runtime, top_k=top_k, batch_size=batch_size)
+    console.print(f"wrote {len(predictions.ids)} predictions to {escape(str(out))}")
+    if predictions.errors:
+        first = min(predictions.errors)
+        console.print(f"[yellow]{len(predictions.errors)} input(s) could not be read[/] (rows with an 'error'), e.g. "
+                      f"{escape(predictions.ids[first])}: {escape(predictions.errors[first])}", highlight=False)
+
+
+EXPORT_EXAMPLES = """
+Examples:
+
+    transferkit export --bundle runs/news/bundle --format onnx --out runs/news/onnx
+
+    transferkit export --bundle runs/news/bundle --format onnx --int8 --out runs/news/onnx-int8
+
+    transferkit predict --bundle runs/news/onnx --runtime onnx --data new.csv --out preds.csv
+
+The export is checked on 100 inputs (the bundle's test split when its data is still readable, else synthetic):
+onnxruntime must match PyTorch within 1e-4 on every logit and on every top-1 label, or nothing is written.
+--int8 quantizes with onnxruntime (dynamic for text, static QDQ for CNNs) and reports the accuracy it costs.
+"""
+
+
+@app.command(epilog=EXPORT_EXAMPLES)
+def export(
+    bundle: Path = typer.Option(..., help="A run's bundle/ folder."),
+    out: Path = typer.Option(..., help="New folder for the exported bundle (model.onnx + manifest + tokenizer)."),
+    format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
+    int8: bool = typer.Option(False, "--int8", help="Quantize to int8 with onnxruntime (smaller, usually faster)."),
+    opset: int = typer.Option(17, help="ONNX opset version."),
+) -> None:
+    """Export a bundle for onnxruntime, checked against PyTorch; the result is a bundle predict and serve run."""
+    from transferkit import api
+
+    entry = api.export(bundle, out, format=format, int8=int8, opset=opset)
+    parity = entry["parity"]
+    console.print(f"wrote {escape(str(out))}: parity on {parity['n']} inputs ({escape(parity['inputs'])}): max |logit "
+                  f"diff| {parity['max_abs_diff']:.1e}, top-1 agreement {parity['top1_agreement']:.0%}", highlight=False)
+    q = entry.get("int8")
+    if q:
+        acc = q.get("accuracy")
+        cost = (f"accuracy {acc['accuracy_fp32']:.4f} -> {acc['accuracy_int8']:.4f} on {acc['n']} {acc['split']} "
+                f"examples" if acc else "no labeled data to measure accuracy on")
+        console.print(f"int8 ({q['method']}): {q['int8_bytes'] / 1e6:.1f} MB instead of {q['fp32_bytes'] / 1e6:.1f} MB; "
+                      f"top-1 agreement with fp32 {q['vs_fp32']['top1_agreement']:.1%}; {cost}", highlight=False)
+        if q.get("warning"):
+            console.print(f"[yellow]warning:[/] {escape(q['warning'])}", highlight=False)
+
+
+SERVE_EXAMPLES = """
+Examples:
+
+    transferkit serve --bundle runs/fm/bundle        # http://127.0.0.1:8000, this machine only
+
+    TRANSFERKIT_TOKEN=$(openssl rand -hex 24) transferkit serve --bundle runs/fm/bundle --host 0.0.0.0
+
+    curl -s localhost:8000/v1/predict -H 'content-type: application/json' -d '{"inputs": ["a new text"], "top_k": 2}'
+
+    curl -s localhost:8000/v1/predict -F files=@photo.jpg -F files=@other.png
+
+Endpoints: POST /v1/predict, GET /v1/model, /health/live, /health/ready, /metrics. With a token, all but
+/health/* need 'Authorization: Bearer TOKEN'.
+"""
+
+
+@app.command(epilog=SERVE_EXAMPLES)
+def serve(
+    bundle: Path = typer.Option(..., help="A run's bundle/ folder, loaded once at start."),
+    host: str | None = typer.Option(None, help="Address to bind [default: 127.0.0.1]; any other needs a token."),
+    port: int | None = typer.Option(None, help="Port [default: 8000]."),
+    token: str | None = typer.Option(None, envvar="TRANSFERKIT_TOKEN", show_envvar=True,
+                                     help="Bearer token clients must send (prefer the environment variable)."),
+    max_batch: int | None = typer.Option(None, help="Inputs per request [default: 64]."),
+    max_body_mb: float | None = typer.Option(None, help="Request body limit in MB, 413 beyond [default: 10]."),
+    concurrency: int | None = typer.Option(None, help="Requests in progress at once, 503 beyond [default: 64]."),
+    timeout: float | None = typer.Option(None, help="Seconds per request, 504 beyond [default: 30]."),
+    max_pixels: int | None = typer.Option(None, help="Decoded pixels per request, its images summed [default: 16 M]."),
+    runtime: str | None = typer.Option(None, help="auto | torch | onnx (an exported bundle) [default: auto]."),
+    access_log: bool = typer.Option(False, help="Log every request."),
+) -> None:
+    """Serve a bundle over HTTP (FastAPI + uvicorn) until Ctrl-C / SIGTERM, which drains requests in flight."""
+    from transferkit.serve.config import ServeConfig
+
+    given = {"host": host, "port": port, "token": token, "max_batch": max_batch, "max_body_mb": max_body_mb,
+             "concurrency": concurrency, "timeout_s": timeout, "max_pixels": max_pixels}
+    config = ServeConfig(**{k: v for k, v in given.items() if v is not None})  # refuses exposure before loading
+    from transferkit.serve.server import serve as run_server
+
+    console.print(f"loading {escape(str(bundle))}; /health/ready turns 200 after a warm-up prediction"
+                  + ("; clients must send the bearer token" if config.token else ""))
+    run_server(bundle, config, runtime, access_log)
+
+
+DOCTOR_EXAMPLES = """
+Examples:
+
+    transferkit doctor --data photos/
+
+    transferkit doctor --data photos/train --test-data photos/test --dedupe --json > data_report.json
+
+    transferkit doctor --data reviews.csv --text-column body --label-column stars --strict
+
+Exit code 0 when nothing is fatal, 2 otherwise (every finding with --strict). The data is never modified:
+--dedupe only marks which copies `fit --dedupe` would leave out.
+"""
+
+
+@app.command(epilog=DOCTOR_EXAMPLES)
+def doctor(
+    data: str = typer.Option(..., "--data", help="Image folder, .csv/.jsonl of texts, or builtin:NAME."),
+    val_data: str | None = typer.Option(None, help="Validation data, checked with the rest (leakage across splits)."),
+    test_data: str | None = typer.Option(None, help="Test data, checked with the rest (leakage across splits)."),
+    text_column: str | None = typer.Option(None, help="CSV/JSONL column with the text [default: text]."),
+    label_column: str | None = typer.Option(None, help="CSV/JSONL column with the label [default: label]."),
+    strict: bool = typer.Option(False, "--strict", help="Treat every finding as fatal (exit 2 on any)."),
+    dedupe: bool = typer.Option(False, "--dedupe", help="Mark later copies of duplicates as left out, as fit --dedupe."),
+    max_pixels: int | None = typer.Option(None, help="Refuse images above N pixels [default: 40,000,000]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON report (data_report.json) on stdout."),
+    limit: int = typer.Option(50, help="Findings shown in the table (the JSON always has all)."),
+) -> None:
+    """Check data before training: unreadable images, label problems, bad text, duplicates and leakage."""
+    from transferkit import api
+
+    options = {k: v for k, v in {"val_data": val_data, "test_data": test_data, "text_column": text_column,
+                                 "label_column": label_column, "max_pixels": max_pixels}.items() if v is not None}
+    report = api.doctor(data, strict=strict, dedupe=dedupe, **options).to_dict()
+    if as_json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        _print_doctor(report, data, limit)
+    if report["fatal"]:
+        from transferkit.core.errors import DataError
+
+        strict = " (--strict makes every finding fatal)" if strict else ""
+        raise DataError(f"{report['fatal']} fatal finding(s) in {data}{strict}; fit would stop before training.")
+
+
+def _print_doctor(report: dict, data: str, limit: int) -> None:
+    table = Table("severity", "kind", "where", "finding", title=f"data doctor: {escape(data)}", show_lines=False)
+    for f in report["findings"][:limit]:
+        where = f"{f['path']}:{f['line']}" if "line" in f else f["path"]
+        table.add_row("[red]fatal[/]" if f["severity"] == "fatal" else "warning", f["kind"], escape(where),
+                      escape(f["message"]))
+    out = Console()
+    if report["findings"]:
+        out.print(table)
+    if len(report["findings"]) > limit:
+        out.print(f"... {len(report['findings']) - limit} more (--limit N, or --json for all)")
+    sizes = ", ".join(f"{k} {v}" for k, v in report["sizes"].items())
+    kinds = ", ".join(f"{k} {v}" for k, v in report["by_kind"].items()) or "none"
+    out.print(f"examples: {sizes}; findings: {report['fatal']} fatal, {report['warnings']} warnings ({kinds}); "
+              f"fit would leave out {report['n_skipped']} input(s)", highlight=False)
 
 
 @app.command("list", epilog="Examples:\n\n    transferkit list models\n\n    transferkit list strategies")

@@ -28,14 +28,20 @@ class FitConfig:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
     teacher: str | None = None  # distill: the bundle/ folder of a fitted teacher
+    init_from: str | None = None  # continue from this bundle/ (backbone + head); new classes extend the head
     unlabeled_data: str | None = None  # extra inputs without labels (distill: the teacher labels them)
     baseline: bool = True  # also fit a frozen-feature linear probe: the "before" of the report's before-vs-after
+    strict: bool = False  # the data doctor's findings are all fatal (transferkit.data.doctor)
+    dedupe: bool = False  # leave out later copies of duplicate / near-duplicate inputs (train < val < test)
+    max_pixels: int | None = None  # refuse images above this many pixels; None: transferkit.data.images' default
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         k = self.labels_per_class
         if k is not None and (not isinstance(k, int) or k < 1):
             raise ConfigError(f"The 'labels_per_class' parameter must be an int >= 1. Got {k!r} instead.")
+        if self.max_pixels is not None and (not isinstance(self.max_pixels, int) or self.max_pixels < 1):
+            raise ConfigError(f"The 'max_pixels' parameter must be an int >= 1. Got {self.max_pixels!r} instead.")
         if not 0 < self.val_fraction < 0.9:
             raise ConfigError(f"The 'val_fraction' parameter must be in (0, 0.9). Got {self.val_fraction} instead.")
 

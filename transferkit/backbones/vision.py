@@ -63,13 +63,26 @@ def _has_params(module: nn.Module) -> bool:
 
 
 def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from .safetensors, or from a torch file with ``weights_only=True`` (never unpickles code)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """A state dict from .safetensors, or from a torch file with ``weights_only=True`` (never unpickles code).
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    The file is untrusted input: whatever the parser raises on it (a pickle carrying code, a torch file renamed
+    .safetensors, truncated bytes) becomes a BackboneLoadError naming the file. There is no second, unsafe try.
+    """
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any parse failure of untrusted bytes means "not loadable"
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise BackboneLoadError(f"{path}: not loadable as weights ({reason}). Only safetensors files and torch files "
+                                "holding plain tensors are read; nothing is ever unpickled.") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BackboneLoadError(f"{path}: holds {type(state).__name__}, not a state dict of tensors.")
+    return state
 
 
 def create_timm(arch: str, pretrained: bool, checkpoint: str | None = None) -> nn.Module:

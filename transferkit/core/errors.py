@@ -32,6 +32,10 @@ class BundleError(TransferkitError):
     """A saved bundle is missing, incomplete or inconsistent."""
 
 
+class CheckpointError(TransferkitError):
+    """A training checkpoint is incomplete, damaged or not in transferkit's format (never unpickled to find out)."""
+
+
 class NotFittedError(TransferkitError, AttributeError):
     """An estimator was used before `fit`."""
 

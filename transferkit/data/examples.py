@@ -28,6 +28,7 @@ class Examples:
     labels: list[str] | None
     source: str
     ids: list[str] = field(default_factory=list)
+    lines: list[int] | None = None  # for rows of a text file: each input's line number, so checks can name it
 
     def __post_init__(self) -> None:
         if not self.ids:
@@ -41,10 +42,12 @@ class Examples:
     def subset(self, indices: list[int] | np.ndarray) -> Examples:
         idx = [int(i) for i in indices]
         labels = [self.labels[i] for i in idx] if self.labels is not None else None
-        return Examples(self.modality, [self.inputs[i] for i in idx], labels, self.source, [self.ids[i] for i in idx])
+        lines = [self.lines[i] for i in idx] if self.lines is not None else None
+        return Examples(self.modality, [self.inputs[i] for i in idx], labels, self.source, [self.ids[i] for i in idx],
+                        lines)
 
     def class_counts(self) -> dict[str, int]:
-        return dict(sorted(Counter(self.labels or []).items()))
+        return dict(sorted(Counter(y for y in self.labels or [] if y is not None).items()))
 
     def fingerprint(self) -> str:
         """A hash of the inputs' content (or path + size + mtime for files) and labels, in order."""
@@ -52,7 +55,7 @@ class Examples:
         for x in self.inputs:
             digest.update(_input_bytes(x))
         for label in self.labels or []:
-            digest.update(label.encode("utf-8") + b"\0")
+            digest.update(b"\1" if label is None else label.encode("utf-8") + b"\0")
         return digest.hexdigest()
 
 

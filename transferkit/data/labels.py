@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from transferkit.core.errors import DataError
 
+NO_LABEL = -100  # torch's cross-entropy ignore_index: such examples add no hard-label loss
+
 
 @dataclass(frozen=True)
 class LabelMap:
@@ -28,15 +30,16 @@ class LabelMap:
     def __len__(self) -> int:
         return len(self.names)
 
-    def encode(self, labels: Sequence[str], source: str = "data") -> list[int]:
+    def encode(self, labels: Sequence[str | None], source: str = "data") -> list[int]:
+        """Class indices; a None label (an unlabeled example of a distillation transfer set) becomes NO_LABEL."""
         index = {n: i for i, n in enumerate(self.names)}
-        unknown = sorted(set(labels) - set(index))
+        unknown = sorted(set(labels) - set(index) - {None})
         if unknown:
             raise DataError(
                 f"{source}: label(s) {', '.join(repr(u) for u in unknown[:5])} are not among the model's classes "
                 f"({', '.join(self.names)}). Use data with the same label set."
             )
-        return [index[label] for label in labels]
+        return [NO_LABEL if label is None else index[label] for label in labels]
 
 
 def _natural_key(name: str) -> tuple:

@@ -4,7 +4,6 @@ Imports only transferkit.core and transferkit.data.
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -136,31 +135,3 @@ def make_loader(
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(0),
                       collate_fn=collate, num_workers=0)
 
-
-class UnlabeledStream:
-    """Unlabeled batches to pair with a labeled loader's batches (distillation, domain adaptation).
-
-    Which unlabeled batch goes with a labeled one depends only on the labeled sampler's (epoch, start), so a
-    run resumed mid-epoch pairs the same batches as an uninterrupted one; a short unlabeled set is cycled, each
-    pass in a new seeded order.
-    """
-
-    def __init__(self, examples: Examples, spec: PreprocessSpec, batch_size: int, seed: int, augment: str = "none",
-                 hflip: float = 0.0):
-        self.examples, self.batch_size = examples, batch_size
-        self.loader = make_loader(examples, spec, None, batch_size, shuffle_seed=seed, augment=augment, hflip=hflip)
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def batches_for(self, labeled: DataLoader) -> Iterator[dict[str, Any]]:
-        sampler = labeled.sampler
-        per_epoch = math.ceil(len(labeled.dataset) / labeled.batch_size)
-        position = sampler.epoch * per_epoch + sampler.start // labeled.batch_size
-        per_pass = math.ceil(len(self.examples) / self.batch_size)
-        while True:
-            pass_no, offset = divmod(position, per_pass)
-            self.loader.sampler.set_epoch(pass_no, start=offset * self.batch_size)
-            for batch in self.loader:
-                yield batch
-                position += 1

@@ -9,6 +9,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from transferkit.core.errors import DataError
 from transferkit.core.registry import lookup
@@ -17,6 +18,9 @@ from transferkit.data.examples import DataSplits, Examples
 from transferkit.data.images import IMAGE_EXTENSIONS
 
 SPLIT_DIRS = ("train", "val", "test")
+# 'strict' refuses a text file with bytes that are not UTF-8 (naming file and line); 'replace' reads it with
+# U+FFFD in their place, for the data doctor to report and count (transferkit.data.doctor).
+EncodingErrors = Literal["strict", "replace"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,8 @@ class TextColumns:
     label: str = "label"
 
 
-def load_source(src: str | Path, columns: TextColumns = TextColumns(), labeled: bool = True) -> DataSplits:
+def load_source(src: str | Path, columns: TextColumns = TextColumns(), labeled: bool = True,
+                encoding_errors: EncodingErrors = "strict") -> DataSplits:
     """Read ``src``. With ``labeled=False`` (predict), unlabeled folders/files are accepted too."""
     text = str(src)
     if text.startswith("builtin:"):
@@ -39,7 +44,7 @@ def load_source(src: str | Path, columns: TextColumns = TextColumns(), labeled: 
     if path.is_dir():
         return _image_folder_splits(path, labeled)
     if path.suffix.lower() in (".csv", ".jsonl"):
-        return DataSplits(train=read_text_file(path, columns, labeled))
+        return DataSplits(train=read_text_file(path, columns, labeled, encoding_errors))
     raise DataError(f"'{path}' is neither a folder of images nor a .csv/.jsonl file; pass one of those.")
 
 
@@ -81,8 +86,9 @@ def _class_folder(root: Path, labeled: bool) -> Examples:
     return Examples("image", paths, labels, str(root))
 
 
-def read_text_file(path: Path, columns: TextColumns, labeled: bool) -> Examples:
-    rows = _read_csv(path) if path.suffix.lower() == ".csv" else _read_jsonl(path)
+def read_text_file(path: Path, columns: TextColumns, labeled: bool, encoding_errors: EncodingErrors = "strict") -> Examples:
+    text = _decode(path, encoding_errors)
+    rows = _read_csv(path, text) if path.suffix.lower() == ".csv" else _read_jsonl(path, text)
     if not rows:
         raise DataError(f"'{path}' has no data rows.")
     texts, labels, ids = [], [], []
@@ -102,30 +108,44 @@ def read_text_file(path: Path, columns: TextColumns, labeled: bool) -> Examples:
     if labeled and any(label == "" for label in labels):
         line = rows[labels.index("")][0]
         raise DataError(f"{path}:{line}: empty '{columns.label}' value; every row needs a label.")
-    return Examples("text", texts, labels if labeled else None, str(path), ids)
+    return Examples("text", texts, labels if labeled else None, str(path), ids, [line for line, _ in rows])
 
 
-def _decode(path: Path) -> str:
+def invalid_utf8(raw: bytes) -> list[tuple[int, int]]:
+    """(line, byte value) of each invalid UTF-8 sequence in ``raw``: one per U+FFFD that 'replace' inserts."""
+    found, start = [], 0
+    while True:
+        try:
+            raw[start:].decode("utf-8")
+            return found
+        except UnicodeDecodeError as exc:
+            position = start + exc.start
+            found.append((raw[:position].count(b"\n") + 1, raw[position]))
+            start += exc.end
+
+
+def _decode(path: Path, errors: EncodingErrors = "strict") -> str:
     raw = path.read_bytes()
     try:
-        return raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig", errors=errors)
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError(
-            f"{path}:{line}: byte 0x{raw[exc.start]:02x} is not valid UTF-8. Re-save the file as UTF-8."
+            f"{path}:{line}: byte 0x{raw[exc.start]:02x} is not valid UTF-8. Re-save the file as UTF-8 "
+            "(or let `transferkit fit` without --strict read it with the bad bytes replaced)."
         ) from None
 
 
-def _read_csv(path: Path) -> list[tuple[int, dict]]:
-    reader = csv.DictReader(_decode(path).splitlines(keepends=True))
+def _read_csv(path: Path, text: str) -> list[tuple[int, dict]]:
+    reader = csv.DictReader(text.splitlines(keepends=True))
     if reader.fieldnames is None:
         raise DataError(f"'{path}' is empty; it needs a header row such as 'text,label'.")
     return [(reader.line_num, dict(row)) for row in reader]
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+def _read_jsonl(path: Path, text: str) -> list[tuple[int, dict]]:
     rows = []
-    for line_no, line in enumerate(_decode(path).splitlines(), start=1):
+    for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

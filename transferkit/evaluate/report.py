@@ -88,6 +88,29 @@ def _gain_sentence(gain: float, strategy: str, split: str) -> str:
     return f"Adapting with {strategy} gained {points:+.1f} points of {split} accuracy over the frozen-feature linear probe."
 
 
+def data_doctor_notes(report: dict[str, Any]) -> list[str]:
+    """The data doctor's verdict in one sentence (``report`` is DataReport.to_dict())."""
+    n = report["fatal"] + report["warnings"]
+    if not n:
+        return ["Data doctor: no findings (every input decoded; no label, text or leakage problems found)."]
+    kinds = ", ".join(f"{kind} × {count}" for kind, count in report["by_kind"].items())
+    left = f"; {report['n_skipped']} input(s) left out of the run" if report["n_skipped"] else ""
+    return [f"Data doctor: {n} finding(s) ({kinds}){left}; all of them in data_report.json."]
+
+
+def data_doctor_section(report: dict[str, Any], limit: int = 20) -> list[str]:
+    """report.md's data-doctor table: the first ``limit`` findings (all are in data_report.json)."""
+    findings = report["findings"]
+    if not findings:
+        return []
+    rows = [[f["severity"], f["kind"], f"{f['path']}:{f['line']}" if "line" in f else f["path"], f["message"]]
+            for f in findings[:limit]]
+    rows = [[str(cell).replace("|", "/").replace("\n", " ") for cell in row] for row in rows]
+    more = [f"… and {len(findings) - limit} more in data_report.json.", ""] if len(findings) > limit else []
+    return ["## Data doctor", "", *data_doctor_notes(report), "",
+            _table(["severity", "kind", "where", "finding"], rows), "", *more]
+
+
 def _example_cell(error: dict[str, Any]) -> str:
     if "text" not in error:
         return error["id"]
@@ -119,6 +142,8 @@ def render_markdown(run: dict[str, Any]) -> str:
     names = list(dict.fromkeys(n for counts in data["class_counts"].values() for n in counts))
     parts += ["Class counts:", "", _table(["class", *splits], [[n, *(data["class_counts"][s].get(n, 0) for s in splits)]
                                                               for n in names]), ""]
+    if run.get("data_doctor"):
+        parts += data_doctor_section(run["data_doctor"])
     parts += ["## Configuration", "", _table(["setting", "value"], [[k, v] for k, v in run["config"].items()]), ""]
     if run.get("history"):
         keys = list(dict.fromkeys(k for row in run["history"] for k in row))

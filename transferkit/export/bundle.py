@@ -9,21 +9,23 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save_file, save_model
 
 from transferkit.backbones import backbone_from_architecture
 from transferkit.backbones.heads import HEADS, TransferModel
+from transferkit.backbones.provenance import PretrainedWeightsWarning, pretrained_mismatch
 from transferkit.core.errors import BundleError
 from transferkit.core.io import atomic_write_json
 from transferkit.data.labels import LabelMap
 from transferkit.data.preprocess import PreprocessSpec
 
 WEIGHTS = "model.safetensors"
+ADAPTER_WEIGHTS = "adapter.safetensors"
 MANIFEST = "transferkit.json"
 FORMAT_VERSION = 1
 
@@ -35,15 +37,24 @@ class Bundle:
     label_map: LabelMap
     preprocessing: PreprocessSpec
     path: Path
+    warnings: list[str] = field(default_factory=list)  # e.g. the pretrained file differs from the recorded one
 
 
-def save_bundle(folder: Path, model: TransferModel, manifest: dict[str, Any]) -> Path:
+def save_bundle(folder: Path, model: TransferModel, manifest: dict[str, Any],
+                adapter: dict[str, Any] | None = None) -> Path:
+    """``adapter`` (PEFT runs): the trained tensors alone, unmerged, kept as adapter.safetensors beside the model:
+    a few hundred KB that re-create the model on top of the pretrained backbone (export.adapters)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(staging / WEIGHTS), metadata={"format": "transferkit", "version": str(FORMAT_VERSION)})
+        # save_model stores a tensor shared under two names (peft's prompt wrapper aliases the word embeddings) once
+        save_model(model, str(staging / WEIGHTS), metadata={"format": "transferkit", "version": str(FORMAT_VERSION)})
+        if adapter:
+            save_file({k: v.contiguous() for k, v in adapter.items()}, str(staging / ADAPTER_WEIGHTS),
+                      metadata={"format": "transferkit-adapter", "version": str(FORMAT_VERSION)})
+            manifest = {**manifest, "adapter": {"file": ADAPTER_WEIGHTS, "tensors": len(adapter),
+                                                "params": sum(v.numel() for v in adapter.values())}}
         model.backbone.save_assets(staging)
         atomic_write_json(staging / MANIFEST, {"format_version": FORMAT_VERSION, **manifest})
         if folder.exists():
@@ -67,22 +78,43 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise BundleError(f"{path} is not valid JSON ({exc}); the bundle is damaged.") from None
 
 
+def read_weights(path: Path) -> dict[str, Any]:
+    """A bundle's tensors, from safetensors only; anything else in the file is refused, never unpickled."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any parse failure means "not our weights"
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise BundleError(f"{path}: cannot read safetensors weights ({reason}); bundles hold only safetensors "
+                          "and are never unpickled.") from None
+
+
 def load_bundle(folder: Path) -> Bundle:
     folder = Path(folder)
     manifest = read_manifest(folder)
-    backbone = backbone_from_architecture(manifest["backbone"]["architecture"], folder)
-    label_map = LabelMap(tuple(manifest["labels"]))
-    head = HEADS[manifest["task"]](backbone.feature_dim, len(label_map), manifest.get("head_dropout", 0.0))
-    model = TransferModel(backbone, head)
     try:
-        state = load_file(str(folder / WEIGHTS))
-    except (SafetensorError, OSError) as exc:
-        raise BundleError(f"{folder / WEIGHTS}: cannot read safetensors weights ({exc}).") from None
+        backbone = backbone_from_architecture(manifest["backbone"]["architecture"], folder)
+        label_map = LabelMap(tuple(manifest["labels"]))
+        head = HEADS[manifest["task"]](backbone.feature_dim, len(label_map), manifest.get("head_dropout", 0.0))
+    except (KeyError, TypeError) as exc:
+        raise BundleError(f"{folder / MANIFEST} lacks or garbles the entry {exc}; the bundle is damaged.") from None
+    model = TransferModel(backbone, head)
+    state = read_weights(folder / WEIGHTS)
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [name for name in missing if not _alias_loaded(model, name, state)]
     if missing or unexpected:
         raise BundleError(f"{folder / WEIGHTS} does not match the architecture in {MANIFEST}: "
                           f"{len(missing)} missing and {len(unexpected)} unexpected tensors.")
     spec = dict(manifest["preprocessing"])
     if spec.get("tokenizer") is not None:
         spec["tokenizer"] = str(folder / "tokenizer")
-    return Bundle(model.eval(), manifest, label_map, PreprocessSpec.from_dict(spec), folder)
+    notes = [m] if (m := pretrained_mismatch(manifest["backbone"], folder)) else []
+    for note in notes:
+        warnings.warn(note, PretrainedWeightsWarning, stacklevel=2)
+    return Bundle(model.eval(), manifest, label_map, PreprocessSpec.from_dict(spec), folder, notes)
+
+
+def _alias_loaded(model: TransferModel, name: str, state: dict[str, Any]) -> bool:
+    """True when ``name`` shares its tensor with another name that was loaded (saved once by save_model)."""
+    tensors = model.state_dict()
+    ptr = tensors[name].data_ptr()
+    return any(other in state for other, t in tensors.items() if other != name and t.data_ptr() == ptr)

@@ -1,61 +1,134 @@
-"""Predictor: a loaded bundle that turns Examples into labels, scores and probabilities.
+"""Predictor: a loaded bundle — PyTorch or ONNX — that turns Examples into labels, scores and probabilities.
 
 Imports transferkit.core, transferkit.data, transferkit.train and transferkit.export. Uses only the bundle's
-own preprocessing, never one re-specified by the caller.
+own preprocessing, never one re-specified by the caller, and the same input pipeline for both runtimes
+(transferkit.data.stream), so an ONNX export predicts exactly what its source bundle does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from transferkit.core.errors import DataError
+from transferkit.core.errors import BundleError, ConfigError, DataError
 from transferkit.data.examples import Examples
-from transferkit.data.loaders import make_loader
-from transferkit.export.bundle import Bundle, load_bundle
+from transferkit.data.preprocess import PreprocessSpec
+from transferkit.data.stream import inference_batches
+from transferkit.export.bundle import MANIFEST, WEIGHTS, Bundle, load_bundle
+from transferkit.export.onnx import ONNX_FILE, OnnxBundle, load_onnx_bundle
 from transferkit.train.inference import predict_logits
+
+RUNTIMES = ("auto", "torch", "onnx")
 
 
 @dataclass
 class Predictions:
     ids: list[str]
-    probabilities: np.ndarray  # [n, k]
+    probabilities: np.ndarray  # [n, k]; rows of inputs that could not be read are NaN
     label_names: tuple[str, ...]
+    errors: dict[int, str] = field(default_factory=dict)  # row -> why that input could not be read
 
     @property
     def indices(self) -> np.ndarray:
-        return self.probabilities.argmax(1)
+        """Predicted class per row; -1 for rows in ``errors``."""
+        valid = ~np.isnan(self.probabilities).any(1) if self.probabilities.size else np.zeros(0, bool)
+        return np.where(valid, np.nan_to_num(self.probabilities, nan=-1.0).argmax(1), -1)
 
     @property
-    def labels(self) -> list[str]:
-        return [self.label_names[i] for i in self.indices]
+    def labels(self) -> list[str | None]:
+        return [self.label_names[i] if i >= 0 else None for i in self.indices]
 
     @property
     def scores(self) -> np.ndarray:
-        return self.probabilities.max(1)
+        return self.probabilities.max(1) if self.probabilities.size else np.zeros(0)
+
+
+@dataclass
+class BatchPredictions:
+    """One streamed batch: probabilities of the readable rows at ``positions``, (position, reason) of the rest."""
+
+    positions: list[int]
+    probabilities: np.ndarray
+    errors: list[tuple[int, str]]
 
 
 class Predictor:
-    def __init__(self, bundle: Bundle, batch_size: int = 64, precision: str | None = None):
-        """``precision`` defaults to the one the run evaluated with, so predictions match its metrics."""
+    def __init__(self, bundle: Bundle | OnnxBundle, batch_size: int = 64, precision: str | None = None):
+        """``precision`` (torch only) defaults to the one the run evaluated with, so predictions match its metrics."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"The 'batch_size' parameter of Predictor must be an int >= 1. Got {batch_size!r}.")
         self.bundle, self.batch_size = bundle, batch_size
+        self.runtime = "onnx" if isinstance(bundle, OnnxBundle) else "torch"
         self.precision = precision or bundle.manifest.get("inference_precision", "fp32")
 
     @classmethod
-    def from_bundle(cls, folder: Path, **kwargs) -> Predictor:
-        return cls(load_bundle(folder), **kwargs)
+    def from_bundle(cls, folder: Path, runtime: str = "auto", batch_size: int = 64,
+                    precision: str | None = None) -> Predictor:
+        """``runtime='auto'`` runs onnxruntime when the folder holds model.onnx (an export), PyTorch otherwise."""
+        folder = Path(folder)
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"The 'runtime' parameter must be one of {RUNTIMES}. Got {runtime!r} instead.")
+        has_onnx, has_torch = (folder / ONNX_FILE).is_file(), (folder / WEIGHTS).is_file()
+        if runtime == "auto":
+            runtime = "onnx" if has_onnx else "torch"
+        if runtime == "onnx" and not has_onnx and (folder / MANIFEST).is_file():
+            raise BundleError(f"'{folder}' has no {ONNX_FILE}: export it first with `transferkit export --bundle "
+                              f"{folder} --format onnx --out {folder}-onnx`, then use that folder.")
+        if runtime == "torch" and has_onnx and not has_torch:
+            raise BundleError(f"'{folder}' is an ONNX export without PyTorch weights; use --runtime onnx (or auto).")
+        bundle = load_onnx_bundle(folder) if runtime == "onnx" else load_bundle(folder)
+        return cls(bundle, batch_size=batch_size, precision=precision)
 
     @property
     def modality(self) -> str:
         return self.bundle.preprocessing.modality
 
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(self.bundle.label_map.names)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.bundle.manifest
+
+    @property
+    def preprocessing(self) -> PreprocessSpec:
+        return self.bundle.preprocessing
+
+    def probabilities(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+        """Class probabilities [n, k] for one preprocessed batch."""
+        if isinstance(self.bundle, OnnxBundle):
+            logits = torch.from_numpy(self.bundle.logits(inputs))
+            return logits.float().softmax(-1).numpy()  # what ClassificationHead.probabilities computes
+        model = self.bundle.model
+        logits, _ = predict_logits(model, [inputs], self.precision)
+        return model.head.probabilities(torch.from_numpy(logits)).numpy()
+
+    def iter_batches(self, examples: Examples) -> Iterator[BatchPredictions]:
+        """Predictions batch by batch, in input order; an unreadable input becomes a row error, not an exception."""
+        self._check_modality(examples)
+        for batch in inference_batches(examples, self.preprocessing, self.batch_size):
+            probs = self.probabilities(batch.inputs) if batch.inputs is not None else np.zeros((0, len(self.label_names)))
+            yield BatchPredictions(batch.positions, probs, [(i, exc.reason) for i, exc in batch.errors])
+
     def predict(self, examples: Examples, progress: bool = False) -> Predictions:
+        """All predictions at once; raises ImageDecodeError on the first unreadable input (the server decodes and
+        rejects inputs itself; `transferkit predict` streams with per-row errors through ``iter_batches``)."""
+        self._check_modality(examples)
+        probs = np.full((len(examples), len(self.label_names)), np.nan, dtype=np.float32)
+        batches = inference_batches(examples, self.preprocessing, self.batch_size)
+        for batch in tqdm(batches, desc="predict", leave=False, disable=not progress or None):
+            if batch.errors:
+                raise batch.errors[0][1]
+            probs[batch.positions] = self.probabilities(batch.inputs)
+        return Predictions(examples.ids, probs, self.label_names)
+
+    def _check_modality(self, examples: Examples) -> None:
         if examples.modality != self.modality:
             raise DataError(f"{examples.source} holds {examples.modality} data but this bundle is a "
                             f"{self.modality} model.")
-        loader = make_loader(examples, self.bundle.preprocessing, None, self.batch_size)
-        logits, _ = predict_logits(self.bundle.model, loader, self.precision, progress=progress)
-        probs = self.bundle.model.head.probabilities(torch.from_numpy(logits)).numpy()
-        return Predictions(examples.ids, probs, self.bundle.label_map.names)

@@ -55,7 +55,7 @@ class StrategyContext:
     class_weight: np.ndarray | None = None
     features: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
     teacher: nn.Module | None = None
-    unlabeled: Iterable[dict[str, Any]] | None = None
+    unlabeled: Any = None  # distill: Examples without labels that join the training set
     extras: dict[str, Any] = field(default_factory=dict)
 
 

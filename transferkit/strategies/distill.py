@@ -7,13 +7,12 @@ Imports transferkit.core, transferkit.backbones and transferkit.strategies. The 
 
 (T^2 keeps the soft term's gradient scale independent of T). The teacher runs on the very batch the student
 sees, after augmentation and mixup, so the two are compared on the same views; cached teacher logits would
-pair a clean image's soft label with an augmented one. Unlabeled batches (``ctx.unlabeled``) add the soft
-term alone: the teacher labels them. The teacher arrives through StrategyContext.teacher, in the student's
-label order, and is never saved with the student.
+pair a clean image's soft label with an augmented one. Unlabeled examples (--unlabeled-data) join the
+training set with the label NO_LABEL and add the soft term alone: the teacher labels them. The teacher
+arrives through StrategyContext.teacher, in the student's label order, and is never saved with the student.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,11 +21,10 @@ import torch.nn.functional as F
 
 from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import ConfigError
+from transferkit.data.labels import NO_LABEL
 from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
 from transferkit.strategies.base import StrategyContext
 from transferkit.strategies.finetune import Finetune, FinetuneConfig
-
-UNLABELED_KEY = "unlabeled"
 
 
 @dataclass(frozen=True)
@@ -64,15 +62,6 @@ class Distill(Finetune):
             p.requires_grad_(False)
         super().prepare(model, ctx)
 
-    def iter_batches(self, loader: Iterable[dict[str, Any]], ctx: StrategyContext) -> Iterator[dict[str, Any]]:
-        """Labeled batches, each carrying one unlabeled batch when there is unlabeled data (cycled as needed)."""
-        if ctx.unlabeled is None:
-            yield from loader
-            return
-        unlabeled = ctx.unlabeled.batches_for(loader)
-        for batch in loader:
-            yield {**batch, UNLABELED_KEY: next(unlabeled)}
-
     def teacher_logits(self, batch: dict[str, Any], ctx: StrategyContext) -> torch.Tensor:
         with torch.no_grad():
             return ctx.teacher(batch).float()
@@ -81,13 +70,11 @@ class Distill(Finetune):
         c = self.config
         logits = model(batch)
         loss = c.alpha * kd_loss(logits, self.teacher_logits(batch, ctx), c.temperature)
-        if c.alpha < 1:
-            loss = loss + (1 - c.alpha) * model.head.loss(logits, batch["labels"])
-        extra = batch.get(UNLABELED_KEY)
-        if extra is not None:
-            loss = loss + c.alpha * kd_loss(model(extra), self.teacher_logits(extra, ctx), c.temperature)
+        labels = batch["labels"]
+        labeled = torch.ones_like(labels, dtype=torch.bool) if labels.is_floating_point() else labels != NO_LABEL
+        if c.alpha < 1 and labeled.any():  # unlabeled examples (--unlabeled-data) learn from the teacher alone
+            loss = loss + (1 - c.alpha) * model.head.loss(logits[labeled], labels[labeled])
         return loss
-
 
 class Teacher(torch.nn.Module):
     """A fitted teacher model that reads the student's batches and answers in the student's label order.

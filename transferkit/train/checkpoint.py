@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from transferkit.core.errors import TransferkitError
+from transferkit.core.errors import CheckpointError
 from transferkit.core.io import atomic_write_json, sha256_file
 
 MARKER = "COMPLETE"
@@ -174,18 +174,36 @@ def _prune(directory: Path, keep: int, current: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+class IncompleteCheckpoint(CheckpointError):
+    """No valid marker, or files that no longer match it: what a crash leaves; resuming falls back past it."""
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """safetensors only: a file with anything else in it (a pickle, garbage) is refused, never unpickled."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - any parse failure of these bytes means "not a checkpoint file"
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a safetensors file ({reason}). transferkit checkpoints hold only "
+                              f"safetensors and JSON and are never unpickled; delete this checkpoint folder.") from None
+
+
 def load_checkpoint(folder: Path) -> Checkpoint:
     """Read a complete checkpoint folder; tensors via safetensors, the rest via JSON (never pickle)."""
     if not _is_complete(folder):
-        raise TransferkitError(f"{folder} is not a complete checkpoint (no valid {MARKER} marker); it was being "
-                               f"written when the run stopped. Resume from an older one or start again.")
-    state = json.loads((folder / "state.json").read_text())
-    optimizer = _join_optimizer(load_file(str(folder / "optimizer.safetensors")), state.pop("optimizer"))
-    state["rng_tensors"] = load_file(str(folder / "rng.safetensors"))
-    ema = load_file(str(folder / "ema.safetensors")) if (folder / "ema.safetensors").is_file() else None
-    return Checkpoint(model=load_file(str(folder / "model.safetensors")),
-                      best_model=load_file(str(folder / "best_model.safetensors")),
-                      optimizer=optimizer, state=state, path=folder, ema=ema)
+        raise IncompleteCheckpoint(f"{folder} is not a complete checkpoint (no valid {MARKER} marker); it was being "
+                                   f"written when the run stopped. Resume from an older one or start again.")
+    tensors = {name: _read_tensors(folder / f"{name}.safetensors") for name in ("model", "best_model", "optimizer", "rng")
+               + (("ema",) if (folder / "ema.safetensors").is_file() else ())}
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        optimizer = _join_optimizer(tensors["optimizer"], state.pop("optimizer"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{folder / 'state.json'}: not the JSON state of a transferkit checkpoint ({exc!r}); "
+                              "delete this checkpoint folder.") from None
+    state["rng_tensors"] = tensors["rng"]
+    return Checkpoint(model=tensors["model"], best_model=tensors["best_model"], optimizer=optimizer, state=state,
+                      path=folder, ema=tensors.get("ema"))
 
 
 def unfinished_run(directory: Path) -> bool:
@@ -193,14 +211,21 @@ def unfinished_run(directory: Path) -> bool:
     complete = complete_checkpoints(directory, verify=False)
     if not complete:
         return False
-    return not json.loads((complete[-1] / "state.json").read_text()).get("loop", {}).get("finished", False)
+    try:
+        return not json.loads((complete[-1] / "state.json").read_text()).get("loop", {}).get("finished", False)
+    except (OSError, ValueError, AttributeError):  # unreadable: keep it (and say so on --resume), never overwrite
+        return True
 
 
 def latest_checkpoint(directory: Path) -> Checkpoint | None:
-    """The newest checkpoint whose files match their marker's hashes (older ones are the fallback)."""
+    """The newest checkpoint whose files match their marker's hashes (older ones are the fallback).
+
+    A checkpoint whose files match its marker but do not parse was not written by transferkit (the marker was
+    forged along with them): that raises CheckpointError naming the file instead of quietly training afresh.
+    """
     for folder in reversed(complete_checkpoints(directory, verify=False)):
         try:
             return load_checkpoint(folder)
-        except TransferkitError:  # damaged after its marker was written: fall back to the one before
+        except IncompleteCheckpoint:  # damaged after its marker was written: fall back to the one before
             continue
     return None

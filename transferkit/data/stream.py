@@ -1,0 +1,84 @@
+"""Inference batches over Examples that report an unreadable input as a row error instead of raising.
+
+Imports only transferkit.core and transferkit.data. Prediction at scale must not die on the one corrupt file in
+a million, and neither runtime (torch or onnxruntime) may see different tensors for the same input: both read
+their batches from here, built with the eval transform / tokenizer of the bundle's own preprocessing spec.
+Inputs are decoded batch by batch, so no more than one batch of pictures is ever held decoded.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from transferkit.data.examples import Examples
+from transferkit.data.images import ImageDecodeError
+from transferkit.data.loaders import TextCollator
+from transferkit.data.preprocess import PreprocessSpec, image_to_tensor, image_transform
+
+
+@dataclass
+class InferenceBatch:
+    """``inputs`` (None when every row failed) holds the readable rows, at ``positions`` of the Examples."""
+
+    positions: list[int]
+    inputs: dict[str, torch.Tensor] | None
+    errors: list[tuple[int, ImageDecodeError]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.positions) + len(self.errors)
+
+
+class _SafeImages(Dataset):
+    def __init__(self, examples: Examples, spec: PreprocessSpec):
+        self.examples, self.transform = examples, image_transform(spec)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        try:
+            return {"index": i, "pixel_values": image_to_tensor(self.examples.inputs[i], self.transform)}
+        except ImageDecodeError as exc:
+            return {"index": i, "error": exc}
+
+
+class _Texts(Dataset):
+    def __init__(self, examples: Examples):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"index": i, "text": str(self.examples.inputs[i])}
+
+
+class _Collate:
+    """Stack the readable rows; keep the others as (position, error)."""
+
+    def __init__(self, spec: PreprocessSpec):
+        self.text = TextCollator(spec) if spec.modality == "text" else None
+
+    def __call__(self, items: list[dict[str, Any]]) -> InferenceBatch:
+        good = [it for it in items if "error" not in it]
+        errors = [(it["index"], it["error"]) for it in items if "error" in it]
+        if not good:
+            return InferenceBatch([], None, errors)
+        if self.text is not None:
+            inputs = self.text(good)
+            inputs.pop("index")
+        else:
+            inputs = {"pixel_values": torch.stack([it["pixel_values"] for it in good])}
+        return InferenceBatch([it["index"] for it in good], inputs, errors)
+
+
+def inference_batches(examples: Examples, spec: PreprocessSpec, batch_size: int) -> Iterator[InferenceBatch]:
+    """Batches in input order; the same ``spec`` always gives the same tensors, whichever runtime consumes them."""
+    dataset = _Texts(examples) if spec.modality == "text" else _SafeImages(examples, spec)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_Collate(spec), num_workers=0)
+    yield from loader
