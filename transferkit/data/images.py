@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transferkit.core.errors import DataError
 
@@ -76,6 +76,7 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, whe
     except FileNotFoundError:
         raise ImageDecodeError(where, "file not found") from None
     except (OSError, SyntaxError, ValueError) as exc:
+        detail = "unrecognised format" if isinstance(exc, UnidentifiedImageError) else str(exc)
         reason = "empty file" if isinstance(source, Path) and source.stat().st_size == 0 else \
-            f"not a decodable {'/'.join(ALLOWED_FORMATS)} image ({exc})"
+            f"not a decodable {'/'.join(ALLOWED_FORMATS)} image ({detail})"
         raise ImageDecodeError(where, reason) from None

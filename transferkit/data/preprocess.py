@@ -5,6 +5,7 @@ and replayed exactly at predict time.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -95,8 +96,15 @@ def image_to_tensor(item: Any, transform: T.Compose) -> torch.Tensor:
 
 
 def load_tokenizer(spec: PreprocessSpec):  # -> transformers.PreTrainedTokenizerBase
-    from transformers import AutoTokenizer
-
     if spec.tokenizer is None:
         raise ConfigError("A text preprocessing spec needs a 'tokenizer' (a local folder or hub id).")
-    return AutoTokenizer.from_pretrained(spec.tokenizer)
+    return _tokenizer(spec.tokenizer)
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(name_or_path: str):
+    """Loading a tokenizer takes ~80 ms: once per process and path, not once per predict call or loader.
+    Fast tokenizers are safe to share between loaders (calls do not change their state)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name_or_path)
