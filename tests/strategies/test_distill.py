@@ -147,3 +147,21 @@ def test_distillation_beats_hard_label_training_of_the_same_student(kd_data: dic
     assert m["speedup_vs_teacher"] > 1.0 and math.isfinite(m["speedup_vs_teacher"])
     report = (soft.run_dir / "report.md").read_text()
     assert "Student vs teacher" in report
+
+
+@pytest.mark.slow
+def test_image_student_distils_at_the_teacher_image_size(digits_folder: Path, tmp_path: Path):
+    """efficientnet_lite0-slim from a Lite0 teacher: the student reads the teacher's 32 px unless told otherwise,
+    and is measured faster than its teacher on the same batches."""
+    teacher = api.fit(str(digits_folder), model="efficientnet_lite0", strategy="linear-probe", image_size=32,
+                      out=str(tmp_path / "teacher"), progress=False, baseline=False)
+    student = api.fit(str(digits_folder), model="efficientnet_lite0-slim", strategy="distill", epochs=1,
+                      teacher=str(teacher.bundle_dir), out=str(tmp_path / "student"), progress=False, baseline=False)
+    manifest = json.loads((student.bundle_dir / "transferkit.json").read_text())
+    assert manifest["preprocessing"]["image_size"] == 32
+    assert manifest["backbone"]["architecture"]["stage_depths"] == [1] * 7
+    metrics = json.loads((student.run_dir / "metrics.json").read_text())
+    assert metrics["speedup_vs_teacher"] > 1.0
+    assert metrics["teacher_accuracy"] == teacher.metrics["val"]["accuracy"]  # the same val split, same inputs
+    reloaded = api.evaluate(student.bundle_dir, str(digits_folder), split="train", progress=False)
+    assert reloaded["n"] == 30
