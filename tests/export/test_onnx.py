@@ -137,6 +137,9 @@ def test_int8_warns_when_the_head_amplifies_quantization_noise(image_bundle: Pat
     bundle.model.head.linear.weight.data[0, 0] = 1e30
     assert "1.0e+30" in _warning(bundle, info)
     assert _warning(bundle, {"vs_fp32": {"top1_agreement": 1.0}, "accuracy": {"accuracy_drop_points": 0.2}}) is None
+    assert _warning(bundle, {"vs_fp32": {"top1_agreement": 0.9}, "accuracy": {"accuracy_drop_points": -0.6}}) is None
+    assert "drops 3.0 points" in _warning(bundle, {"vs_fp32": {"top1_agreement": 1.0},
+                                                   "accuracy": {"accuracy_drop_points": 3.0}})
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "missing"])
@@ -150,8 +153,9 @@ def test_damaged_model_onnx_gives_a_typed_error(damage: str, image_export: Path,
         model.write_bytes(model.read_bytes()[:5000])
     else:
         model.unlink()
-    with pytest.raises(BundleError, match="model.onnx"):
-        Predictor.from_bundle(broken, runtime="onnx")
+    for runtime in ("onnx", "auto"):
+        with pytest.raises(BundleError, match="model.onnx"):
+            Predictor.from_bundle(broken, runtime=runtime)
 
 
 def test_failed_parity_writes_nothing(image_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -28,7 +28,15 @@ N_ACCURACY = 500  # labeled examples scored by both the fp32 and the int8 model
 # transformers model types whose graphs onnxruntime's "bert" optimizer knows how to fuse
 BERT_LIKE = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert", "mpnet")
 DROP_WARNING_POINTS = 1.0
-HUGE_WEIGHT = 1e4
+HUGE_WEIGHT = 100.0  # a head weight this large turns int8 feature noise of ~1e-2 into logit noise of ~1
+
+
+def _head_nodes(path: Path) -> list[str]:
+    """The node computing the logits (the linear head): kept in float — it is a sliver of the compute, and a
+    linear probe's head amplifies feature noise by its often large weights."""
+    import onnx
+
+    return [node.name for node in onnx.load(str(path), load_external_data=False).graph.node if "logits" in node.output]
 
 
 @contextlib.contextmanager
@@ -62,12 +70,13 @@ def _quantize_text(bundle: Bundle, fp32: Path, out: Path) -> dict[str, Any]:
         fused = optimized.get_fused_operator_statistics().get("Attention", 0) > 0
         source = out.with_name("fused.onnx")
         optimized.save_model_to_file(str(source))
-    quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    # per-channel weights: on MiniLM/BBC, max |logit error| 0.17 instead of 0.60 per tensor, at the same speed
+    quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                     nodes_to_exclude=_head_nodes(source), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     if source != fp32:
         source.unlink()
-    return {"method": "dynamic", "weights": "int8 per tensor", "activations": "uint8, scaled per batch at run time",
-            "attention_fused": fused}
+    return {"method": "dynamic", "weights": "int8 per channel", "activations": "uint8, scaled per batch at run time",
+            "attention_fused": fused, "float": "the head"}
 
 
 class _Calibration:
@@ -89,10 +98,10 @@ def _quantize_cnn(bundle: Bundle, fp32: Path, out: Path, names: list[str], calib
     quant_pre_process(str(fp32), str(prepared))
     quantize_static(str(prepared), str(out), _Calibration(calibration, bundle.preprocessing, names),
                     quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+                    weight_type=QuantType.QInt8, nodes_to_exclude=_head_nodes(prepared))
     prepared.unlink()
     return {"method": "static QDQ", "weights": "int8 per channel", "activations": "uint8, calibrated",
-            "calibration": {"n": len(calibration), "inputs": calibration.source}}
+            "calibration": {"n": len(calibration), "inputs": calibration.source}, "float": "the head"}
 
 
 def _accuracy(bundle: Bundle, fp32, int8, names: list[str], labeled: Examples) -> dict[str, Any]:
@@ -143,8 +152,8 @@ def quantize_bundle(bundle: Bundle, onnx_file: Path, names: list[str], check: Ex
 def _warning(bundle: Bundle, info: dict[str, Any]) -> str | None:
     drop = (info.get("accuracy") or {}).get("accuracy_drop_points")
     agreement = info["vs_fp32"]["top1_agreement"]
-    if (drop is None or drop <= DROP_WARNING_POINTS) and agreement >= 0.95:
-        return None
+    if (drop is not None and drop <= DROP_WARNING_POINTS) or (drop is None and agreement >= 0.95):
+        return None  # labeled data decides when there is some; agreement alone only without it
     lost = f"accuracy drops {drop} points" if drop is not None else f"top-1 agrees with fp32 on {agreement:.0%}"
     head = max((p.detach().abs().max().item() for p in bundle.model.head.parameters()), default=0.0)
     cause = (f" The head has weights up to {head:.1e}: it amplifies the small int8 errors of the features (a linear "

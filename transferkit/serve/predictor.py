@@ -19,7 +19,7 @@ from transferkit.core.errors import BundleError, ConfigError, DataError
 from transferkit.data.examples import Examples
 from transferkit.data.preprocess import PreprocessSpec
 from transferkit.data.stream import inference_batches
-from transferkit.export.bundle import MANIFEST, WEIGHTS, Bundle, load_bundle
+from transferkit.export.bundle import MANIFEST, WEIGHTS, Bundle, load_bundle, read_manifest
 from transferkit.export.onnx import ONNX_FILE, OnnxBundle, load_onnx_bundle
 from transferkit.train.inference import predict_logits
 
@@ -57,6 +57,13 @@ class BatchPredictions:
     errors: list[tuple[int, str]]
 
 
+def _manifest_runtime(folder: Path) -> str | None:
+    try:
+        return read_manifest(folder).get("runtime")
+    except BundleError:
+        return None
+
+
 class Predictor:
     def __init__(self, bundle: Bundle | OnnxBundle, batch_size: int = 64, precision: str | None = None):
         """``precision`` (torch only) defaults to the one the run evaluated with, so predictions match its metrics."""
@@ -74,8 +81,8 @@ class Predictor:
         if runtime not in RUNTIMES:
             raise ConfigError(f"The 'runtime' parameter must be one of {RUNTIMES}. Got {runtime!r} instead.")
         has_onnx, has_torch = (folder / ONNX_FILE).is_file(), (folder / WEIGHTS).is_file()
-        if runtime == "auto":
-            runtime = "onnx" if has_onnx else "torch"
+        if runtime == "auto":  # an export missing its model.onnx should say so, not complain about safetensors
+            runtime = "onnx" if has_onnx or (not has_torch and _manifest_runtime(folder) == "onnx") else "torch"
         if runtime == "onnx" and not has_onnx and (folder / MANIFEST).is_file():
             raise BundleError(f"'{folder}' has no {ONNX_FILE}: export it first with `transferkit export --bundle "
                               f"{folder} --format onnx --out {folder}-onnx`, then use that folder.")

@@ -40,6 +40,10 @@ def fit_logistic_head(head: nn.Module, ctx: StrategyContext, config: LinearProbe
     x_train, y_train = ctx.features("train")
     x_val, y_val = ctx.features("val")
     scaler = StandardScaler().fit(x_train)
+    # A feature that (almost) never varies on the training set would get a weight of 1/std ~ 1e30 folded into the
+    # head: harmless in fp32 on that set, but any later noise there (int8 export, a new input) swamps the logits.
+    # A floor at 1e-3 of the median spread keeps such features at most ~1000x amplified.
+    scaler.scale_ = np.maximum(scaler.scale_, 1e-3 * float(np.median(scaler.scale_)))
     if config.scaling == "global":
         # Per-feature scaling divides by each feature's std; near-constant features then get huge weights
         # that explode once fine-tuning moves those features (seen as loss spikes on digits).
