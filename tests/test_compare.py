@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import VENV_BIN, write_digit_folder
 from transferkit import api
+from transferkit import compare as compare_module
 
 EXE = str(VENV_BIN / "transferkit")
 STRATEGIES = ["linear-probe", "scratch"]
@@ -46,7 +47,7 @@ def comparison(digits15: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("compare") / "cmp"
     with pytest.MonkeyPatch.context() as mp:
         calls = spy_on_prepare_data(mp)
-        summary = api.compare(str(digits15), STRATEGIES, KS, seeds=SEEDS, out=str(out), progress=False, **OPTIONS)
+        summary = compare_module.compare(str(digits15), STRATEGIES, KS, seeds=SEEDS, out=str(out), progress=False, **OPTIONS)
     return SimpleNamespace(out=out, summary=summary, calls=calls,
                            saved=json.loads((out / "compare.json").read_text()))
 
@@ -149,7 +150,7 @@ def test_compare_html_is_written(comparison):
 def test_budget_skips_later_runs_but_runs_the_cheapest_first(digits15: Path, tmp_path: Path, monkeypatch):
     """A fake clock makes this deterministic: it stands still inside a run and jumps 30 s after each."""
     clock = SimpleNamespace(now=1000.0)
-    monkeypatch.setattr(api, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    monkeypatch.setattr(compare_module, "time", SimpleNamespace(perf_counter=lambda: clock.now))
     real_fit, fitted = api.fit, []
 
     def timed_fit(*args, **kwargs):
@@ -160,7 +161,7 @@ def test_budget_skips_later_runs_but_runs_the_cheapest_first(digits15: Path, tmp
 
     monkeypatch.setattr(api, "fit", timed_fit)
     out = tmp_path / "budget"
-    summary = api.compare(str(digits15), STRATEGIES, [10, 5], seeds=SEEDS, out=str(out), budget_minutes=0.001,
+    summary = compare_module.compare(str(digits15), STRATEGIES, [10, 5], seeds=SEEDS, out=str(out), budget_minutes=0.001,
                           progress=False, **OPTIONS)
     assert fitted == [("linear-probe", 5, 0)]  # the smallest K, first strategy, first seed
     saved = json.loads((out / "compare.json").read_text())

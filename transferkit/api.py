@@ -6,23 +6,20 @@ from __future__ import annotations
 
 import csv
 import json
-import platform
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from transferkit import distillation, run_record
 from transferkit.backbones import DEFAULT_FOR_MODALITY, build_backbone
 from transferkit.backbones.features import FeatureCache, extract_features
 from transferkit.backbones.heads import HEADS, TransferModel
-from transferkit.backbones.provenance import pretrained_record
 from transferkit.backbones.text import DEFAULT_MAX_LENGTH
 from transferkit.config import FitConfig
 from transferkit.core.errors import ConfigError, DataError
@@ -36,27 +33,13 @@ from transferkit.data.labels import LabelMap
 from transferkit.data.loaders import make_loader
 from transferkit.data.sources import TextColumns, load_source
 from transferkit.data.splits import stratified_split, subsample_per_class
-from transferkit.evaluate.baselines import reference_metrics, reference_name
-from transferkit.evaluate.comparison import gains, series, summarize
-from transferkit.evaluate.html import confident_errors, inputs_summary, render_compare, render_report
 from transferkit.evaluate.metrics import classification_metrics, headline
-from transferkit.evaluate.report import (
-    before_after_notes,
-    before_after_table,
-    data_doctor_notes,
-    distillation_table,
-    imbalance_notes,
-    render_markdown,
-    training_notes,
-)
-from transferkit.evaluate.speed import compare_throughput
-from transferkit.export.bundle import Bundle, load_bundle, read_manifest, save_bundle
+from transferkit.export.bundle import Bundle, load_bundle, save_bundle
 from transferkit.export.recorded import data_record
-from transferkit.refit import init_from_notes, start_from
+from transferkit.refit import start_from
 from transferkit.serve.output import predict_to_file
 from transferkit.serve.predictor import Predictions, Predictor
-from transferkit.strategies import STRATEGIES, StrategyContext, build_strategy
-from transferkit.strategies.distill import Teacher
+from transferkit.strategies import StrategyContext, build_strategy
 from transferkit.strategies.linear_probe import LinearProbeConfig, fit_logistic_head
 from transferkit.train.checkpoint import unfinished_run
 from transferkit.train.config import IMBALANCE_RATIO_FOR_WEIGHTS, TrainConfig
@@ -65,9 +48,6 @@ from transferkit.train.loop import TrainResult, train
 from transferkit.train.mixing import build_batch_mixer
 
 DataInput = str | Path | Examples | DataSplits
-PACKAGES = ("transferkit", "torch", "torchvision", "timm", "transformers", "scikit-learn", "safetensors", "numpy")
-
-
 @dataclass
 class FitResult:
     run_dir: Path
@@ -89,7 +69,7 @@ class PreparedData:
     modality: str
 
 
-def _as_splits(data: DataInput, columns: TextColumns, labeled: bool = True, encoding_errors: str = "strict") -> DataSplits:
+def as_splits(data: DataInput, columns: TextColumns, labeled: bool = True, encoding_errors: str = "strict") -> DataSplits:
     if isinstance(data, DataSplits):
         return data
     if isinstance(data, Examples):
@@ -104,9 +84,9 @@ def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> 
     so every epoch sees exactly the usable examples. Fatal findings raise DataError before any training.
     """
     columns = TextColumns(cfg.text_column, cfg.label_column)
-    splits = _as_splits(data, columns, encoding_errors="replace")
-    val = _as_splits(cfg.val_data, columns, encoding_errors="replace").train if cfg.val_data else splits.val
-    test = _as_splits(cfg.test_data, columns, encoding_errors="replace").train if cfg.test_data else splits.test
+    splits = as_splits(data, columns, encoding_errors="replace")
+    val = as_splits(cfg.val_data, columns, encoding_errors="replace").train if cfg.val_data else splits.val
+    test = as_splits(cfg.test_data, columns, encoding_errors="replace").train if cfg.test_data else splits.test
     full = DataSplits(splits.train, val, test)
     if full.train.labels is None:
         raise DataError(f"{full.train.source}: training data needs labels.")
@@ -129,12 +109,12 @@ def doctor(data: DataInput, **options: Any) -> DataReport:
 def prepare_data(data: DataInput, cfg: FitConfig) -> PreparedData:
     """Resolve train/val/test, subsample K labels per class, build the label map, check label sets agree."""
     columns = TextColumns(cfg.text_column, cfg.label_column)
-    splits = _as_splits(data, columns)
+    splits = as_splits(data, columns)
     train_set = splits.train
     if train_set.labels is None:
         raise DataError(f"{train_set.source}: training data needs labels.")
-    val = _as_splits(cfg.val_data, columns).train if cfg.val_data else splits.val
-    test = _as_splits(cfg.test_data, columns).train if cfg.test_data else splits.test
+    val = as_splits(cfg.val_data, columns).train if cfg.val_data else splits.val
+    test = as_splits(cfg.test_data, columns).train if cfg.test_data else splits.test
     if cfg.labels_per_class:  # the K labels are all the user has: validation comes out of them too
         train_set = subsample_per_class(train_set, cfg.labels_per_class, cfg.train.seed)
     if val is None:
@@ -235,7 +215,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
     checked, data_report = check_data(data, cfg)  # the data doctor: unreadable inputs left out, fatal findings stop
     prepared = prepare_data(checked, replace(cfg, val_data=None, test_data=None))
-    cfg = _with_teacher_image_size(cfg, prepared.modality)
+    cfg = distillation.with_teacher_image_size(cfg, prepared.modality)
     init = start_from(cfg.init_from, cfg.model, cfg.image_size, prepared.modality, strategy) if cfg.init_from else None
     if init is not None:  # fit --init-from BUNDLE: its backbone and head; its classes first, then the new ones
         prepared.label_map = init.labels(prepared.label_map)
@@ -248,15 +228,15 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:  # written first, so a killed run can be resumed from its folder alone
         _claim_run_dir(run_dir)
-        atomic_write_json(run_dir / "config.json", {"data": _data_reference(data), **asdict(cfg)})
+        atomic_write_json(run_dir / "config.json", {"data": data_reference(data), **asdict(cfg)})
     atomic_write_json(run_dir / "data_report.json", data_report.to_dict())
 
     imbalance, class_weight = _resolve_class_weight(prepared, cfg.train)
     model.head.set_class_weight(None if class_weight is None else torch.from_numpy(class_weight))
     ctx = StrategyContext(n_classes=len(prepared.label_map), seed=cfg.train.seed, class_weight=class_weight,
                           features=_feature_source(model, prepared, cfg, precision),
-                          teacher=_load_teacher(cfg, prepared, model, strategy),
-                          unlabeled=_unlabeled_examples(cfg, prepared, strategy))
+                          teacher=distillation.load_teacher(cfg, prepared.label_map.names, model, strategy),
+                          unlabeled=distillation.unlabeled_examples(cfg, prepared.modality, strategy))
     before = _before_adaptation(model, ctx, prepared, strategy, cfg)
     seed_everything(cfg.train.seed)
     strategy.prepare(model, ctx)
@@ -275,7 +255,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     summary = {**metrics, "trainable_params": n_trainable, "total_params": n_total,
                "n_train_used": len(prepared.train), "n_skipped": data_report.n_skipped, "best_epoch": result.best_epoch,
                "train_seconds": round(result.seconds, 2), "wall_seconds": round(time.perf_counter() - start, 2)}
-    manifest = _manifest(cfg, model, prepared, strategy, spec, summary, precision)
+    manifest = run_record.manifest(cfg, model, prepared, strategy, spec, summary, precision)
     manifest["data"] = data_record(data, cfg.val_data, cfg.test_data)  # export and --init-from find it again
     if init is not None:
         manifest["init_from"] = init.record(prepared.label_map)
@@ -290,79 +270,23 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     if ctx.unlabeled is not None:
         summary["n_unlabeled"] = len(ctx.unlabeled)
     if ctx.teacher is not None:
-        summary.update(_teacher_summary(ctx.teacher, model, prepared, spec, precision, cfg.train.progress))
+        summary.update(distillation.teacher_summary(ctx.teacher, model, prepared, spec, precision, cfg.train.progress))
     if init is not None:  # old vs new model on new and old test data: forgetting, made visible
         new_test = ("test", prepared.test) if prepared.test is not None else ("val", prepared.val)
         summary["init_from"] = init.compare(model, prepared.label_map, new_test, precision)
-    _write_run(run_dir, cfg, prepared, result, summary, strategy, evaluations, before, data_report)
+    run_record.write_run(run_dir, cfg, prepared, result, summary, strategy, evaluations, before, data_report)
     return FitResult(run_dir, bundle_dir, metrics, result.history, time.perf_counter() - start)
 
 
 def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedData, cfg: FitConfig, run_dir: Path,
            resume: bool) -> TrainResult:
     spec, t = model.backbone.preprocessing, cfg.train
-    train_set = data.train if ctx.unlabeled is None else _with_unlabeled(data.train, ctx.unlabeled)
+    train_set = data.train if ctx.unlabeled is None else distillation.with_unlabeled(data.train, ctx.unlabeled)
     train_loader = make_loader(train_set, spec, data.label_map, t.batch_size_for(len(train_set)),
                                shuffle_seed=t.seed, augment=t.augment, hflip=t.hflip, balanced=t.sampler == "balanced")
     val_loader = make_loader(data.val, spec, data.label_map, 64)
     mixer = build_batch_mixer(t, len(data.label_map)) if data.modality == "image" else None
     return train(model, strategy, ctx, train_loader, val_loader, t, run_dir, resume=resume, batch_transform=mixer)
-
-
-def _with_teacher_image_size(cfg: FitConfig, modality: str) -> FitConfig:
-    """A distilled image student reads the teacher's image size unless --image-size says otherwise."""
-    if cfg.teacher is None or modality != "image" or cfg.image_size is not None:
-        return cfg
-    return replace(cfg, image_size=int(read_manifest(Path(cfg.teacher))["preprocessing"]["image_size"]))
-
-
-def _load_teacher(cfg: FitConfig, data: PreparedData, model: TransferModel, strategy) -> Teacher | None:
-    if cfg.teacher is None:
-        if getattr(strategy, "needs_teacher", False):
-            raise ConfigError(f"The {strategy.name} strategy needs --teacher BUNDLE: the bundle/ folder of a fitted "
-                              f"model, e.g. transferkit fit --strategy finetune --out runs/teacher first.")
-        return None
-    if not getattr(strategy, "needs_teacher", False):
-        raise ConfigError(f"--teacher is only used by --strategy distill (not {strategy.name}).")
-    loaded = load_bundle(Path(cfg.teacher))
-    teacher = Teacher(loaded.model, list(loaded.label_map.names), list(data.label_map.names), loaded.preprocessing,
-                      model.backbone.preprocessing, str(cfg.teacher))
-    return teacher.to(next(model.parameters()).device)
-
-
-def _unlabeled_examples(cfg: FitConfig, data: PreparedData, strategy) -> Examples | None:
-    """--unlabeled-data: inputs the teacher labels; they join the training set with no hard label."""
-    if cfg.unlabeled_data is None:
-        return None
-    if not getattr(strategy, "needs_teacher", False):
-        raise ConfigError(f"--unlabeled-data is used by --strategy distill (the teacher labels it), not {strategy.name}.")
-    if cfg.train.mixup or cfg.train.cutmix:
-        raise ConfigError("--unlabeled-data cannot be combined with --mixup/--cutmix (they mix hard labels); drop one.")
-    splits = _as_splits(cfg.unlabeled_data, TextColumns(cfg.text_column, cfg.label_column), labeled=False)
-    examples = _concat([p for p in (splits.train, splits.val, splits.test) if p is not None])
-    if examples.modality != data.modality:
-        raise DataError(f"--unlabeled-data {cfg.unlabeled_data} holds {examples.modality} data but the training "
-                        f"data is {data.modality}.")
-    return examples
-
-
-def _with_unlabeled(train: Examples, unlabeled: Examples) -> Examples:
-    """The distillation transfer set: labeled examples, then unlabeled ones (label None: soft targets only)."""
-    return Examples(train.modality, train.inputs + unlabeled.inputs, train.labels + [None] * len(unlabeled),
-                    train.source, train.ids + unlabeled.ids)
-
-
-def _teacher_summary(teacher: Teacher, student: TransferModel, data: PreparedData, spec, precision: str,
-                     progress: bool) -> dict[str, Any]:
-    """Teacher accuracy on the student's test (else val) split, and both models' throughput on the same batches."""
-    name, examples = ("test", data.test) if data.test is not None else ("val", data.val)
-    teacher_eval = _evaluate_split(teacher, examples, data.label_map, spec, precision, progress)
-    batches = list(make_loader(examples, spec, None, 32))
-    speed = compare_throughput({"student": student, "teacher": teacher}, batches, precision)
-    return {"teacher_accuracy": teacher_eval.metrics["accuracy"], "teacher_split": name,
-            "teacher_macro_f1": teacher_eval.metrics["macro_f1"],
-            "throughput": {"student_per_s": speed["student"], "teacher_per_s": speed["teacher"]},
-            "speedup_vs_teacher": round(speed["student"] / speed["teacher"], 3)}
 
 
 def _resolve_class_weight(data: PreparedData, t: TrainConfig) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -390,7 +314,7 @@ def _claim_run_dir(run_dir: Path) -> None:
     shutil.rmtree(checkpoints, ignore_errors=True)
 
 
-def _data_reference(data: DataInput | None) -> str | None:
+def data_reference(data: DataInput | None) -> str | None:
     """How config.json records the data: an absolute path or builtin:NAME; None for in-memory data."""
     if isinstance(data, (str, Path)):
         text = str(data)
@@ -418,93 +342,12 @@ def _trainable_count(model: TransferModel, strategy) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def _manifest(cfg: FitConfig, model: TransferModel, data: PreparedData, strategy, spec, summary,
-              precision: str) -> dict[str, Any]:
-    bb = model.backbone
-    return {
-        "backbone": {"name": bb.name, "architecture": bb.architecture(), "pretrained_sha256": bb.weights_sha256,
-                     "feature_dim": bb.feature_dim, **(pretrained_record(bb.name) if bb.weights_sha256 else {})},
-        "task": "classification",
-        "labels": list(data.label_map.names),
-        "preprocessing": spec.to_dict(),
-        "inference_precision": precision,
-        "strategy": {"name": strategy.name, "config": asdict(strategy.config)},
-        "train_config": asdict(cfg.train),
-        "fit_config": {k: v for k, v in asdict(cfg).items() if k != "train"},
-        "metrics": {k: headline(v) if isinstance(v, dict) else v for k, v in summary.items()},
-        "versions": _versions(),
-        "created": datetime.now().isoformat(timespec="seconds"),
-    }
-
-
-def _write_run(run_dir: Path, cfg: FitConfig, data: PreparedData, result: TrainResult, summary: dict, strategy,
-               evaluations: dict[str, SplitEvaluation], before: dict[str, Any] | None,
-               data_report: DataReport | None = None) -> None:
-    atomic_write_json(run_dir / "metrics.json", summary)
-    atomic_write_json(run_dir / "history.json", result.history)
-    if not result.history:  # a closed-form strategy still leaves TensorBoard events with its final metrics
-        from torch.utils.tensorboard import SummaryWriter
-
-        with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as writer:
-            for split in ("val", "test"):
-                if split in summary:
-                    writer.add_scalar(f"{split}/accuracy", summary[split]["accuracy"], 0)
-                    writer.add_scalar(f"{split}/macro_f1", summary[split]["macro_f1"], 0)
-    model_name = cfg.model if cfg.model != "auto" else DEFAULT_FOR_MODALITY[data.modality]
-    config_rows = {"data": cfg_data(run_dir) or "in memory", "model": model_name,
-                   "strategy": f"{strategy.name} ({strategy.summary})",
-                   "strategy options": json.dumps(asdict(strategy.config)), **asdict(cfg.train),
-                   "labels_per_class": cfg.labels_per_class, "image_size": cfg.image_size,
-                   "batch_size": summary["batch_size_used"], "precision": summary["precision_used"],
-                   "device": str(default_device())}
-    metrics = {k: v for k, v in summary.items() if k in ("test", "val")}
-    parts = {"train": data.train, "val": data.val, "test": data.test}
-    run = {
-        "title": run_dir.name, "model": model_name, "strategy": strategy.name,
-        "created": datetime.now().isoformat(timespec="seconds"), "metrics": metrics, "history": result.history,
-        "notes": training_notes(result) + imbalance_notes(summary["imbalance"], IMBALANCE_RATIO_FOR_WEIGHTS)
-        + before_after_notes(before, metrics, strategy.name)
-        + (data_doctor_notes(data_report.to_dict()) if data_report is not None else [])
-        + init_from_notes(summary.get("init_from")),
-        "data_doctor": data_report.to_dict() if data_report is not None else None,
-        "data": {"sizes": {k: len(v) if v is not None else 0 for k, v in parts.items()},
-                 "class_counts": {k: v.class_counts() for k, v in parts.items() if v is not None and v.labels},
-                 "inputs_summary": inputs_summary(data.train),
-                 "lengths": [len(str(t).split()) for t in data.train.inputs] if data.modality == "text" else None},
-        "config": config_rows, "environment": _versions(),
-        "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
-        "before_after": before_after_table(before, metrics, strategy.name),
-        "distillation": distillation_table(summary),
-        "errors": {name: confident_errors(parts[name].inputs, parts[name].ids, e.labels, e.probabilities,
-                                          list(data.label_map.names), data.modality)
-                   for name, e in evaluations.items()},
-    }
-    atomic_write_text(run_dir / "report.md", render_markdown(run))
-    atomic_write_text(run_dir / "report.html", render_report(run))
-
-
-def cfg_data(run_dir: Path) -> str | None:
-    """The data reference recorded in the run's config.json (None for in-memory data)."""
-    config_file = run_dir / "config.json"
-    return json.loads(config_file.read_text()).get("data") if config_file.is_file() else None
-
-
 def load(bundle: str | Path) -> Bundle:
     return load_bundle(Path(bundle))
 
 
 def _labeled_split(data: DataInput, split: str, columns: TextColumns) -> Examples:
-    splits = _as_splits(data, columns)
+    splits = as_splits(data, columns)
     has_splits = splits.val is not None or splits.test is not None
     examples = splits.get(split) if has_splits else splits.train
     if examples is None:
@@ -530,7 +373,7 @@ def predict(bundle: str | Path, data: DataInput, out: str | Path | None = None, 
     with ``out``, stream CSV/JSONL rows (label, score, optional top-k; an ``error`` for unreadable inputs) to it.
     ``runtime``: torch, onnx (an exported bundle), or auto (onnx when the folder holds model.onnx)."""
     predictor = Predictor.from_bundle(Path(bundle), runtime=runtime, batch_size=batch_size)
-    splits = _as_splits(data, TextColumns(text_column, "label"), labeled=False)
+    splits = as_splits(data, TextColumns(text_column, "label"), labeled=False)
     examples = _concat([p for p in (splits.train, splits.val, splits.test) if p is not None])
     return predict_to_file(predictor, examples, Path(out) if out is not None else None, top_k, progress)
 
@@ -568,103 +411,3 @@ def write_predictions(path: Path, predictions: Predictions, id_field: str) -> No
             writer.writerows(rows)
 
     atomic_write(path, write)
-
-
-def compare(data: DataInput, strategies: list[str], labels_per_class: list[int | None], seeds: int = 1,
-            out: str | Path | None = None, budget_minutes: float | None = None, progress: bool = True,
-            on_run: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
-    """Run every strategy x labels-per-class x seed on identical splits, plus the plain reference; write
-    compare.json and compare.html in ``out`` (each run keeps its own folder under out/runs/).
-
-    The test set is the same for every run (the source's test split, ``test_data``, or a fixed stratified
-    20 % held out with seed 0); the K-per-class subsample depends only on (K, seed), so every strategy sees the
-    same examples, and frozen features are computed once (the feature cache). ``budget_minutes`` runs the
-    cheapest combinations first and skips any whose estimated time no longer fits, saying which.
-    ``on_run`` receives a line as each run starts (the CLI prints it); ``progress`` is kept for symmetry with fit.
-    """
-    for name in strategies:
-        build_strategy(name)  # fail on a typo before hours of runs
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"The 'seeds' parameter of compare must be an int >= 1. Got {seeds!r} instead.")
-    base = FitConfig.from_options(**options)
-    out_dir = Path(out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
-    splits = _comparison_splits(data, base)
-    plan = sorted(((k, s, seed) for k in labels_per_class for s in strategies for seed in range(seeds)),
-                  key=lambda item: (_k_key(item[0]), _cost_rank(item[1]), item[2]))
-    runs, skipped, seconds_per_example = [], [], {}
-    start = time.perf_counter()
-    for k, strategy, seed in plan:
-        cfg = replace(base, strategy=strategy, labels_per_class=k, val_data=None, test_data=None,
-                      out=str(out_dir / "runs" / f"{strategy}-k{k or 'all'}-seed{seed}"),
-                      train=replace(base.train, seed=seed, progress=False))
-        n_train = len(prepare_data(splits, cfg).train)
-        estimate = n_train * seconds_per_example.get(strategy, max(seconds_per_example.values(), default=0.0))
-        if budget_minutes is not None and time.perf_counter() - start + estimate > 60 * budget_minutes:
-            skipped.append(f"{strategy} at {k or 'all'} labels/class, seed {seed}: about {estimate:.0f} s estimated, "
-                           f"over the {budget_minutes} min budget")
-            continue
-        if on_run is not None:
-            on_run(f"{strategy} at {k or 'all'} labels/class, seed {seed}")
-        result = fit(splits, config=cfg)
-        summary = json.loads((result.run_dir / "metrics.json").read_text())
-        seconds_per_example[strategy] = summary["wall_seconds"] / max(n_train, 1)
-        runs.append({"strategy": strategy, "labels_per_class": k, "seed": seed, "run_dir": str(result.run_dir),
-                     "accuracy": result.metrics["test"]["accuracy"], "macro_f1": result.metrics["test"]["macro_f1"],
-                     "seconds": summary["wall_seconds"], "trainable_params": summary["trainable_params"]})
-    runs += _reference_runs(splits, base, labels_per_class, seeds)
-    return _write_comparison(out_dir, data, base, splits, runs, skipped, strategies, seeds)
-
-
-def _cost_rank(strategy: str) -> int:
-    """Registry order runs from the cheapest (linear-probe, head) to the costliest (l2sp, scratch)."""
-    return list(STRATEGIES).index(strategy)
-
-
-def _k_key(k: int | None) -> float:
-    return float("inf") if k is None else float(k)
-
-
-def _comparison_splits(data: DataInput, cfg: FitConfig) -> DataSplits:
-    """Train/val/test fixed once for the whole comparison."""
-    columns = TextColumns(cfg.text_column, cfg.label_column)
-    splits = _as_splits(data, columns)
-    val = _as_splits(cfg.val_data, columns).train if cfg.val_data else splits.val
-    test = _as_splits(cfg.test_data, columns).train if cfg.test_data else splits.test
-    train = splits.train
-    if test is None:
-        train, test = stratified_split(train, 0.2, seed=0)
-    return DataSplits(train=train, val=val, test=test)
-
-
-def _reference_runs(splits: DataSplits, base: FitConfig, ks: list[int | None], seeds: int) -> list[dict[str, Any]]:
-    """The pixels/TF-IDF logistic regression on exactly the examples each (K, seed) run trained on."""
-    runs = []
-    for k in ks:
-        for seed in range(seeds):
-            prepared = prepare_data(splits, replace(base, labels_per_class=k, val_data=None, test_data=None,
-                                                    train=replace(base.train, seed=seed)))
-            begin = time.perf_counter()
-            m = reference_metrics(prepared.train, prepared.test, prepared.label_map)
-            runs.append({"strategy": reference_name(prepared.modality), "labels_per_class": k, "seed": seed,
-                         "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-                         "seconds": time.perf_counter() - begin, "trainable_params": None})
-    return runs
-
-
-def _write_comparison(out_dir: Path, data: DataInput, base: FitConfig, splits: DataSplits, runs: list[dict[str, Any]],
-                      skipped: list[str], strategies: list[str], seeds: int) -> dict[str, Any]:
-    reference = reference_name(splits.train.modality)
-    rows = summarize(runs)
-    scratch = "scratch" if "scratch" in strategies else None
-    summary = {
-        "title": out_dir.name, "data": _data_reference(data) or "in memory",
-        "model": base.model if base.model != "auto" else DEFAULT_FOR_MODALITY[splits.train.modality],
-        "seeds": seeds, "n_test": len(splits.test), "rows": rows, "gains": gains(rows, scratch, reference),
-        "skipped": skipped, "series": series(rows), "reference_name": reference,
-        "config": {"strategies": ", ".join(strategies), **asdict(base.train), "image_size": base.image_size,
-                   "reference": f"{reference}: logistic regression on the same training examples, no pretrained weights"},
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "compare.json", {**summary, "runs": runs})
-    atomic_write_text(out_dir / "compare.html", render_compare(summary))
-    return {**summary, "runs": runs, "out": str(out_dir)}

@@ -187,11 +187,11 @@ def compare(
     precision: str | None = typer.Option(None, help="auto | fp32 | bf16."),
 ) -> None:
     """Compare strategies on identical splits: mean ± std, wall time, trainable parameters, transfer gain."""
-    from transferkit import api
+    from transferkit.compare import compare as run_comparison
 
     options = {k: v for k, v in locals().items() if v is not None and k not in (
-        "data", "strategies", "labels_per_class", "seeds", "out", "budget_minutes", "api")}
-    summary = api.compare(data, [s.strip() for s in strategies.split(",") if s.strip()], _parse_ks(labels_per_class),
+        "data", "strategies", "labels_per_class", "seeds", "out", "budget_minutes", "run_comparison")}
+    summary = run_comparison(data, [s.strip() for s in strategies.split(",") if s.strip()], _parse_ks(labels_per_class),
                           seeds=seeds, out=out, budget_minutes=budget_minutes,
                           on_run=lambda line: console.print(f"[compare] {escape(line)}"), **options)
     table = Table("strategy", "K", "accuracy", "s/run", "trainable", title=f"compare: {summary['data']}")

@@ -37,11 +37,11 @@ def browser(chromium_path: str):
 
 @pytest.fixture(scope="module")
 def compare_html(chromium_path: str, digits_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transferkit import api
+    from transferkit.compare import compare
 
     out = tmp_path_factory.mktemp("browser-compare") / "cmp"
-    api.compare(str(digits_folder), ["linear-probe", "scratch"], [5], seeds=1, out=str(out), progress=False,
-                model="efficientnet_lite0", epochs=1, image_size=32)
+    compare(str(digits_folder), ["linear-probe", "scratch"], [5], seeds=1, out=str(out), progress=False,
+            model="efficientnet_lite0", epochs=1, image_size=32)
     return out / "compare.html"
 
 

@@ -1,0 +1,127 @@
+"""compare: every strategy x labels-per-class x seed on identical splits, plus a plain reference, in one report.
+
+A top-level module beside api (it calls api.fit for each run); writes compare.json and compare.html.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from transferkit import api
+from transferkit.api import DataInput
+from transferkit.backbones import DEFAULT_FOR_MODALITY
+from transferkit.config import FitConfig
+from transferkit.core.errors import ConfigError
+from transferkit.core.io import atomic_write_json, atomic_write_text
+from transferkit.data.examples import DataSplits
+from transferkit.data.sources import TextColumns
+from transferkit.data.splits import stratified_split
+from transferkit.evaluate.baselines import reference_metrics, reference_name
+from transferkit.evaluate.comparison import gains, series, summarize
+from transferkit.evaluate.html import render_compare
+from transferkit.strategies import STRATEGIES, build_strategy
+
+
+def compare(data: DataInput, strategies: list[str], labels_per_class: list[int | None], seeds: int = 1,
+            out: str | Path | None = None, budget_minutes: float | None = None, progress: bool = True,
+            on_run: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
+    """Run every strategy x labels-per-class x seed on identical splits, plus the plain reference; write
+    compare.json and compare.html in ``out`` (each run keeps its own folder under out/runs/).
+
+    The test set is the same for every run (the source's test split, ``test_data``, or a fixed stratified
+    20 % held out with seed 0); the K-per-class subsample depends only on (K, seed), so every strategy sees the
+    same examples, and frozen features are computed once (the feature cache). ``budget_minutes`` runs the
+    cheapest combinations first and skips any whose estimated time no longer fits, saying which.
+    ``on_run`` receives a line as each run starts (the CLI prints it); ``progress`` is kept for symmetry with fit.
+    """
+    for name in strategies:
+        build_strategy(name)  # fail on a typo before hours of runs
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"The 'seeds' parameter of compare must be an int >= 1. Got {seeds!r} instead.")
+    base = FitConfig.from_options(**options)
+    out_dir = Path(out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
+    splits = _comparison_splits(data, base)
+    plan = sorted(((k, s, seed) for k in labels_per_class for s in strategies for seed in range(seeds)),
+                  key=lambda item: (_k_key(item[0]), _cost_rank(item[1]), item[2]))
+    runs, skipped, seconds_per_example = [], [], {}
+    start = time.perf_counter()
+    for k, strategy, seed in plan:
+        cfg = replace(base, strategy=strategy, labels_per_class=k, val_data=None, test_data=None,
+                      out=str(out_dir / "runs" / f"{strategy}-k{k or 'all'}-seed{seed}"),
+                      train=replace(base.train, seed=seed, progress=False))
+        n_train = len(api.prepare_data(splits, cfg).train)
+        estimate = n_train * seconds_per_example.get(strategy, max(seconds_per_example.values(), default=0.0))
+        if budget_minutes is not None and time.perf_counter() - start + estimate > 60 * budget_minutes:
+            skipped.append(f"{strategy} at {k or 'all'} labels/class, seed {seed}: about {estimate:.0f} s estimated, "
+                           f"over the {budget_minutes} min budget")
+            continue
+        if on_run is not None:
+            on_run(f"{strategy} at {k or 'all'} labels/class, seed {seed}")
+        result = api.fit(splits, config=cfg)
+        summary = json.loads((result.run_dir / "metrics.json").read_text())
+        seconds_per_example[strategy] = summary["wall_seconds"] / max(n_train, 1)
+        runs.append({"strategy": strategy, "labels_per_class": k, "seed": seed, "run_dir": str(result.run_dir),
+                     "accuracy": result.metrics["test"]["accuracy"], "macro_f1": result.metrics["test"]["macro_f1"],
+                     "seconds": summary["wall_seconds"], "trainable_params": summary["trainable_params"]})
+    runs += _reference_runs(splits, base, labels_per_class, seeds)
+    return _write_comparison(out_dir, data, base, splits, runs, skipped, strategies, seeds)
+
+
+def _cost_rank(strategy: str) -> int:
+    """Registry order runs from the cheapest (linear-probe, head) to the costliest (l2sp, scratch)."""
+    return list(STRATEGIES).index(strategy)
+
+
+def _k_key(k: int | None) -> float:
+    return float("inf") if k is None else float(k)
+
+
+def _comparison_splits(data: DataInput, cfg: FitConfig) -> DataSplits:
+    """Train/val/test fixed once for the whole comparison."""
+    columns = TextColumns(cfg.text_column, cfg.label_column)
+    splits = api.as_splits(data, columns)
+    val = api.as_splits(cfg.val_data, columns).train if cfg.val_data else splits.val
+    test = api.as_splits(cfg.test_data, columns).train if cfg.test_data else splits.test
+    train = splits.train
+    if test is None:
+        train, test = stratified_split(train, 0.2, seed=0)
+    return DataSplits(train=train, val=val, test=test)
+
+
+def _reference_runs(splits: DataSplits, base: FitConfig, ks: list[int | None], seeds: int) -> list[dict[str, Any]]:
+    """The pixels/TF-IDF logistic regression on exactly the examples each (K, seed) run trained on."""
+    runs = []
+    for k in ks:
+        for seed in range(seeds):
+            prepared = api.prepare_data(splits, replace(base, labels_per_class=k, val_data=None, test_data=None,
+                                                    train=replace(base.train, seed=seed)))
+            begin = time.perf_counter()
+            m = reference_metrics(prepared.train, prepared.test, prepared.label_map)
+            runs.append({"strategy": reference_name(prepared.modality), "labels_per_class": k, "seed": seed,
+                         "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                         "seconds": time.perf_counter() - begin, "trainable_params": None})
+    return runs
+
+
+def _write_comparison(out_dir: Path, data: DataInput, base: FitConfig, splits: DataSplits, runs: list[dict[str, Any]],
+                      skipped: list[str], strategies: list[str], seeds: int) -> dict[str, Any]:
+    reference = reference_name(splits.train.modality)
+    rows = summarize(runs)
+    scratch = "scratch" if "scratch" in strategies else None
+    summary = {
+        "title": out_dir.name, "data": api.data_reference(data) or "in memory",
+        "model": base.model if base.model != "auto" else DEFAULT_FOR_MODALITY[splits.train.modality],
+        "seeds": seeds, "n_test": len(splits.test), "rows": rows, "gains": gains(rows, scratch, reference),
+        "skipped": skipped, "series": series(rows), "reference_name": reference,
+        "config": {"strategies": ", ".join(strategies), **asdict(base.train), "image_size": base.image_size,
+                   "reference": f"{reference}: logistic regression on the same training examples, no pretrained weights"},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "compare.json", {**summary, "runs": runs})
+    atomic_write_text(out_dir / "compare.html", render_compare(summary))
+    return {**summary, "runs": runs, "out": str(out_dir)}

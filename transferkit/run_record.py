@@ -1,0 +1,119 @@
+"""What a run leaves on disk besides its bundle and checkpoints: metrics.json, history.json, report.md/.html,
+and the bundle manifest's record of how the model was made.
+
+A top-level module used by api.fit (of the top-level modules it imports only config and refit).
+"""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from transferkit.backbones import DEFAULT_FOR_MODALITY
+from transferkit.backbones.heads import TransferModel
+from transferkit.backbones.provenance import pretrained_record
+from transferkit.config import FitConfig
+from transferkit.core.io import atomic_write_json, atomic_write_text
+from transferkit.core.runtime import default_device
+from transferkit.data.doctor import DataReport
+from transferkit.evaluate.html import confident_errors, inputs_summary, render_report
+from transferkit.evaluate.metrics import headline
+from transferkit.evaluate.report import (
+    before_after_notes,
+    before_after_table,
+    data_doctor_notes,
+    distillation_table,
+    imbalance_notes,
+    render_markdown,
+    training_notes,
+)
+from transferkit.refit import init_from_notes
+from transferkit.train.config import IMBALANCE_RATIO_FOR_WEIGHTS
+from transferkit.train.loop import TrainResult
+
+PACKAGES = ("transferkit", "torch", "torchvision", "timm", "transformers", "scikit-learn", "safetensors", "numpy")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def manifest(cfg: FitConfig, model: TransferModel, data: Any, strategy, spec, summary,
+              precision: str) -> dict[str, Any]:
+    bb = model.backbone
+    return {
+        "backbone": {"name": bb.name, "architecture": bb.architecture(), "pretrained_sha256": bb.weights_sha256,
+                     "feature_dim": bb.feature_dim, **(pretrained_record(bb.name) if bb.weights_sha256 else {})},
+        "task": "classification",
+        "labels": list(data.label_map.names),
+        "preprocessing": spec.to_dict(),
+        "inference_precision": precision,
+        "strategy": {"name": strategy.name, "config": asdict(strategy.config)},
+        "train_config": asdict(cfg.train),
+        "fit_config": {k: v for k, v in asdict(cfg).items() if k != "train"},
+        "metrics": {k: headline(v) if isinstance(v, dict) else v for k, v in summary.items()},
+        "versions": versions(),
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, summary: dict, strategy,
+               evaluations: dict[str, Any], before: dict[str, Any] | None,
+               data_report: DataReport | None = None) -> None:
+    atomic_write_json(run_dir / "metrics.json", summary)
+    atomic_write_json(run_dir / "history.json", result.history)
+    if not result.history:  # a closed-form strategy still leaves TensorBoard events with its final metrics
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as writer:
+            for split in ("val", "test"):
+                if split in summary:
+                    writer.add_scalar(f"{split}/accuracy", summary[split]["accuracy"], 0)
+                    writer.add_scalar(f"{split}/macro_f1", summary[split]["macro_f1"], 0)
+    model_name = cfg.model if cfg.model != "auto" else DEFAULT_FOR_MODALITY[data.modality]
+    config_rows = {"data": cfg_data(run_dir) or "in memory", "model": model_name,
+                   "strategy": f"{strategy.name} ({strategy.summary})",
+                   "strategy options": json.dumps(asdict(strategy.config)), **asdict(cfg.train),
+                   "labels_per_class": cfg.labels_per_class, "image_size": cfg.image_size,
+                   "batch_size": summary["batch_size_used"], "precision": summary["precision_used"],
+                   "device": str(default_device())}
+    metrics = {k: v for k, v in summary.items() if k in ("test", "val")}
+    parts = {"train": data.train, "val": data.val, "test": data.test}
+    run = {
+        "title": run_dir.name, "model": model_name, "strategy": strategy.name,
+        "created": datetime.now().isoformat(timespec="seconds"), "metrics": metrics, "history": result.history,
+        "notes": training_notes(result) + imbalance_notes(summary["imbalance"], IMBALANCE_RATIO_FOR_WEIGHTS)
+        + before_after_notes(before, metrics, strategy.name)
+        + (data_doctor_notes(data_report.to_dict()) if data_report is not None else [])
+        + init_from_notes(summary.get("init_from")),
+        "data_doctor": data_report.to_dict() if data_report is not None else None,
+        "data": {"sizes": {k: len(v) if v is not None else 0 for k, v in parts.items()},
+                 "class_counts": {k: v.class_counts() for k, v in parts.items() if v is not None and v.labels},
+                 "inputs_summary": inputs_summary(data.train),
+                 "lengths": [len(str(t).split()) for t in data.train.inputs] if data.modality == "text" else None},
+        "config": config_rows, "environment": versions(),
+        "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
+        "before_after": before_after_table(before, metrics, strategy.name),
+        "distillation": distillation_table(summary),
+        "errors": {name: confident_errors(parts[name].inputs, parts[name].ids, e.labels, e.probabilities,
+                                          list(data.label_map.names), data.modality)
+                   for name, e in evaluations.items()},
+    }
+    atomic_write_text(run_dir / "report.md", render_markdown(run))
+    atomic_write_text(run_dir / "report.html", render_report(run))
+
+
+def cfg_data(run_dir: Path) -> str | None:
+    """The data reference recorded in the run's config.json (None for in-memory data)."""
+    config_file = run_dir / "config.json"
+    return json.loads(config_file.read_text()).get("data") if config_file.is_file() else None
