@@ -126,6 +126,9 @@ def test_peft_bundle_reloads_and_its_adapter_file_rebuilds_the_model(name: str, 
     logits, _ = predict_logits(bundle.model, make_loader(examples, bundle.preprocessing, None, 8), "fp32")
     rebuilt_logits, _ = predict_logits(rebuilt, make_loader(examples, bundle.preprocessing, None, 8), "fp32")
     np.testing.assert_allclose(rebuilt_logits, logits, atol=1e-4, rtol=0)
+    if name in ("adapter", "prompt"):  # modules that stay in the model also export (the prompt drops token_type_ids)
+        entry = api.export(result.bundle_dir, tmp_path / f"{name}-onnx")
+        assert entry["parity"]["max_abs_diff"] <= 1e-4 and entry["parity"]["top1_agreement"] == 1.0
 
 
 def test_model_from_adapter_refuses_a_bundle_without_one(text_csv: Path, tmp_path: Path):
