@@ -10,7 +10,8 @@ benchmarks/results/export_speed.json with the environment.
     .venv/bin/python benchmarks/export_speed.py                        # both bundles, ~8 min on 2 busy cores
     .venv/bin/python benchmarks/export_speed.py --text-bundle runs/news/bundle --skip-image
 
-Both probes use scaling='global': the default per-feature scaling divides by each feature's spread, so nearly
+Both probes use scaling='global' (results predate the probe's floor on per-feature spreads, which now keeps the
+default usable too): per-feature scaling divided by each feature's spread, so nearly
 constant features get huge head weights that amplify any perturbation of them. MiniLM has output dimensions that
 are constant up to 1e-32 (LayerNorm weights of ~1e-33: head weights of ~1e30, int8 collapses to one class); on
 digits at 64 px, Lite0's probe reaches weights of ~1e3 and static int8 agreed with fp32 on 6 % of the images.
