@@ -7,8 +7,6 @@ The folder is written next to its destination and renamed into place, so a crash
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,7 @@ from transferkit.backbones import backbone_from_architecture
 from transferkit.backbones.heads import HEADS, TransferModel
 from transferkit.backbones.provenance import PretrainedWeightsWarning, pretrained_mismatch
 from transferkit.core.errors import BundleError
-from transferkit.core.io import atomic_write_json
+from transferkit.core.io import atomic_write_json, staged_folder
 from transferkit.data.labels import LabelMap
 from transferkit.data.preprocess import PreprocessSpec
 
@@ -45,9 +43,7 @@ def save_bundle(folder: Path, model: TransferModel, manifest: dict[str, Any],
     """``adapter`` (PEFT runs): the trained tensors alone, unmerged, kept as adapter.safetensors beside the model:
     a few hundred KB that re-create the model on top of the pretrained backbone (export.adapters)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with staged_folder(folder) as staging:
         # save_model stores a tensor shared under two names (peft's prompt wrapper aliases the word embeddings) once
         save_model(model, str(staging / WEIGHTS), metadata={"format": "transferkit", "version": str(FORMAT_VERSION)})
         if adapter:
@@ -57,11 +53,6 @@ def save_bundle(folder: Path, model: TransferModel, manifest: dict[str, Any],
                                                 "params": sum(v.numel() for v in adapter.values())}}
         model.backbone.save_assets(staging)
         atomic_write_json(staging / MANIFEST, {"format_version": FORMAT_VERSION, **manifest})
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from torch import nn
 
 from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import BundleError, ConfigError
-from transferkit.core.io import atomic_write_json
+from transferkit.core.io import atomic_write_json, staged_folder
 from transferkit.data.labels import LabelMap
 from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
 from transferkit.data.stream import inference_batches
@@ -211,9 +210,7 @@ def export_onnx(bundle_dir: Path, out_dir: Path, int8: bool = False, opset: int 
     names = _input_names(spec)
     recorded, where = recorded_split(bundle.manifest, bundle_dir)
     check, check_source = check_inputs(spec, recorded, where, n_check)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as staging:
         _torch_export(model, spec, names, staging / ONNX_FILE, opset)
         session = open_session(staging / ONNX_FILE)
         # the exporter drops inputs the graph never reads (a soft-prompt model ignores token_type_ids)
@@ -235,11 +232,6 @@ def export_onnx(bundle_dir: Path, out_dir: Path, int8: bool = False, opset: int 
         if spec.modality == "text":
             shutil.copytree(bundle_dir / "tokenizer", staging / "tokenizer")
         atomic_write_json(staging / MANIFEST, {**bundle.manifest, "runtime": "onnx", "onnx": entry})
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return entry
 
 
