@@ -6,7 +6,9 @@ metric), so every finding names a file (and line, for text rows), a kind and a s
 
 - images: ``empty-file``, ``unreadable-image`` (corrupt, truncated, not an allowed format), ``image-too-large``
   (a decompression bomb, refused from its header), ``wrong-extension`` (decodes, but is not what its name says).
-  Unusable images are *left out* of the run: the report lists them and ``DataReport.apply`` drops them.
+  Unusable images are *left out* of the run: the report lists them (``skipped``: path, kind, reason), counts them
+  (``n_skipped``) and ``DataReport.apply`` drops them; ``diagnose_inputs`` runs only these per-input checks, for
+  `evaluate`, so every command leaves out the same files.
 - labels: ``no-examples``, ``single-class``, ``small-class`` (fewer than a validation split needs),
   ``empty-class``, ``similar-class-names`` (case/space/plural/one edit), ``imbalance``, ``unknown-label``.
 - text: ``non-utf8`` (file and line; the source is read with U+FFFD in place, and the bytes are counted),
@@ -37,7 +39,7 @@ from transferkit.data.fingerprints import (
 )
 from transferkit.data.images import DEFAULT_MAX_PIXELS
 from transferkit.data.names import similar_names
-from transferkit.data.sources import invalid_utf8
+from transferkit.data.tables import invalid_utf8
 
 SPLITS = ("train", "val", "test")
 FATAL, WARNING = "fatal", "warning"
@@ -89,6 +91,7 @@ class DataReport:
     config: DoctorConfig = field(default_factory=DoctorConfig)
     stats: dict[str, Any] = field(default_factory=dict)
     left_out_ids: dict[str, list[str]] = field(default_factory=dict)
+    reasons: dict[str, dict[int, tuple[str, str]]] = field(default_factory=dict)  # split -> index -> (kind, why)
 
     @property
     def fatal(self) -> list[Finding]:
@@ -103,6 +106,15 @@ class DataReport:
     @property
     def n_skipped(self) -> int:
         return sum(len(self.left_out(s)) for s in SPLITS)
+
+    def skipped(self) -> list[dict[str, str]]:
+        """Each input a run leaves out: split, path (file:line for text rows), kind and reason."""
+        found = []
+        for s in (s for s in SPLITS if s in self.sizes):
+            for i in self.left_out(s):
+                kind, reason = self.reasons.get(s, {}).get(i, ("", ""))
+                found.append({"split": s, "path": self.left_out_ids[s][i], "kind": kind, "reason": reason})
+        return found
 
     def apply(self, splits: DataSplits) -> DataSplits:
         """The same splits without the examples the report leaves out (unreadable; duplicates with dedupe)."""
@@ -132,12 +144,22 @@ class DataReport:
                 "by_kind": dict(sorted(by_kind.items())), "strict": self.config.strict, "dedupe": self.config.dedupe,
                 "sizes": self.sizes, "n_skipped": self.n_skipped,
                 "left_out": {s: [self.left_out_ids[s][i] for i in self.left_out(s)] for s in SPLITS if s in self.sizes},
+                "skipped": self.skipped(),
                 "stats": self.stats, "findings": [f.to_dict() for f in self.findings]}
 
 
 def diagnose(splits: DataSplits, config: DoctorConfig = DoctorConfig()) -> DataReport:
     """Check every split of ``splits`` (each image fully decoded once); the report says what a run would drop."""
-    return _Doctor(config).run(splits)
+    return _Doctor(config).run({name: splits.get(name) for name in SPLITS if splits.get(name) is not None})
+
+
+def diagnose_inputs(parts: dict[str, Examples], config: DoctorConfig = DoctorConfig()) -> DataReport:
+    """Only the checks of each input on its own (unreadable or refused images, wrong extensions, bad bytes, empty
+    and long texts), for splits scored without training data (``evaluate``); labels and leakage are not checked.
+
+    ``diagnose`` runs these same checks first, so every command leaves out, names and counts the same files.
+    """
+    return _Doctor(config).run(parts, inputs_only=True)
 
 
 def locate(examples: Examples, i: int) -> tuple[str, int | None]:
@@ -157,6 +179,7 @@ class _Doctor:
         self.findings: list[Finding] = []
         self.unreadable: dict[str, list[int]] = defaultdict(list)
         self.duplicates: dict[str, list[int]] = defaultdict(list)
+        self.reasons: dict[str, dict[int, tuple[str, str]]] = defaultdict(dict)  # split -> index -> (kind, why)
         self.stats: dict[str, Any] = {}
 
     def add(self, kind: str, path: str, message: str, fatal: bool = False, line: int | None = None,
@@ -164,9 +187,8 @@ class _Doctor:
         severity = FATAL if fatal or self.config.strict else WARNING
         self.findings.append(Finding(kind, path, message, severity, line, split))
 
-    def run(self, splits: DataSplits) -> DataReport:
+    def run(self, parts: dict[str, Examples], inputs_only: bool = False) -> DataReport:
         start = time.perf_counter()
-        parts = {name: splits.get(name) for name in SPLITS if splits.get(name) is not None}
         infos: dict[str, list[ImageInfo]] = {}
         for name, examples in parts.items():
             if examples.modality == "image":
@@ -176,16 +198,17 @@ class _Doctor:
         dropped = {name: set(self.unreadable[name]) for name in parts}
         usable = {name: ex.subset([i for i in range(len(ex)) if i not in dropped[name]]) for name, ex in parts.items()}
         needs_split = self.config.needs_val_split if self.config.needs_val_split is not None else "val" not in parts
-        if parts["train"].labels is not None:
+        if not inputs_only and parts["train"].labels is not None:
             self._labels(usable, needs_split)
-        self._leakage(parts, infos)
+        if not inputs_only:
+            self._leakage(parts, infos)
         self.stats.update({"unreadable": sum(map(len, self.unreadable.values())),
                            "duplicates": sum(map(len, self.duplicates.values())),
                            "seconds": round(time.perf_counter() - start, 3)})
         return DataReport(self.findings, {n: len(ex) for n, ex in parts.items()}, dict(self.unreadable),
                           dict(self.duplicates), self.config, self.stats,
                           {n: [locate(ex, i)[0] if ex.modality == "image" else _label(locate(ex, i))
-                               for i in range(len(ex))] for n, ex in parts.items()})
+                               for i in range(len(ex))] for n, ex in parts.items()}, dict(self.reasons))
 
     # ---- images -----------------------------------------------------------------------------------------------
 
@@ -195,6 +218,7 @@ class _Doctor:
             path, _ = locate(examples, i)
             if not info.ok:
                 self.unreadable[split].append(i)
+                self.reasons[split][i] = (info.kind or "unreadable-image", info.reason or "unreadable")
                 self.add(info.kind or "unreadable-image", path, f"{info.reason}; left out of the run", split=split)
             elif isinstance(item, (str, Path)) and (real := extension_mismatch(str(item), info)):
                 self.add("wrong-extension", path, f"a {real} file named '{Path(item).name}'; it decodes, but rename "
@@ -327,6 +351,7 @@ class _Doctor:
             labels = f", but labelled '{ex.labels[i]}' here and '{other.labels[j]}' there"
         action = "--dedupe leaves this copy out" if not self.config.dedupe else "left out (--dedupe)"
         self.duplicates[split].append(i)
+        self.reasons[split][i] = (kind, f"{how} {there}{labels}")
         self.add(kind, path, f"{how} {there}{labels}; {action}", line=line, split=split)
 
     def _near_images(self, parts: dict[str, Examples], infos: dict[str, list[ImageInfo]]) -> None:

@@ -1,33 +1,20 @@
 """Turn a SRC string (image folder, .csv/.jsonl of texts, or builtin:NAME) into DataSplits.
 
 Imports only transferkit.core and transferkit.data. Every user mistake raises DataError naming the
-file, line or field and the fix.
+file, line or field and the fix. CSV/JSONL files are read by transferkit.data.tables.
 """
 from __future__ import annotations
 
-import csv
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from transferkit.core.errors import DataError
 from transferkit.core.registry import lookup
 from transferkit.data.builtins import DATASETS
 from transferkit.data.examples import DataSplits, Examples
 from transferkit.data.images import IMAGE_EXTENSIONS
+from transferkit.data.tables import EncodingErrors, TextColumns, read_text_file
 
 SPLIT_DIRS = ("train", "val", "test")
-# 'strict' refuses a text file with bytes that are not UTF-8 (naming file and line); 'replace' reads it with
-# U+FFFD in their place, for the data doctor to report and count (transferkit.data.doctor).
-EncodingErrors = Literal["strict", "replace"]
-
-
-@dataclass(frozen=True)
-class TextColumns:
-    text: str = "text"
-    label: str = "label"
-
 
 def load_source(src: str | Path, columns: TextColumns = TextColumns(), labeled: bool = True,
                 encoding_errors: EncodingErrors = "strict") -> DataSplits:
@@ -84,75 +71,3 @@ def _class_folder(root: Path, labeled: bool) -> Examples:
             f"with extensions {', '.join(IMAGE_EXTENSIONS)}."
         )
     return Examples("image", paths, labels, str(root))
-
-
-def read_text_file(path: Path, columns: TextColumns, labeled: bool, encoding_errors: EncodingErrors = "strict") -> Examples:
-    text = _decode(path, encoding_errors)
-    rows = _read_csv(path, text) if path.suffix.lower() == ".csv" else _read_jsonl(path, text)
-    if not rows:
-        raise DataError(f"'{path}' has no data rows.")
-    texts, labels, ids = [], [], []
-    for line, row in rows:
-        text = row.get(columns.text)
-        if text is None or (labeled and columns.label not in row):
-            missing = columns.text if text is None else columns.label
-            flag = "--text-column" if text is None else "--label-column"
-            raise DataError(
-                f"{path}:{line}: no '{missing}' field (found: {', '.join(map(str, row)) or 'nothing'}). "
-                f"Name the right column with {flag} NAME."
-            )
-        texts.append(str(text))
-        ids.append(str(text))
-        if labeled:
-            labels.append(str(row[columns.label]).strip())
-    if labeled and any(label == "" for label in labels):
-        line = rows[labels.index("")][0]
-        raise DataError(f"{path}:{line}: empty '{columns.label}' value; every row needs a label.")
-    return Examples("text", texts, labels if labeled else None, str(path), ids, [line for line, _ in rows])
-
-
-def invalid_utf8(raw: bytes) -> list[tuple[int, int]]:
-    """(line, byte value) of each invalid UTF-8 sequence in ``raw``: one per U+FFFD that 'replace' inserts."""
-    found, start = [], 0
-    while True:
-        try:
-            raw[start:].decode("utf-8")
-            return found
-        except UnicodeDecodeError as exc:
-            position = start + exc.start
-            found.append((raw[:position].count(b"\n") + 1, raw[position]))
-            start += exc.end
-
-
-def _decode(path: Path, errors: EncodingErrors = "strict") -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig", errors=errors)
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}:{line}: byte 0x{raw[exc.start]:02x} is not valid UTF-8. Re-save the file as UTF-8 "
-            "(or let `transferkit fit` without --strict read it with the bad bytes replaced)."
-        ) from None
-
-
-def _read_csv(path: Path, text: str) -> list[tuple[int, dict]]:
-    reader = csv.DictReader(text.splitlines(keepends=True))
-    if reader.fieldnames is None:
-        raise DataError(f"'{path}' is empty; it needs a header row such as 'text,label'.")
-    return [(reader.line_num, dict(row)) for row in reader]
-
-
-def _read_jsonl(path: Path, text: str) -> list[tuple[int, dict]]:
-    rows = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg}). Each line must be one JSON object.") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{line_no}: expected a JSON object like {{\"text\": ..., \"label\": ...}}.")
-        rows.append((line_no, obj))
-    return rows
