@@ -26,7 +26,7 @@ from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.io import atomic_write, atomic_write_json, atomic_write_text
 from transferkit.core.runtime import default_device, resolve_precision
 from transferkit.core.seeding import seed_everything
-from transferkit.data.doctor import DataReport, DoctorConfig, diagnose
+from transferkit.data.doctor import DataReport, DoctorConfig, diagnose, diagnose_inputs
 from transferkit.data.examples import DataSplits, Examples
 from transferkit.data.images import DEFAULT_MAX_PIXELS
 from transferkit.data.labels import LabelMap
@@ -346,36 +346,55 @@ def load(bundle: str | Path) -> Bundle:
     return load_bundle(Path(bundle))
 
 
-def _labeled_split(data: DataInput, split: str, columns: TextColumns) -> Examples:
-    splits = as_splits(data, columns)
+def _labeled_split(data: DataInput, split: str, columns: TextColumns, doctor: DoctorConfig) -> tuple[Examples,
+                                                                                                     DataReport]:
+    """The split to score, read as fit reads it, without the inputs fit would leave out (DataError if fatal)."""
+    splits = as_splits(data, columns, encoding_errors="replace")
     has_splits = splits.val is not None or splits.test is not None
     examples = splits.get(split) if has_splits else splits.train
     if examples is None:
         raise DataError(f"{splits.train.source} has no '{split}' split; choose one of train, val, test that exists.")
     if examples.labels is None:
         raise DataError(f"{examples.source}: evaluation needs labels.")
-    return examples
+    report = diagnose_inputs({split: examples}, doctor)
+    report.raise_if_fatal()
+    left_out = set(report.left_out(split))
+    if len(left_out) == len(examples):
+        raise DataError(f"{examples.source}: none of its {len(examples)} inputs can be read (e.g. "
+                        f"{report.skipped()[0]['path']}: {report.skipped()[0]['reason']}); nothing to evaluate.")
+    return examples.subset([i for i in range(len(examples)) if i not in left_out]), report
 
 
 def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_column: str = "text",
-             label_column: str = "label", progress: bool = True) -> dict[str, Any]:
-    """Metrics of a saved bundle on labeled data (a split of a multi-split source, or the whole source)."""
+             label_column: str = "label", progress: bool = True, strict: bool = False) -> dict[str, Any]:
+    """Metrics of a saved bundle on labeled data (a split of a multi-split source, or the whole source).
+
+    Inputs fit would leave out (unreadable or refused images) are left out here too, listed in ``skipped`` and
+    counted in ``n_skipped``; ``strict`` makes them (and every other per-input finding) a DataError.
+    """
     loaded = load_bundle(Path(bundle))
-    examples = _labeled_split(data, split, TextColumns(text_column, label_column))
+    spec = loaded.preprocessing
+    doctor = DoctorConfig(strict=strict, max_tokens=spec.max_length if spec.modality == "text" else None)
+    examples, report = _labeled_split(data, split, TextColumns(text_column, label_column), doctor)
     precision = loaded.manifest.get("inference_precision", "fp32")
-    metrics = _evaluate_split(loaded.model, examples, loaded.label_map, loaded.preprocessing, precision, progress).metrics
-    return {**metrics, "split": split, "data": examples.source}
+    metrics = _evaluate_split(loaded.model, examples, loaded.label_map, spec, precision, progress).metrics
+    skipped = report.skipped()
+    left_out = {item["path"] for item in skipped}
+    return {**metrics, "split": split, "data": examples.source, "n_skipped": report.n_skipped, "skipped": skipped,
+            "warnings": [f.to_dict() for f in report.findings if f.where not in left_out]}
 
 
 def predict(bundle: str | Path, data: DataInput, out: str | Path | None = None, text_column: str = "text",
-            progress: bool = True, runtime: str = "auto", top_k: int | None = None, batch_size: int = 64) -> Predictions:
+            progress: bool = True, runtime: str = "auto", top_k: int | None = None, batch_size: int = 64,
+            strict: bool = False) -> Predictions:
     """Predict every input of ``data`` (labels not needed) with the bundle's own preprocessing, batch by batch;
     with ``out``, stream CSV/JSONL rows (label, score, optional top-k; an ``error`` for unreadable inputs) to it.
-    ``runtime``: torch, onnx (an exported bundle), or auto (onnx when the folder holds model.onnx)."""
+    ``runtime``: torch, onnx (an exported bundle), or auto (onnx when the folder holds model.onnx).
+    ``strict``: any unreadable input is a DataError naming them, and ``out`` is not written."""
     predictor = Predictor.from_bundle(Path(bundle), runtime=runtime, batch_size=batch_size)
     splits = as_splits(data, TextColumns(text_column, "label"), labeled=False)
     examples = _concat([p for p in (splits.train, splits.val, splits.test) if p is not None])
-    return predict_to_file(predictor, examples, Path(out) if out is not None else None, top_k, progress)
+    return predict_to_file(predictor, examples, Path(out) if out is not None else None, top_k, progress, strict)
 
 
 def export(bundle: str | Path, out: str | Path, format: str = "onnx", int8: bool = False, opset: int = 17) -> dict:

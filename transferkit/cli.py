@@ -136,8 +136,8 @@ def fit(
     doctor_file = result.run_dir / "data_report.json"
     doctor_report = json.loads(doctor_file.read_text()) if doctor_file.is_file() else {"findings": []}
     if doctor_report["findings"]:
-        console.print(f"data doctor: {len(doctor_report['findings'])} finding(s), {doctor_report['n_skipped']} "
-                      f"input(s) left out; see {escape(str(doctor_file))}")
+        console.print(f"data doctor: {len(doctor_report['findings'])} finding(s); see {escape(str(doctor_file))}")
+    _print_left_out(doctor_report.get("skipped", []), str(doctor_file))
 
 
 COMPARE_EXAMPLES = """
@@ -185,11 +185,14 @@ def compare(
     patience: int | None = typer.Option(None, help="Early-stopping patience."),
     augment: str | None = typer.Option(None, help="none | light | randaugment | trivial."),
     precision: str | None = typer.Option(None, help="auto | fp32 | bf16."),
+    strict: bool = typer.Option(False, "--strict", help="Stop on any data-doctor finding (checked before any run)."),
+    dedupe: bool = typer.Option(False, "--dedupe", help="Leave out later copies of duplicate inputs (train < val < test)."),
+    max_pixels: int | None = typer.Option(None, help="Refuse images above N pixels [default: 40,000,000]."),
 ) -> None:
     """Compare strategies on identical splits: mean ± std, wall time, trainable parameters, transfer gain."""
     from transferkit.compare import compare as run_comparison
 
-    options = {k: v for k, v in locals().items() if v is not None and k not in (
+    options = {k: v for k, v in locals().items() if v is not None and v is not False and k not in (
         "data", "strategies", "labels_per_class", "seeds", "out", "budget_minutes", "run_comparison")}
     summary = run_comparison(data, [s.strip() for s in strategies.split(",") if s.strip()], _parse_ks(labels_per_class),
                           seeds=seeds, out=out, budget_minutes=budget_minutes,
@@ -204,7 +207,16 @@ def compare(
         console.print(("[red]" if g["negative"] else "") + escape(g["statement"]) + ("[/]" if g["negative"] else ""))
     for s in summary["skipped"]:
         console.print(f"skipped: {escape(s)}")
+    _print_left_out(summary["skipped_inputs"], f"{summary['out']}/data_report.json")
     console.print(f"wrote {summary['out']}/compare.html and compare.json")
+
+
+def _print_left_out(skipped: list[dict[str, str]], where: str) -> None:
+    """The line every command that reads a dataset prints: how many inputs it left out (n_skipped), and why."""
+    if skipped:
+        first = skipped[0]
+        console.print(f"[yellow]n_skipped: {len(skipped)} input(s) left out[/], e.g. {escape(first['path'])}: "
+                      f"{escape(first['reason'])}; all listed in {escape(where)}", highlight=False)
 
 
 @app.command(epilog="Example:\n\n"
@@ -216,15 +228,18 @@ def evaluate(
     text_column: str = typer.Option("text"),
     label_column: str = typer.Option("label"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on any unreadable input or other per-input "
+                                "finding, instead of leaving it out."),
 ) -> None:
     """Score a saved bundle on labeled data (accuracy, macro-F1, per-class report)."""
     from transferkit import api
     from transferkit.evaluate.metrics import headline
 
-    metrics = api.evaluate(bundle, data, split, text_column, label_column, progress=not as_json)
+    metrics = api.evaluate(bundle, data, split, text_column, label_column, progress=not as_json, strict=strict)
     if as_json:
         print(json.dumps(metrics))
         return
+    _print_left_out(metrics["skipped"], "the output of --json")
     table = Table("metric", "value", title=f"{metrics['data']} [{split}]")
     for key, value in headline(metrics).items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
@@ -240,7 +255,8 @@ Examples:
 
     transferkit predict --bundle runs/news/onnx --runtime onnx --data new.csv --out preds.csv
 
-Rows keep the input order. An image that cannot be read gets a row with an 'error' and no label; the run goes on.
+Rows keep the input order. An image that cannot be read gets a row with an 'error' and no label; the run goes on
+(counted as n_skipped), unless --strict.
 """
 
 
@@ -253,12 +269,15 @@ def predict(
     top_k: int | None = typer.Option(None, help="Also write the K most probable labels with their scores."),
     runtime: str = typer.Option("auto", help="torch | onnx | auto (onnx when the bundle holds model.onnx)."),
     batch_size: int = typer.Option(64, help="Inputs per batch (memory holds one batch of decoded inputs)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop (exit 2, nothing written) if any input is unreadable."),
 ) -> None:
     """Predict labels with a saved bundle, streaming batches to a file, using the bundle's own preprocessing."""
     from transferkit import api
 
-    predictions = api.predict(bundle, data, out, text_column, runtime=runtime, top_k=top_k, batch_size=batch_size)
-    console.print(f"wrote {len(predictions.ids)} predictions to {escape(str(out))}")
+    predictions = api.predict(bundle, data, out, text_column, runtime=runtime, top_k=top_k, batch_size=batch_size,
+                              strict=strict)
+    console.print(f"wrote {len(predictions.ids)} predictions to {escape(str(out))}; n_skipped: "
+                  f"{len(predictions.errors)}", highlight=False)
     if predictions.errors:
         first = min(predictions.errors)
         console.print(f"[yellow]{len(predictions.errors)} input(s) could not be read[/] (rows with an 'error'), e.g. "
@@ -408,7 +427,7 @@ def _print_doctor(report: dict, data: str, limit: int) -> None:
     sizes = ", ".join(f"{k} {v}" for k, v in report["sizes"].items())
     kinds = ", ".join(f"{k} {v}" for k, v in report["by_kind"].items()) or "none"
     out.print(f"examples: {sizes}; findings: {report['fatal']} fatal, {report['warnings']} warnings ({kinds}); "
-              f"fit would leave out {report['n_skipped']} input(s)", highlight=False)
+              f"fit would leave out {report['n_skipped']} input(s) (n_skipped)", highlight=False)
 
 
 @app.command("list", epilog="Examples:\n\n    transferkit list models\n\n    transferkit list strategies")

@@ -18,8 +18,8 @@ from transferkit.backbones import DEFAULT_FOR_MODALITY
 from transferkit.config import FitConfig
 from transferkit.core.errors import ConfigError
 from transferkit.core.io import atomic_write_json, atomic_write_text
+from transferkit.data.doctor import DataReport
 from transferkit.data.examples import DataSplits
-from transferkit.data.sources import TextColumns
 from transferkit.data.splits import stratified_split
 from transferkit.evaluate.baselines import reference_metrics, reference_name
 from transferkit.evaluate.comparison import gains, series, summarize
@@ -38,6 +38,9 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
     same examples, and frozen features are computed once (the feature cache). ``budget_minutes`` runs the
     cheapest combinations first and skips any whose estimated time no longer fits, saying which.
     ``on_run`` receives a line as each run starts (the CLI prints it); ``progress`` is kept for symmetry with fit.
+    Every split is checked once, before any run, by fit's data doctor (``strict``, ``dedupe`` and ``max_pixels``
+    as in fit): unreadable inputs are left out of every run and listed (``skipped``, ``n_skipped``), and a fatal
+    finding stops the comparison before it trains anything.
     """
     for name in strategies:
         build_strategy(name)  # fail on a typo before hours of runs
@@ -45,7 +48,7 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
         raise ConfigError(f"The 'seeds' parameter of compare must be an int >= 1. Got {seeds!r} instead.")
     base = FitConfig.from_options(**options)
     out_dir = Path(out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
-    splits = _comparison_splits(data, base)
+    splits, data_report = _comparison_splits(data, base)
     plan = sorted(((k, s, seed) for k in labels_per_class for s in strategies for seed in range(seeds)),
                   key=lambda item: (_k_key(item[0]), _cost_rank(item[1]), item[2]))
     runs, skipped, seconds_per_example = [], [], {}
@@ -69,7 +72,7 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
                      "accuracy": result.metrics["test"]["accuracy"], "macro_f1": result.metrics["test"]["macro_f1"],
                      "seconds": summary["wall_seconds"], "trainable_params": summary["trainable_params"]})
     runs += _reference_runs(splits, base, labels_per_class, seeds)
-    return _write_comparison(out_dir, data, base, splits, runs, skipped, strategies, seeds)
+    return _write_comparison(out_dir, data, base, splits, runs, skipped, strategies, seeds, data_report)
 
 
 def _cost_rank(strategy: str) -> int:
@@ -81,16 +84,13 @@ def _k_key(k: int | None) -> float:
     return float("inf") if k is None else float(k)
 
 
-def _comparison_splits(data: DataInput, cfg: FitConfig) -> DataSplits:
-    """Train/val/test fixed once for the whole comparison."""
-    columns = TextColumns(cfg.text_column, cfg.label_column)
-    splits = api.as_splits(data, columns)
-    val = api.as_splits(cfg.val_data, columns).train if cfg.val_data else splits.val
-    test = api.as_splits(cfg.test_data, columns).train if cfg.test_data else splits.test
-    train = splits.train
+def _comparison_splits(data: DataInput, cfg: FitConfig) -> tuple[DataSplits, DataReport]:
+    """Train/val/test fixed once for the whole comparison, checked by the data doctor before any run."""
+    checked, report = api.check_data(data, cfg)  # raises on a fatal finding: nothing has trained yet
+    train, test = checked.train, checked.test
     if test is None:
         train, test = stratified_split(train, 0.2, seed=0)
-    return DataSplits(train=train, val=val, test=test)
+    return DataSplits(train=train, val=checked.val, test=test), report
 
 
 def _reference_runs(splits: DataSplits, base: FitConfig, ks: list[int | None], seeds: int) -> list[dict[str, Any]]:
@@ -109,7 +109,7 @@ def _reference_runs(splits: DataSplits, base: FitConfig, ks: list[int | None], s
 
 
 def _write_comparison(out_dir: Path, data: DataInput, base: FitConfig, splits: DataSplits, runs: list[dict[str, Any]],
-                      skipped: list[str], strategies: list[str], seeds: int) -> dict[str, Any]:
+                      skipped: list[str], strategies: list[str], seeds: int, data_report: DataReport) -> dict[str, Any]:
     reference = reference_name(splits.train.modality)
     rows = summarize(runs)
     scratch = "scratch" if "scratch" in strategies else None
@@ -118,10 +118,12 @@ def _write_comparison(out_dir: Path, data: DataInput, base: FitConfig, splits: D
         "model": base.model if base.model != "auto" else DEFAULT_FOR_MODALITY[splits.train.modality],
         "seeds": seeds, "n_test": len(splits.test), "rows": rows, "gains": gains(rows, scratch, reference),
         "skipped": skipped, "series": series(rows), "reference_name": reference,
+        "n_skipped": data_report.n_skipped, "skipped_inputs": data_report.skipped(),
         "config": {"strategies": ", ".join(strategies), **asdict(base.train), "image_size": base.image_size,
                    "reference": f"{reference}: logistic regression on the same training examples, no pretrained weights"},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "compare.json", {**summary, "runs": runs})
+    atomic_write_json(out_dir / "data_report.json", data_report.to_dict())
     atomic_write_text(out_dir / "compare.html", render_compare(summary))
     return {**summary, "runs": runs, "out": str(out_dir)}

@@ -4,6 +4,7 @@ Imports transferkit.core, transferkit.data and transferkit.serve. Rows are writt
 file beside the destination, which is renamed into place only when every input has a row: an interrupted run
 never leaves a truncated file that looks complete. Images that cannot be read get a row with an ``error`` (and no
 label) instead of stopping the run; image CSVs therefore always carry an ``error`` column, text CSVs never do.
+With ``strict`` the run stops instead, after every input was tried (so the error names them all), writing nothing.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from transferkit.core.errors import ConfigError
+from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.io import atomic_write
 from transferkit.data.examples import Examples
 from transferkit.serve.predictor import BatchPredictions, Predictions, Predictor
@@ -79,8 +80,18 @@ def _progress(enabled: bool, total: int):
     return progress, progress.add_task("predict", total=total)
 
 
+def refuse_unreadable(errors: dict[int, str], ids: list[str]) -> None:
+    """``--strict``: unreadable inputs are a DataError naming the first few, as fit's data doctor names them."""
+    if not errors:
+        return
+    shown = "; ".join(f"{ids[i]}: {errors[i]}" for i in sorted(errors)[:3])
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    raise DataError(f"{len(errors)} input(s) could not be read (--strict): {shown}{more}. Fix or remove them, or drop "
+                    "--strict to get a row with an 'error' for each.")
+
+
 def predict_to_file(predictor: Predictor, examples: Examples, out: Path | None, top_k: int | None = None,
-                    progress: bool = True) -> Predictions:
+                    progress: bool = True, strict: bool = False) -> Predictions:
     """Predict every input of ``examples``; with ``out`` (.csv or .jsonl), stream one row per input into it."""
     check_top_k(top_k, len(predictor.label_names))
     if out is not None and Path(out).suffix.lower() not in FORMATS:
@@ -103,13 +114,15 @@ def predict_to_file(predictor: Predictor, examples: Examples, out: Path | None, 
                     for row in _rows(batch, examples.ids, id_field, predictor.label_names, top_k):
                         writer.write(row)
                 bar.advance(task, len(batch.positions) + len(batch.errors))
+        if strict:
+            refuse_unreadable(errors, examples.ids)
 
     if out is None:
         run(None)
     else:
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                run(fh)
+                run(fh)  # raising here (strict) leaves no file behind
 
         atomic_write(Path(out), write)
     return Predictions(examples.ids, probs, predictor.label_names, errors)
