@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.strategies.helpers import (
     LOOP_STRATEGIES,
@@ -10,11 +11,13 @@ from tests.strategies.helpers import (
     bn_statistics,
     changed_keys,
     optimizer_for,
+    snapshot,
     text_only,
     train_steps,
 )
 from transferkit.core.errors import ConfigError
 from transferkit.strategies import STRATEGIES, build_strategy
+from transferkit.strategies.base import PeftStrategy
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
@@ -45,3 +48,19 @@ def test_bn_policy_after_a_step(task: Task, name: str, bn: str):
 def test_unknown_bn_policy_is_a_config_error(name: str):
     with pytest.raises(ConfigError, match="bn"):
         build_strategy(name, {"bn": "adabn"})
+
+
+@pytest.mark.parametrize("name", sorted(n for n, cls in STRATEGIES.items() if issubclass(cls, PeftStrategy)))
+@pytest.mark.parametrize("bn", ["freeze", "train"])
+def test_peft_adapter_state_holds_every_tensor_training_changed(task: Task, name: str, bn: str):
+    """adapter.safetensors must rebuild the model: whatever a step changed (batch-norm statistics with bn=train
+    included) is in adapter_state, and nothing that stayed pretrained is."""
+    strategy, model, ctx = task.prepared(name, {"bn": bn})
+    before = snapshot(model)
+    train_steps(model, strategy, ctx, task.batch(model), optimizer_for(strategy, model, 1e-3, 0.05), steps=1)
+    moved = changed_keys(model, before)
+    state = strategy.adapter_state(model)
+    assert moved and moved <= set(state), f"changed but not saved: {sorted(moved - set(state))[:5]}"
+    assert any(k.endswith("running_mean") for k in moved) == (bn == "train" and bool(batchnorms(model)))
+    for key, value in state.items():
+        assert torch.equal(value, model.state_dict()[key]), key

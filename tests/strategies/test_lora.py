@@ -1,21 +1,26 @@
-"""LoRA and IA3 through peft on the real MiniLM: few trainable parameters, merged = unmerged, plain bundles."""
+"""LoRA and IA3 through peft on the real MiniLM and Lite0: few trainable parameters, merged = unmerged, plain bundles,
+and adapter files that rebuild the bundle (batch-norm statistics included)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from transferkit import api
 from transferkit.backbones import build_backbone
 from transferkit.backbones.heads import ClassificationHead, TransferModel
-from transferkit.core.errors import ConfigError
+from transferkit.core.errors import BundleError, ConfigError
 from transferkit.data.examples import Examples
 from transferkit.data.loaders import make_loader
 from transferkit.data.sources import load_source
+from transferkit.export.adapters import model_from_adapter
+from transferkit.export.bundle import load_bundle
 from transferkit.strategies import StrategyContext, build_strategy
+from transferkit.train.inference import predict_logits
 
 TEXTS = ["stocks fell as the bank raised rates", "the striker scored twice in the final",
          "a new phone chip doubles battery life", "markets rallied after strong earnings"]
@@ -83,3 +88,35 @@ def test_lora_bundle_reloads_and_predicts_identically(digits_folder: Path, tmp_p
     first = result.predictor().predict(load_source(digits_folder).train, progress=False)
     assert again.labels == first.labels
     torch.testing.assert_close(torch.as_tensor(again.probabilities), torch.as_tensor(first.probabilities))
+
+
+@pytest.mark.parametrize("name", ["lora", "ia3"])
+def test_adapter_file_rebuilds_a_bn_train_bundle(name: str, make_digit_folder, tmp_path: Path):
+    """bn=train moves the batch-norm statistics: adapter.safetensors carries them, so the model rebuilt from the
+    pretrained backbone and the adapter file alone is the bundle's model, tensor for tensor."""
+    data = make_digit_folder(per_class=5)
+    result = api.fit(str(data), model="efficientnet_lite0", strategy=name, image_size=32, epochs=1, progress=False,
+                     out=str(tmp_path / name), baseline=False, strategy_options={"bn": "train"}, seed=0)
+    bundle = load_bundle(result.bundle_dir)
+    rebuilt = model_from_adapter(result.bundle_dir)
+    expected = bundle.model.state_dict()
+    assert set(rebuilt.state_dict()) == set(expected)
+    for key, value in rebuilt.state_dict().items():
+        torch.testing.assert_close(value, expected[key], atol=1e-5, rtol=0, msg=key)
+    examples = load_source(data).train
+    logits, _ = predict_logits(bundle.model, make_loader(examples, bundle.preprocessing, None, 8), "fp32")
+    again, _ = predict_logits(rebuilt, make_loader(examples, bundle.preprocessing, None, 8), "fp32")
+    np.testing.assert_allclose(again, logits, atol=1e-4, rtol=0)
+
+
+def test_adapter_file_without_trained_bn_statistics_is_refused(make_digit_folder, tmp_path: Path):
+    """An adapter file of a bn=train run that lacks the statistics (written before they were saved) would rebuild a
+    different model: refused, naming the file and the way out."""
+    data = make_digit_folder(per_class=5)
+    result = api.fit(str(data), model="efficientnet_lite0", strategy="lora", image_size=32, epochs=1, progress=False,
+                     out=str(tmp_path / "run"), baseline=False, strategy_options={"bn": "train"}, seed=0)
+    path = result.bundle_dir / "adapter.safetensors"
+    save_file({k: v for k, v in load_file(str(path)).items() if "running_" not in k and "num_batches" not in k},
+              str(path))
+    with pytest.raises(BundleError, match="batch-norm statistics.*model.safetensors"):
+        model_from_adapter(result.bundle_dir)

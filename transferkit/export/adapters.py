@@ -4,8 +4,8 @@ Imports transferkit.core, transferkit.backbones, transferkit.strategies and tran
 team ships per task can be the adapter file (LoRA on MiniLM: ~300 KB) instead of a whole model: this builds
 the named pretrained backbone, checks it is the very one the adapter was trained on (SHA-256 of its tensors),
 applies the recorded strategy's preparation (inject LoRA/IA3 layers, adapters or a soft prompt), loads the
-adapter tensors, and finalizes — for LoRA/IA3 that merges them into plain weights, as the bundle's own
-model.safetensors already is.
+adapter tensors (with ``bn='train'`` also the batch-norm statistics the run changed), and finalizes — for
+LoRA/IA3 that merges them into plain weights, as the bundle's own model.safetensors already is.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from transferkit.core.errors import BundleError
 from transferkit.data.preprocess import PreprocessSpec
 from transferkit.export.bundle import ADAPTER_WEIGHTS, read_manifest
 from transferkit.strategies import StrategyContext, build_strategy
+from transferkit.strategies.base import batchnorm_statistics
 
 
 def model_from_adapter(bundle_dir: Path) -> TransferModel:
@@ -42,6 +43,18 @@ def model_from_adapter(bundle_dir: Path) -> TransferModel:
     unknown = sorted(set(tensors) - set(model.state_dict()))
     if unknown:
         raise BundleError(f"{bundle_dir / ADAPTER_WEIGHTS} holds tensors the rebuilt model lacks: {unknown[:3]}.")
+    _check_statistics(bundle_dir, model, tensors, strategy.config.bn)
     with torch.no_grad():
         model.load_state_dict(tensors, strict=False)
     return strategy.finalize(model).eval()
+
+
+def _check_statistics(bundle_dir: Path, model: TransferModel, tensors: dict[str, torch.Tensor], bn: str) -> None:
+    """With ``bn='train'`` the run changed the batch-norm statistics; an adapter file without them (written before
+    they were saved) would rebuild a different model, so it is refused rather than silently off."""
+    needed = set(batchnorm_statistics(model)) if bn == "train" else set()
+    missing = sorted(needed - set(tensors))
+    if missing:
+        raise BundleError(f"{bundle_dir / ADAPTER_WEIGHTS} lacks the batch-norm statistics its run trained (bn=train), "
+                          f"e.g. {missing[0]}: it cannot rebuild the model. Load the bundle itself (model.safetensors), "
+                          f"or fit again to get an adapter file that carries them.")

@@ -149,4 +149,16 @@ class PeftStrategy(Strategy):
     """Base of the parameter-efficient strategies: what they train is saved on its own as well."""
 
     def adapter_state(self, model: TransferModel) -> dict[str, torch.Tensor] | None:
-        return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+        """Every tensor that training moved away from the pretrained backbone: the trained parameters, and with
+        ``bn='train'`` the batch-norm statistics too, so the adapter file alone rebuilds the bundle's model."""
+        state = {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+        if self.config.bn == "train":
+            state.update(batchnorm_statistics(model))
+        return state
+
+
+def batchnorm_statistics(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The running statistics (mean, var, batch count) of every batch-norm layer, by state_dict name."""
+    return {f"{name}.{key}": buf.detach().cpu().clone() for name, m in module.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for key, buf in m.named_buffers(prefix="", recurse=False) if buf is not None}
