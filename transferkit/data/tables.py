@@ -126,8 +126,10 @@ def _delimiter(path: Path, lines: list[str], wanted: list[str]) -> str:
     headers: dict[str, list[str]] = {}
     for delimiter in DELIMITERS:
         try:
-            line, header = next(_records(path, lines, delimiter))
+            _, header = next(_records(path, lines, delimiter))
         except DataError:
+            if delimiter == ",":
+                raise
             continue
         if keys <= {_column_key(name) for name in header}:
             return delimiter
