@@ -1,11 +1,11 @@
 """The command line: parses arguments into configs and calls transferkit.api — nothing else.
 
-User mistakes (TransferkitError) print one line and exit with code 2; bugs keep their traceback.
+User mistakes (TransferkitError) print one line and exit with code 2, usage mistakes click's usage error with a
+"did you mean" (exit 2); bugs keep their traceback (transferkit.cli_errors).
 """
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import typer
@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from transferkit.core.errors import TransferkitError
+from transferkit.cli_errors import TransferkitGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+app = typer.Typer(cls=TransferkitGroup, add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Adapt pretrained models to your labeled data: fit, compare, evaluate, predict.")
 console = Console(stderr=True)
 
@@ -138,6 +138,10 @@ def fit(
     if doctor_report["findings"]:
         console.print(f"data doctor: {len(doctor_report['findings'])} finding(s); see {escape(str(doctor_file))}")
     _print_left_out(doctor_report.get("skipped", []), str(doctor_file))
+    summary = json.loads((result.run_dir / "metrics.json").read_text())
+    if summary.get("diverged"):  # stopped at a NaN/inf loss; the bundle holds the best epoch before it
+        console.print(f"[yellow]warning:[/] {escape(summary['diverged']['message'])} The bundle holds epoch "
+                      f"{summary['best_epoch']}, the best before it.", highlight=False)
 
 
 COMPARE_EXAMPLES = """
@@ -451,22 +455,8 @@ def list_(what: str = typer.Argument(..., help="models | strategies | datasets")
 
 
 def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except TransferkitError as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(getattr(exc, "exit_code", 2))
-    except (typer.Exit, SystemExit) as exc:
-        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
-    except Exception as exc:  # click usage errors carry their own exit code 2
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+    """The console script: TransferkitGroup decides the message and exit code (cli_errors)."""
+    app()
 
 
 if __name__ == "__main__":
