@@ -34,7 +34,7 @@ from transferkit.data.loaders import make_loader
 from transferkit.data.sources import TextColumns, load_source
 from transferkit.data.splits import stratified_split, subsample_per_class
 from transferkit.evaluate.metrics import classification_metrics, headline
-from transferkit.export.bundle import Bundle, load_bundle, save_bundle
+from transferkit.export.bundle import MANIFEST, Bundle, load_bundle, save_bundle
 from transferkit.export.recorded import data_record
 from transferkit.refit import start_from
 from transferkit.serve.output import predict_to_file
@@ -43,6 +43,7 @@ from transferkit.strategies import StrategyContext, build_strategy
 from transferkit.strategies.linear_probe import LinearProbeConfig, fit_logistic_head
 from transferkit.train.checkpoint import unfinished_run
 from transferkit.train.config import IMBALANCE_RATIO_FOR_WEIGHTS, TrainConfig
+from transferkit.train.data_identity import data_identity, refuse_changed_data
 from transferkit.train.inference import predict_logits
 from transferkit.train.loop import TrainResult, train
 from transferkit.train.mixing import build_batch_mixer
@@ -219,6 +220,12 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     init = start_from(cfg.init_from, cfg.model, cfg.image_size, prepared.modality, strategy) if cfg.init_from else None
     if init is not None:  # fit --init-from BUNDLE: its backbone and head; its classes first, then the new ones
         prepared.label_map = init.labels(prepared.label_map)
+    identity = data_identity({"train": prepared.train, "val": prepared.val, "test": prepared.test},
+                             prepared.label_map.names)
+    if resume is not None:  # only on the data it started with: else a DataError that says what changed
+        recorded = json.loads((Path(resume) / "config.json").read_text()).get("data_identity")
+        refuse_changed_data(Path(resume), recorded, identity, data_reference(data),
+                            has_bundle=(Path(resume) / "bundle" / MANIFEST).is_file())
     model = init.model(prepared.label_map, cfg.train.label_smoothing) if init is not None else \
         _build_model(cfg, prepared.modality, len(prepared.label_map), strategy.uses_pretrained_weights)
     device = default_device()
@@ -228,7 +235,8 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:  # written first, so a killed run can be resumed from its folder alone
         _claim_run_dir(run_dir)
-        atomic_write_json(run_dir / "config.json", {"data": data_reference(data), **asdict(cfg)})
+        atomic_write_json(run_dir / "config.json", {"data": data_reference(data), "data_identity": identity,
+                                                    **asdict(cfg)})
     atomic_write_json(run_dir / "data_report.json", data_report.to_dict())
 
     imbalance, class_weight = _resolve_class_weight(prepared, cfg.train)
@@ -329,6 +337,7 @@ def _resume_inputs(run_dir: Path, data: DataInput | None) -> tuple[DataInput, Fi
                           f"Point --resume at the --out folder of an earlier `transferkit fit`.")
     saved = json.loads(config_file.read_text())
     recorded = saved.pop("data", None)
+    saved.pop("data_identity", None)  # checked once the data is read (refuse_changed_data)
     if data is None and recorded is None:
         raise ConfigError(f"{config_file} does not record the data (it was passed in memory); pass it again: "
                           f"fit(data, resume=...).")

@@ -19,10 +19,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import VENV_BIN
+from tests.conftest import VENV_BIN, write_digit_folder
 from transferkit import api
-from transferkit.core.errors import ConfigError
+from transferkit.core.errors import ConfigError, DataError
 from transferkit.train.checkpoint import MARKER, complete_checkpoints
+from transferkit.train.data_identity import data_changes
 
 EXE = str(VENV_BIN / "transferkit")
 TIMING_KEYS = ("train_seconds", "wall_seconds", "resumed_from")
@@ -309,3 +310,65 @@ def test_cli_resume_rejects_training_flags(tmp_path: Path, monkeypatch, capsys, 
     assert code == 2, err
     assert "--resume" in err and "drop" in err, err
     assert not (run / "bundle").exists()
+
+
+# ------------------------------------------------------------------------------------- resume on changed data
+
+SMALL = dict(model="efficientnet_lite0", strategy="head", image_size=32, epochs=1, patience=0, progress=False, seed=1)
+
+
+@pytest.fixture
+def small_run(make_digit_folder, tmp_path: Path) -> tuple[Path, Path]:
+    """A finished 1-epoch run on 2 digit classes x 6 images -> (its data folder, safe to change; its run folder)."""
+    data = make_digit_folder(digits=(0, 1), per_class=6)
+    run = tmp_path / "run"
+    api.fit(str(data), out=str(run), **SMALL)
+    return data, run
+
+
+def test_resume_refuses_a_new_class(small_run, monkeypatch, capsys):
+    data, run = small_run
+    write_digit_folder(data, (2,), 6)
+    with pytest.raises(DataError, match=r"class\(es\) added: '2'") as exc:
+        api.fit(resume=str(run))
+    message = " ".join(str(exc.value).split())
+    assert f"--init-from {run / 'bundle'} --data {data.resolve()}" in message and "another --out" in message
+    code, err = _cli_main(["fit", "--resume", str(run)], monkeypatch, capsys)
+    assert code == 2 and "class(es) added: '2'" in err and "Traceback" not in err
+
+
+def test_resume_refuses_added_images_and_an_unfinished_run_has_no_bundle_to_offer(small_run):
+    data, run = small_run
+    shutil.rmtree(run / "bundle")  # as if stopped before its end: nothing to continue from with --init-from
+    write_digit_folder(data, (0,), 2, offset=6)
+    with pytest.raises(DataError, match=r"the data changed since this run started \(train: \d+ -> \d+ examples") as exc:
+        api.fit(resume=str(run))
+    message = str(exc.value)
+    assert "'0' " in message and "never finished" in message and "original data back" in message
+    assert "--init-from" not in message
+
+
+def test_unchanged_data_resumes_from_the_recorded_absolute_path(make_digit_folder, tmp_path: Path, monkeypatch):
+    """Started with a relative --data path, resumed from the absolute one config.json records: the same data."""
+    make_digit_folder("digits", digits=(0, 1), per_class=6)
+    monkeypatch.chdir(tmp_path)
+    api.fit("digits", out="run", **SMALL)
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["data"] == str(tmp_path / "digits") and set(recorded["data_identity"]["splits"]) == {"train", "val"}
+    api.fit(resume="run")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["resumed_from"]
+
+
+def test_data_changes_names_each_difference():
+    def split(n: int, classes: dict[str, int], sha: str) -> dict:
+        return {"n": n, "classes": classes, "sha256": sha}
+
+    old = {"labels": ["a", "b"], "splits": {"train": split(4, {"a": 2, "b": 2}, "x"), "val": split(2, {"a": 1, "b": 1},
+                                                                                                     "y")}}
+    assert data_changes(old, old) == []
+    edited = {"labels": ["a", "b"], "splits": {"train": split(4, {"a": 2, "b": 2}, "z"), "val": old["splits"]["val"]}}
+    assert data_changes(old, edited) == ["train: as many examples per class (4 in all), but different content (files "
+                                         "replaced or edited)"]
+    grown = {"labels": ["a", "b", "c"], "splits": {"train": split(5, {"a": 2, "b": 2, "c": 1}, "w")}}
+    assert data_changes(old, grown) == ["class(es) added: 'c'", "train: 4 -> 5 examples ('c' 0 -> 1)",
+                                        "the val split is gone"]
