@@ -1,4 +1,4 @@
-"""One rule for unreadable inputs in every command that reads a dataset (README D6): fit, compare, evaluate,
+"""One rule for unreadable inputs in every command that reads a dataset (README, Data doctor): fit, compare, evaluate,
 predict and doctor leave out, name and count (``n_skipped``) the same files, and only ``--strict`` makes them fatal.
 
 One small folder: 2 digit classes x 4 PNGs in train and x 3 in test, plus one zero-byte and one corrupt PNG in
