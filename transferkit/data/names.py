@@ -2,7 +2,9 @@
 
 Imports nothing from transferkit. Such pairs usually come from two folders or spellings of one class
 ("Cat"/"cats", "golden_retriever"/"golden retriever", "grey"/"gray"), which splits its examples in two.
-Short or numeric names are exempt from the one-edit rule: "1" and "7", "cat" and "car" are different classes.
+Short or numeric names are exempt from the one-edit rule: "1" and "7", "cat" and "car" are different classes, and so
+are names whose numbers differ ("grade 1"/"grade 2", "class_3"/"class_4", "level 1"/"level 10"): a number in a
+class name is almost always an ordinal or an id.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import re
 from collections.abc import Iterable
 
 _SEPARATORS = re.compile(r"[\s_\-]+")
+_NUMBERS = re.compile(r"\d+")
 MIN_LENGTH_FOR_EDITS = 4
 
 
@@ -25,6 +28,10 @@ def singular(key: str) -> str:
     if key.endswith("s") and not key.endswith("ss") and len(key) > 3:
         return key[:-1]
     return key
+
+
+def numbers(key: str) -> list[int]:
+    return [int(n) for n in _NUMBERS.findall(key)]
 
 
 def one_edit_apart(a: str, b: str) -> bool:
@@ -54,7 +61,7 @@ def similar_names(names: Iterable[str]) -> list[tuple[str, str, str]]:
             elif singular(ka) == singular(kb):
                 why = "differ only by a plural ending"
             elif (min(len(ka), len(kb)) >= MIN_LENGTH_FOR_EDITS and not (ka.isdigit() or kb.isdigit())
-                  and one_edit_apart(ka, kb)):
+                  and numbers(ka) == numbers(kb) and one_edit_apart(ka, kb)):
                 why = "differ by a single character"
             else:
                 continue
