@@ -12,7 +12,8 @@ metric), so every finding names a file (and line, for text rows), a kind and a s
 - labels: ``no-examples``, ``single-class``, ``small-class`` (fewer than a validation split needs),
   ``empty-class``, ``similar-class-names`` (case/space/plural/one edit), ``imbalance``, ``unknown-label``.
 - text: ``non-utf8`` (file and line; the source is read with U+FFFD in place, and the bytes are counted),
-  ``empty-text``, ``long-text`` (over the backbone's token limit, estimated as 1.3 x whitespace words).
+  ``empty-text``, ``long-text`` (over the backbone's token limit: counted with ``DoctorConfig.count_tokens``, the
+  backbone's tokenizer, else estimated by ``fingerprints.estimated_tokens``, which counts CJK/Thai by character).
 - leakage: ``duplicate`` (same content within a split), ``leakage`` (same content in two splits),
   ``near-duplicate`` (across splits; see transferkit.data.fingerprints). ``dedupe`` drops the later copy.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from transferkit.data.tables import invalid_utf8
 
 SPLITS = ("train", "val", "test")
 FATAL, WARNING = "fatal", "warning"
+_SPECIAL_TOKENS = 8  # tokens a tokenizer adds around a text ([CLS] ... [SEP]), with room to spare
 _NEAR_CANDIDATES = 64  # earlier images compared per perceptual-hash bucket: bounds the cost on low-detail data
 
 
@@ -52,6 +55,7 @@ class DoctorConfig:
     dedupe: bool = False  # leave out later copies of duplicates and near-duplicates
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_tokens: int | None = None  # the text backbone's limit; None skips the length check
+    count_tokens: Callable[[Sequence[str]], list[int]] | None = None  # its tokenizer's counts; None: estimated
     imbalance_warning: float = 10.0  # largest/smallest class ratio that is worth a finding
     near_duplicates: bool = True
     needs_val_split: bool | None = None  # None: when the data has no val split of its own
@@ -243,16 +247,25 @@ class _Doctor:
             if not str(text).strip():
                 path, line = locate(examples, i)
                 self.add("empty-text", path, "empty text; it trains as a blank input", line=line, split=split)
-        limit = self.config.max_tokens
-        if limit is not None and len(examples):
-            tokens = [estimated_tokens(str(t)) for t in examples.inputs]
-            over = [i for i, n in enumerate(tokens) if n > limit]
-            if over:
-                longest = max(over, key=lambda i: tokens[i])
-                path, line = locate(examples, longest)
-                self.add("long-text", path, f"{len(over)} of {len(tokens)} texts ({100 * len(over) / len(tokens):.0f} %) "
-                         f"are longer than the backbone's {limit} tokens (estimated as 1.3 x words) and are cut to "
-                         f"it; the longest, here, has about {tokens[longest]}", line=line, split=split)
+        if self.config.max_tokens is not None and len(examples):
+            self._long_texts(split, examples, self.config.max_tokens)
+
+    def _long_texts(self, split: str, examples: Examples, limit: int) -> None:
+        texts = [str(t) for t in examples.inputs]
+        count = self.config.count_tokens
+        # No tokenizer makes more tokens than a text has UTF-8 bytes (plus [CLS]/[SEP]-like ones): skip those.
+        maybe = [i for i, t in enumerate(texts) if len(t.encode("utf-8")) + _SPECIAL_TOKENS > limit]
+        tokens = dict(zip(maybe, count([texts[i] for i in maybe]) if count is not None and maybe
+                          else [estimated_tokens(texts[i]) for i in maybe]))
+        over = [i for i in maybe if tokens[i] > limit]
+        if over:
+            longest = max(over, key=tokens.__getitem__)
+            path, line = locate(examples, longest)
+            how = ("counted with its tokenizer", "") if count is not None else \
+                ("estimated from words, and characters of Chinese, Japanese or Thai", "about ")
+            self.add("long-text", path, f"{len(over)} of {len(texts)} texts ({100 * len(over) / len(texts):.0f} %) "
+                     f"are longer than the backbone's {limit} tokens ({how[0]}) and are cut to it; the longest, "
+                     f"here, has {how[1]}{tokens[longest]}", line=line, split=split)
 
     # ---- labels -----------------------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Content fingerprints for the data doctor: each image decoded once (status, exact and perceptual hashes), texts
-normalised and hashed, and the near-duplicate tests that compare them.
+normalised and hashed, the near-duplicate tests that compare them, and a token count for when there is no tokenizer.
 
 Imports only transferkit.core and transferkit.data. Exact duplicates share a hash of the decoded pixels (so a
 PNG and its lossless re-save match) or of the normalised text. Near-duplicate images share a 64-bit difference
@@ -198,9 +198,19 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
 
 
+# Scripts written without spaces between words (Chinese, Japanese kana, Thai, Lao, Khmer, Myanmar): a whole
+# sentence is one "word" to str.split(), while a tokenizer makes about one token of each character.
+_UNSPACED = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u2e80-\u2fdf\u3001-\u303f\u3040-\u30ff"
+                       "\u3100-\u312f\u3190-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+                       "\U00020000-\U0003134f]")
+
+
 def estimated_tokens(text: str) -> int:
-    """Subword tokens estimated as 1.3 x whitespace words (WordPiece on English news averages 1.2-1.4)."""
-    return int(len(text.split()) * 1.3 + 0.5)
+    """Subword tokens estimated without a tokenizer: 1.3 x whitespace words (WordPiece on English news averages
+    1.2-1.4), plus one per character of a script written without spaces."""
+    unspaced = len(_UNSPACED.findall(text))
+    words = len(_UNSPACED.sub(" ", text).split()) if unspaced else len(text.split())
+    return int(words * 1.3 + unspaced + 0.5)
 
 
 def near_text_pairs(later: list[str], earlier: list[str], chunk: int = 2_000) -> list[tuple[int, int, float]]:
