@@ -122,3 +122,19 @@ def test_compare_checks_every_split_once_before_training(folder, tmp_path: Path,
         compare(str(unknown), ["linear-probe"], [None], out=tmp_path / "cmp2", on_run=started.append,
                 **{k: v for k, v in FIT.items() if k != "strategy"})
     assert not started and not (tmp_path / "cmp2").exists()
+
+
+def test_fit_leaves_out_unreadable_unlabeled_inputs_too(folder, fitted: Path, tmp_path: Path):
+    """--unlabeled-data (distillation) is read by fit as well: checked the same way, before training."""
+    root, bad = folder
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for path in sorted((root / "test" / "0").glob("[0-9]*.png")):
+        shutil.copy(path, inbox / path.name)
+    (inbox / "zz_empty.png").write_bytes(b"")
+    result = transferkit.fit(str(root), model="efficientnet_lite0-slim", strategy="distill", image_size=32, epochs=1,
+                             teacher=str(fitted / "bundle"), unlabeled_data=str(inbox), baseline=False,
+                             out=str(tmp_path / "student"), progress=False)
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["n_unlabeled"] == 3 and _paths(metrics["unlabeled_skipped"]) == [str(inbox / "zz_empty.png")]
+    assert metrics["n_skipped"] == 5

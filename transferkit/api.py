@@ -241,10 +241,11 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
 
     imbalance, class_weight = _resolve_class_weight(prepared, cfg.train)
     model.head.set_class_weight(None if class_weight is None else torch.from_numpy(class_weight))
+    teacher = distillation.load_teacher(cfg, prepared.label_map.names, model, strategy)
+    unlabeled, unlabeled_report = distillation.unlabeled_examples(cfg, prepared.modality, strategy)
     ctx = StrategyContext(n_classes=len(prepared.label_map), seed=cfg.train.seed, class_weight=class_weight,
-                          features=_feature_source(model, prepared, cfg, precision),
-                          teacher=distillation.load_teacher(cfg, prepared.label_map.names, model, strategy),
-                          unlabeled=distillation.unlabeled_examples(cfg, prepared.modality, strategy))
+                          features=_feature_source(model, prepared, cfg, precision), teacher=teacher,
+                          unlabeled=unlabeled)
     before = _before_adaptation(model, ctx, prepared, strategy, cfg)
     seed_everything(cfg.train.seed)
     strategy.prepare(model, ctx)
@@ -275,8 +276,9 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
         summary["resumed_from"] = result.resumed_from
     if before is not None:
         summary["before_adaptation"] = headline(before)
-    if ctx.unlabeled is not None:
-        summary["n_unlabeled"] = len(ctx.unlabeled)
+    if unlabeled_report is not None:  # --unlabeled-data: its unreadable inputs are left out and counted too
+        summary.update(n_unlabeled=len(ctx.unlabeled), unlabeled_skipped=unlabeled_report.skipped(),
+                       n_skipped=data_report.n_skipped + unlabeled_report.n_skipped)
     if ctx.teacher is not None:
         summary.update(distillation.teacher_summary(ctx.teacher, model, prepared, spec, precision, cfg.train.progress))
     if init is not None:  # old vs new model on new and old test data: forgetting, made visible

@@ -13,7 +13,9 @@ from typing import Any
 from transferkit.backbones.heads import TransferModel
 from transferkit.config import FitConfig
 from transferkit.core.errors import ConfigError, DataError
+from transferkit.data.doctor import DataReport, DoctorConfig, diagnose_inputs
 from transferkit.data.examples import Examples
+from transferkit.data.images import DEFAULT_MAX_PIXELS
 from transferkit.data.loaders import make_loader
 from transferkit.data.sources import TextColumns, load_source
 from transferkit.evaluate.metrics import classification_metrics
@@ -44,10 +46,14 @@ def load_teacher(cfg: FitConfig, label_names: tuple[str, ...], model: TransferMo
     return teacher.to(next(model.parameters()).device)
 
 
-def unlabeled_examples(cfg: FitConfig, modality: str, strategy) -> Examples | None:
-    """--unlabeled-data: inputs the teacher labels; they join the training set with no hard label."""
+def unlabeled_examples(cfg: FitConfig, modality: str, strategy) -> tuple[Examples | None, DataReport | None]:
+    """--unlabeled-data: inputs the teacher labels; they join the training set with no hard label.
+
+    Checked as fit checks its splits (``diagnose_inputs``): unreadable inputs are left out and reported, and every
+    finding is fatal with --strict.
+    """
     if cfg.unlabeled_data is None:
-        return None
+        return None, None
     if not getattr(strategy, "needs_teacher", False):
         raise ConfigError(f"--unlabeled-data is used by --strategy distill (the teacher labels it), not {strategy.name}.")
     if cfg.train.mixup or cfg.train.cutmix:
@@ -59,7 +65,11 @@ def unlabeled_examples(cfg: FitConfig, modality: str, strategy) -> Examples | No
     if examples.modality != modality:
         raise DataError(f"--unlabeled-data {cfg.unlabeled_data} holds {examples.modality} data but the training "
                         f"data is {modality}.")
-    return examples
+    report = diagnose_inputs({"unlabeled": examples}, DoctorConfig(strict=cfg.strict,
+                                                                   max_pixels=cfg.max_pixels or DEFAULT_MAX_PIXELS))
+    report.raise_if_fatal()
+    left_out = set(report.left_out("unlabeled"))
+    return examples.subset([i for i in range(len(examples)) if i not in left_out]), report
 
 
 def with_unlabeled(train: Examples, unlabeled: Examples) -> Examples:

@@ -109,12 +109,12 @@ class DataReport:
 
     @property
     def n_skipped(self) -> int:
-        return sum(len(self.left_out(s)) for s in SPLITS)
+        return sum(len(self.left_out(s)) for s in self.sizes)  # train/val/test, or any parts checked
 
     def skipped(self) -> list[dict[str, str]]:
         """Each input a run leaves out: split, path (file:line for text rows), kind and reason."""
         found = []
-        for s in (s for s in SPLITS if s in self.sizes):
+        for s in self.sizes:
             for i in self.left_out(s):
                 kind, reason = self.reasons.get(s, {}).get(i, ("", ""))
                 found.append({"split": s, "path": self.left_out_ids[s][i], "kind": kind, "reason": reason})
@@ -147,7 +147,7 @@ class DataReport:
         return {"fatal": len(self.fatal), "warnings": len(self.findings) - len(self.fatal),
                 "by_kind": dict(sorted(by_kind.items())), "strict": self.config.strict, "dedupe": self.config.dedupe,
                 "sizes": self.sizes, "n_skipped": self.n_skipped,
-                "left_out": {s: [self.left_out_ids[s][i] for i in self.left_out(s)] for s in SPLITS if s in self.sizes},
+                "left_out": {s: [self.left_out_ids[s][i] for i in self.left_out(s)] for s in self.sizes},
                 "skipped": self.skipped(),
                 "stats": self.stats, "findings": [f.to_dict() for f in self.findings]}
 
