@@ -20,7 +20,7 @@ from transferkit import distillation, run_record
 from transferkit.backbones import DEFAULT_FOR_MODALITY, build_backbone
 from transferkit.backbones.features import FeatureCache, extract_features
 from transferkit.backbones.heads import HEADS, TransferModel
-from transferkit.backbones.text import DEFAULT_MAX_LENGTH
+from transferkit.backbones.text import DEFAULT_MAX_LENGTH, token_counter
 from transferkit.config import FitConfig
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.io import atomic_write, atomic_write_json, atomic_write_text
@@ -93,7 +93,9 @@ def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> 
         raise DataError(f"{full.train.source}: training data needs labels.")
     report = diagnose(full, DoctorConfig(strict=cfg.strict, dedupe=cfg.dedupe,
                                          max_pixels=cfg.max_pixels or DEFAULT_MAX_PIXELS,
-                                         max_tokens=DEFAULT_MAX_LENGTH, needs_val_split=val is None))
+                                         max_tokens=DEFAULT_MAX_LENGTH, needs_val_split=val is None,
+                                         count_tokens=token_counter(cfg.model, cfg.init_from)
+                                         if full.train.modality == "text" else None))
     if raise_on_fatal:
         report.raise_if_fatal()
     return report.apply(full), report
