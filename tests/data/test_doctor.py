@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import transferkit
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_digit_folder
 from tests.data.badfiles import bomb_png, noise, png_bytes, write_bad_files
 from transferkit.core.errors import DataError
 from transferkit.data.doctor import DoctorConfig, diagnose
@@ -60,7 +60,7 @@ def test_d1_every_bad_file_is_named_and_left_out(thousand):
         assert unusable[path].kind == kind, (path, unusable[path])
         assert unusable[path].message and unusable[path].severity == "warning"
     assert "looks like HTML" in unusable[root / "a" / "0-page.jpg"].message
-    assert "pixel cap" in unusable[root / "a" / "bomb-0.png"].message
+    assert "decompression bomb" in unusable[root / "a" / "bomb-0.png"].message
     assert not report.fatal and report.n_skipped == 20
     assert sorted(report.to_dict()["left_out"]["train"]) == sorted(map(str, bad))
     clean = report.apply(splits)
@@ -183,7 +183,7 @@ def test_d3_bomb_is_refused_fast_from_its_header(tmp_path: Path):
     path = tmp_path / "bomb.png"
     path.write_bytes(bomb_png())
     start = time.perf_counter()
-    with pytest.raises(ImageDecodeError, match="pixel cap"):
+    with pytest.raises(ImageDecodeError, match="decompression bomb"):
         decode_image(path)
     assert time.perf_counter() - start < 1.0
     report = diagnose(load_source(_image_folder(tmp_path / "data", 3)))
@@ -203,7 +203,7 @@ def test_d3_bomb_memory_growth_is_small(tmp_path: Path):
             "from transferkit.data.images import decode_image\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             f"for cap in (40_000_000, 1_000):\n    try:\n        decode_image(Path({str(path)!r}), cap)\n"
-            "    except Exception as exc:\n        assert 'pixel cap' in str(exc), exc\n"
+            "    except Exception as exc:\n        assert 'decompression bomb' in str(exc), exc\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -253,3 +253,75 @@ def test_fit_stops_before_training_on_fatal_findings(tmp_path: Path):
     with pytest.raises(DataError, match="class 'other' has 1 usable example"):
         transferkit.fit(str(root), strategy="linear-probe", out=str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------- what an image folder lists
+
+
+def test_everything_a_folder_listing_leaves_out_is_named(tmp_path: Path):
+    """OS files are only counted; a text file, a PSD, a sub-folder, a stray image, a README beside the splits are
+    each a finding with its path; the sub-folder's images are read as its class."""
+    root = tmp_path / "data"
+    _image_folder(root / "train", 3)
+    _image_folder(root / "test", 2, seed=1)
+    for folder in (root / "train" / "a", root / "train" / "b", root / "test" / "a", root / "test" / "b"):
+        (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+        (folder / "._0.png").write_bytes(b"\0\5\x16\7\0\2\0\0Mac OS X")
+    (root / "train" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (root / "__MACOSX" / "train" / "a").mkdir(parents=True)
+    (root / "train" / "a" / "notes.txt").write_text("where these came from")
+    (root / "train" / "a" / "layers.psd").write_bytes(b"8BPS\0\1")
+    nested = root / "train" / "b" / "more" / "x.png"
+    nested.parent.mkdir()
+    nested.write_bytes(png_bytes(noise(np.random.default_rng(7))))
+    (root / "train" / "stray.png").write_bytes(png_bytes(noise(np.random.default_rng(8))))
+    (root / "README.md").write_text("# data")
+    (root / "extra").mkdir()
+    splits = load_source(root)
+    assert splits.train.labels[splits.train.inputs.index(str(nested))] == "b"
+    report = diagnose(splits)
+    found = {(f.kind, Path(f.path).relative_to(root).as_posix()) for f in report.findings}
+    assert found == {("unexpected-file", "train/a/notes.txt"), ("unexpected-file", "train/a/layers.psd"),
+                     ("unexpected-folder", "train/b/more"), ("unexpected-file", "train/stray.png"),
+                     ("unexpected-file", "README.md"), ("unexpected-folder", "extra")}, found
+    messages = {Path(f.path).name: f.message for f in report.findings}
+    assert "not an image file (.txt" in messages["notes.txt"] and "read as class 'b'" in messages["more"]
+    assert "no class" in messages["stray.png"] and not report.fatal and report.n_skipped == 0
+    assert report.stats["os_files_ignored"] == 10  # 4 x (.DS_Store, ._0.png), Thumbs.db, __MACOSX
+    assert len(diagnose(splits, DoctorConfig(strict=True)).fatal) == 6
+
+
+def test_class_folders_in_two_unicode_forms_are_one_class(tmp_path: Path):
+    root = tmp_path / "data"
+    _image_folder(root / "train", 3, classes=("cafe\u0301", "tea"))
+    _image_folder(root / "val", 2, seed=1, classes=("caf\u00e9", "tea"))
+    report = diagnose(load_source(root))
+    assert not report.findings, report.findings  # no empty class, no unknown label, no similar names
+
+
+def test_16_bit_scans_of_different_exposure_are_not_duplicates(tmp_path: Path):
+    """A dark 16-bit scan (every value <= 255) used to be stretched to the brightness of a 257x brighter one."""
+    root = _image_folder(tmp_path / "data", 3)
+    scan = np.random.default_rng(4).integers(0, 256, (8, 8)).astype(np.uint16)
+    Image.fromarray(scan).save(root / "a" / "dark.png")
+    Image.fromarray(scan * 257).save(root / "b" / "bright.png")
+    report = diagnose(load_source(root))
+    assert not report.findings, report.findings
+
+
+def test_evaluate_and_predict_read_a_folder_copied_from_a_mac(tmp_path: Path):
+    root = tmp_path / "data"
+    write_digit_folder(root, (0, 1), 4)
+    for folder in (root, root / "0", root / "1"):
+        for image in [p for p in folder.iterdir() if p.is_file()]:
+            (folder / f"._{image.name}").write_bytes(b"\0\5\x16\7\0\2\0\0Mac OS X")
+        (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "__MACOSX" / "0").mkdir(parents=True)
+    (root / "__MACOSX" / "0" / "._0.png").write_bytes(b"\0\5\x16\7")
+    run = transferkit.fit(str(root), model="efficientnet_lite0", strategy="linear-probe", image_size=32,
+                          baseline=False, out=str(tmp_path / "run"), progress=False)
+    assert json.loads((Path(run.run_dir) / "metrics.json").read_text())["n_skipped"] == 0
+    metrics = transferkit.evaluate(run.bundle_dir, str(root), progress=False)
+    assert metrics["n"] == 8
+    predictions = transferkit.predict(run.bundle_dir, str(root), progress=False)
+    assert len(predictions.ids) == 8 and not predictions.errors

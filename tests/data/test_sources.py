@@ -319,3 +319,76 @@ def test_exif_orientation_is_applied(tmp_path: Path):
     assert px[-3, 10].min() > 200  # the bottom is white
     buf = io.BytesIO(path.read_bytes())
     assert load_image(Image.open(buf)).size == (20, 40)
+
+
+# ------------------------------------------------------------------------------------- folders copied from macOS/Windows
+
+APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)  # what `._name.png` files hold
+
+
+def _write_png(path: Path, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _add_os_junk(folder: Path) -> None:
+    """What Finder, Explorer and a zip made on a Mac leave in a folder of images."""
+    for image in [p for p in folder.iterdir() if p.is_file()]:
+        (folder / f"._{image.name}").write_bytes(APPLE_DOUBLE)
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(32))
+    (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(32))
+    (folder / "desktop.ini").write_text("[.ShellClassInfo]\n")
+
+
+def test_os_files_are_never_listed(tmp_path: Path):
+    root = tmp_path / "data"
+    real = [_write_png(root / label / f"{i}.png", seed) for seed, (label, i) in enumerate(
+        [("cat", 0), ("cat", 1), ("dog", 0), ("dog", 1)])]
+    for folder in (root, root / "cat", root / "dog"):
+        _add_os_junk(folder)
+    (root / "__MACOSX" / "cat").mkdir(parents=True)
+    (root / "__MACOSX" / "cat" / "._0.png").write_bytes(APPLE_DOUBLE)
+    _write_png(root / "cat" / ".thumbnails" / "0.png", 9)  # a hidden folder inside a class
+    _write_png(root / ".git" / "x.png", 10)
+    for labeled in (True, False):
+        train = load_source(root, labeled=labeled).train
+        assert sorted(train.inputs) == sorted(map(str, real)), labeled
+    assert load_source(root).train.class_counts() == {"cat": 2, "dog": 2}
+    split = tmp_path / "split"
+    for k, name in enumerate(("train", "test")):
+        for j, label in enumerate(("cat", "dog")):
+            _write_png(split / name / label / "0.png", 20 + 2 * k + j)
+            _add_os_junk(split / name / label)
+        _add_os_junk(split / name)
+    (split / "__MACOSX" / "train").mkdir(parents=True)
+    splits = load_source(split)
+    assert splits.train.class_counts() == splits.test.class_counts() == {"cat": 1, "dog": 1}
+
+
+def test_every_format_the_decoder_reads_is_listed(tmp_path: Path):
+    root = tmp_path / "data"
+    _write_png(root / "photos" / "0.png", 0)
+    (root / "scans").mkdir()
+    for i, name in enumerate(("a.tif", "b.tiff", "c.gif", "d.TIF", "e.webp", "f.bmp", "g.jpeg")):
+        Image.fromarray(np.full((8, 8, 3), 20 * i, np.uint8)).save(root / "scans" / name)
+    train = load_source(root).train
+    assert train.class_counts() == {"photos": 1, "scans": 7}, "a class made only of TIFF/GIF images is a class"
+    for path in train.inputs:
+        assert load_image(path).size == (8, 8)
+
+
+def test_class_names_are_one_unicode_form(tmp_path: Path):
+    """'café' made on macOS (e + combining accent) and on Linux (é) is one class, in one split or across two."""
+    decomposed, composed = "cafe\u0301", "caf\u00e9"
+    root = tmp_path / "data"
+    _write_png(root / "train" / decomposed / "0.png", 0)
+    _write_png(root / "train" / decomposed / "1.png", 1)
+    _write_png(root / "train" / "the" / "0.png", 2)
+    _write_png(root / "train" / "the" / "1.png", 3)
+    _write_png(root / "test" / composed / "0.png", 4)
+    splits = load_source(root)
+    assert set(splits.train.labels) == {composed, "the"} and splits.test.labels == [composed]
+    LabelMap.from_labels(splits.train.labels, "train").encode(splits.test.labels, "test")  # no unknown label
+    _write_png(root / "train" / composed / "2.png", 5)  # both spellings side by side (possible on Linux)
+    assert load_source(root).train.class_counts() == {composed: 3, "the": 2}

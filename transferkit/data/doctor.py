@@ -39,6 +39,7 @@ from transferkit.data.fingerprints import (
     near_text_pairs,
     text_sha256,
 )
+from transferkit.data.folders import FolderListing, folder_report
 from transferkit.data.images import DEFAULT_MAX_PIXELS
 from transferkit.data.names import similar_names
 from transferkit.data.tables import invalid_utf8
@@ -184,6 +185,7 @@ class _Doctor:
         self.unreadable: dict[str, list[int]] = defaultdict(list)
         self.duplicates: dict[str, list[int]] = defaultdict(list)
         self.reasons: dict[str, dict[int, tuple[str, str]]] = defaultdict(dict)  # split -> index -> (kind, why)
+        self.listings: dict[str, FolderListing] = {}  # split -> how its folder was listed
         self.stats: dict[str, Any] = {}
 
     def add(self, kind: str, path: str, message: str, fatal: bool = False, line: int | None = None,
@@ -217,6 +219,7 @@ class _Doctor:
     # ---- images -----------------------------------------------------------------------------------------------
 
     def _images(self, split: str, examples: Examples) -> list[ImageInfo]:
+        self._folder(split, examples)
         infos = image_infos(examples.inputs, self.config.max_pixels)
         for i, (item, info) in enumerate(zip(examples.inputs, infos)):
             path, _ = locate(examples, i)
@@ -228,6 +231,16 @@ class _Doctor:
                 self.add("wrong-extension", path, f"a {real} file named '{Path(item).name}'; it decodes, but rename "
                                                   f"it so that other tools read it too", split=split)
         return infos
+
+    def _folder(self, split: str, examples: Examples) -> None:
+        """What listing a split's folder left out (files the OS leaves behind are only counted)."""
+        listing = folder_report(examples.source, split) if examples.labels is not None else None
+        if listing is None:
+            return
+        self.listings[split] = listing
+        self.stats["os_files_ignored"] = self.stats.get("os_files_ignored", 0) + listing.ignored
+        for item in listing.unexpected:
+            self.add(item.kind, str(item.path), item.reason, split=split)
 
     # ---- texts ------------------------------------------------------------------------------------------------
 
@@ -306,14 +319,14 @@ class _Doctor:
         """Class folders with no usable image; in train such a class is left out of the model."""
         found: set[str] = set()
         for name, examples in usable.items():
-            root = Path(examples.source)
-            if examples.modality != "image" or examples.labels is None or not root.is_dir():
+            listing = self.listings.get(name)
+            if listing is None or examples.modality != "image":
                 continue
-            present = set(examples.labels)
-            for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                if folder.name in present or (name == "train" and folder.name in counts):
+            present = set(examples.labels or [])
+            for label, folder in listing.folders.items():
+                if label in present or (name == "train" and label in counts):
                     continue
-                found.add(folder.name)
+                found.add(label)
                 what = "is left out of the model" if name == "train" else f"has no {name} examples"
                 self.add("empty-class", str(folder), f"class folder '{folder.name}' holds no usable image, so the "
                          f"class {what}; add images or remove the folder", split=name)

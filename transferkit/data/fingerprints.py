@@ -12,7 +12,6 @@ low-detail images (digits, icons) produce. Near-duplicate texts have a Jaccard s
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import unicodedata
 from collections import OrderedDict
@@ -24,9 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from transferkit.data.images import ALLOWED_FORMATS, ImageDecodeError, decode_image, load_image
+from transferkit.data.images import ALLOWED_FORMATS, EXTENSION_FORMATS, ImageDecodeError, load_image, read_image
 
-EXTENSION_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP"}
 NEAR_IMAGE_MAD = 8.0  # mean absolute difference of 16x16 grey thumbnails, in 0-255 levels (about 3 %)
 NEAR_TEXT_JACCARD = 0.8
 _CACHE_SIZE = 200_000
@@ -72,28 +70,17 @@ def image_info(item: Any, max_pixels: int) -> ImageInfo:
 
 
 def _decode_file(path: Path, size: int, max_pixels: int) -> ImageInfo:
+    """The decoder's own rules (transferkit.data.images: formats, size, bombs), so the doctor refuses exactly what
+    training would."""
     if size == 0:
         return ImageInfo("empty-file", "zero-byte file")
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return ImageInfo("unreadable-image", f"cannot read the file ({exc.strerror or exc})")
-    header_format, pixels = None, 0
-    try:  # the header alone: format and size, nothing decoded yet
-        with Image.open(io.BytesIO(raw), formats=ALLOWED_FORMATS) as header:
-            header_format, pixels = header.format, header.size[0] * header.size[1]
-    except Image.DecompressionBombError:  # Pillow's own cap (2x its 89 MP warning) fired on the header
-        return ImageInfo("image-too-large", f"more pixels than Pillow's own limit, so far above the {max_pixels:,}-"
-                                            "pixel cap (possible decompression bomb); not decoded")
-    except (OSError, SyntaxError, ValueError):
-        return ImageInfo("unreadable-image", f"not a {'/'.join(ALLOWED_FORMATS)} image{_looks_like(raw)}")
-    if pixels > max_pixels:
-        return ImageInfo("image-too-large", f"{pixels:,} pixels exceeds the {max_pixels:,}-pixel cap (possible "
-                                            "decompression bomb); not decoded", header_format)
-    try:
-        image = decode_image(raw, max_pixels, where=str(path))
+        image, header_format = read_image(path, max_pixels)
     except ImageDecodeError as exc:
-        return ImageInfo("unreadable-image", exc.reason, header_format)
+        reason = exc.reason
+        if exc.kind == "unreadable-image" and exc.format is None and "unrecognised format" in reason:
+            reason = f"not a {'/'.join(ALLOWED_FORMATS)} image{_looks_like(path)}"
+        return ImageInfo(exc.kind, reason, exc.format)
     return _hashes(image, header_format)
 
 
@@ -102,8 +89,12 @@ _SIGNATURES = ((b"%PDF", "a PDF document"), (b"%!PS", "PostScript/EPS, which is 
                (b"<", "HTML or XML"))
 
 
-def _looks_like(raw: bytes) -> str:
-    head = raw[:64].lstrip()
+def _looks_like(path: Path) -> str:
+    try:
+        with open(path, "rb") as file:
+            head = file.read(64).lstrip()
+    except OSError:
+        return ""
     for signature, what in _SIGNATURES:
         if head.startswith(signature):
             return f" (it looks like {what})"
@@ -172,8 +163,9 @@ def _perceptual(grey: np.ndarray) -> tuple[list[int], list[bytes]]:
 def extension_mismatch(path: str, info: ImageInfo) -> str | None:
     """The format a decodable file really has, when its extension claims another one."""
     claimed = EXTENSION_FORMATS.get(Path(path).suffix.lower())
-    if claimed and info.format and info.format != claimed:
-        return info.format
+    real = "JPEG" if info.format == "MPO" else info.format  # a phone's multi-picture JPEG is a JPEG
+    if claimed and real and real != claimed:
+        return real
     return None
 
 

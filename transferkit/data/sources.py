@@ -11,10 +11,10 @@ from transferkit.core.errors import DataError
 from transferkit.core.registry import lookup
 from transferkit.data.builtins import DATASETS
 from transferkit.data.examples import DataSplits, Examples
+from transferkit.data.folders import SPLIT_DIRS, images_under, list_class_folder
 from transferkit.data.images import IMAGE_EXTENSIONS
 from transferkit.data.tables import EncodingErrors, TextColumns, read_text_file
 
-SPLIT_DIRS = ("train", "val", "test")
 
 def load_source(src: str | Path, columns: TextColumns = TextColumns(), labeled: bool = True,
                 encoding_errors: EncodingErrors = "strict") -> DataSplits:
@@ -42,16 +42,12 @@ def _image_folder_splits(root: Path, labeled: bool) -> DataSplits:
     return DataSplits(train=_class_folder(root, labeled))
 
 
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def _class_folder(root: Path, labeled: bool) -> Examples:
-    """``root/<class>/*.png`` -> labeled examples; loose images at the top level -> unlabeled (predict only)."""
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    loose = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not class_dirs or (loose and not labeled):
-        paths = _images_under(root) if not labeled else loose
+    """``root/<class>/**/<image>`` -> labeled examples, listed by transferkit.data.folders' rules (OS files never,
+    class = NFC folder name); images directly under ``root`` -> unlabeled (predict only)."""
+    listing = list_class_folder(root)
+    if not listing.classes or (listing.loose and not labeled):
+        paths = images_under(root)[0] if not labeled else listing.loose
         if not paths:
             raise DataError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under '{root}'.")
         if labeled:
@@ -61,13 +57,12 @@ def _class_folder(root: Path, labeled: bool) -> Examples:
             )
         return Examples("image", [str(p) for p in paths], None, str(root))
     paths, labels = [], []
-    for class_dir in class_dirs:
-        found = _images_under(class_dir)
+    for name, found in listing.classes.items():
         paths += [str(p) for p in found]
-        labels += [class_dir.name] * len(found)
+        labels += [name] * len(found)
     if not paths:
         raise DataError(
-            f"The class folders under '{root}' ({', '.join(d.name for d in class_dirs[:5])}) contain no images "
+            f"The class folders under '{root}' ({', '.join(list(listing.classes)[:5])}) contain no images "
             f"with extensions {', '.join(IMAGE_EXTENSIONS)}."
         )
     return Examples("image", paths, labels, str(root))
