@@ -101,7 +101,7 @@ def fit(
     precision: str | None = typer.Option(None, help="auto | fp32 | bf16."),
     strict: bool = typer.Option(False, "--strict", help="Stop on any data-doctor finding, not only fatal ones."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Leave out later copies of duplicate inputs (train < val < test)."),
-    max_pixels: int | None = typer.Option(None, help="Refuse images above N pixels [default: 40,000,000]."),
+    max_pixels: int | None = typer.Option(None, help="Refuse images decoding to over N pixels, ~4N bytes [default: 250 M]."),
 ) -> None:
     """Fit a model: pick a backbone, apply a transfer strategy, evaluate, and save a bundle."""
     from transferkit import api
@@ -191,7 +191,7 @@ def compare(
     precision: str | None = typer.Option(None, help="auto | fp32 | bf16."),
     strict: bool = typer.Option(False, "--strict", help="Stop on any data-doctor finding (checked before any run)."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Leave out later copies of duplicate inputs (train < val < test)."),
-    max_pixels: int | None = typer.Option(None, help="Refuse images above N pixels [default: 40,000,000]."),
+    max_pixels: int | None = typer.Option(None, help="Refuse images decoding to over N pixels, ~4N bytes [default: 250 M]."),
 ) -> None:
     """Compare strategies on identical splits: mean ± std, wall time, trainable parameters, transfer gain."""
     from transferkit.compare import compare as run_comparison
@@ -396,7 +396,7 @@ def doctor(
     label_column: str | None = typer.Option(None, help="CSV/JSONL column with the label [default: label]."),
     strict: bool = typer.Option(False, "--strict", help="Treat every finding as fatal (exit 2 on any)."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Mark later copies of duplicates as left out, as fit --dedupe."),
-    max_pixels: int | None = typer.Option(None, help="Refuse images above N pixels [default: 40,000,000]."),
+    max_pixels: int | None = typer.Option(None, help="Refuse images decoding to over N pixels, ~4N bytes [default: 250 M]."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON report (data_report.json) on stdout."),
     limit: int = typer.Option(50, help="Findings shown in the table (the JSON always has all)."),
 ) -> None:

@@ -33,7 +33,7 @@ class FitConfig:
     baseline: bool = True  # also fit a frozen-feature linear probe: the "before" of the report's before-vs-after
     strict: bool = False  # the data doctor's findings are all fatal (transferkit.data.doctor)
     dedupe: bool = False  # leave out later copies of duplicate / near-duplicate inputs (train < val < test)
-    max_pixels: int | None = None  # refuse images above this many pixels; None: transferkit.data.images' default
+    max_pixels: int | None = None  # refuse images decoding to more pixels (memory); None: data.images' default
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:

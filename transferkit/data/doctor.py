@@ -4,8 +4,12 @@ Imports only transferkit.core and transferkit.data. Trusted tools fail quietly h
 sample for a file it cannot open; a single mislabelled folder or a test image copied into train inflates every
 metric), so every finding names a file (and line, for text rows), a kind and a sentence with the fix. Kinds:
 
+- folders: ``unexpected-file`` (not an image, or an image outside the class folders: not read),
+  ``unexpected-folder`` (a sub-folder read as its class, a folder beside the splits); files an OS leaves behind
+  are only counted (transferkit.data.folders).
 - images: ``empty-file``, ``unreadable-image`` (corrupt, truncated, not an allowed format), ``image-too-large``
-  (a decompression bomb, refused from its header), ``wrong-extension`` (decodes, but is not what its name says).
+  (over the memory cap, or a decompression bomb; decided from the header), ``wrong-extension`` (decodes, but is
+  not what its name says).
   Unusable images are *left out* of the run: the report lists them (``skipped``: path, kind, reason), counts them
   (``n_skipped``) and ``DataReport.apply`` drops them; ``diagnose_inputs`` runs only these per-input checks, for
   `evaluate`, so every command leaves out the same files.

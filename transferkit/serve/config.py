@@ -25,7 +25,7 @@ class ServeConfig:
     max_body_mb: float = 10.0  # request body, counted while it streams in (chunked bodies too)
     concurrency: int = 64  # prediction requests admitted at once (queued or running); more get 503
     timeout_s: float = 30.0  # per request: reading the body (408) and answering it (504)
-    max_pixels: int = 16_000_000  # decoded pixels per request (all its images): a 40 KB PNG can hold 40 MP
+    max_pixels: int = 16_000_000  # decoded pixels per request (all its images; JPEGs decode at reduced size)
     retry_after_s: int = 1  # the Retry-After header on 503
 
     def __post_init__(self) -> None:
