@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Set up transferkit from nothing: the Debian data package, a .venv with torch 2.14.1 / torchvision 0.29.1,
-# and the package with its test extras. Safe to re-run.
+# Set up transferkit from nothing: the Debian data package and a CJK font, a .venv with torch 2.14.1 /
+# torchvision 0.29.1, and the package with its test extras. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -q >/dev/null
   $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null
+fi
+# Chinese/Japanese/Korean glyphs for class names in the report's plots (1.6 MB; matplotlib falls back to it).
+if [ ! -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]; then
+  { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q fonts-wqy-microhei >/dev/null; } \
+    || echo "fonts-wqy-microhei could not be installed: CJK class names will show as boxes in report plots"
 fi
 
 if [ ! -x .venv/bin/python ]; then

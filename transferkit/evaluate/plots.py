@@ -1,23 +1,64 @@
 """Plots for the HTML reports, as self-contained PNG data URIs (matplotlib, headless Agg backend).
 
 Imports nothing from transferkit. Each function takes plain lists/dicts (what metrics.json and history.json
-hold) and returns ``data:image/png;base64,...`` so a report is one file with no external resources.
+hold) and returns ``data:image/png;base64,...`` so a report is one file with no external resources. Class names
+in any script: every plot is drawn with the default sans-serif font followed by the installed fonts of
+``CJK_FONTS``, and matplotlib (>= 3.6) takes each glyph the first font lacks from the next one, so a Chinese
+label gets its characters instead of empty boxes (scripts/setup.sh installs Debian's fonts-wqy-microhei).
 """
 from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from functools import lru_cache, wraps
+from typing import Any, TypeVar
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
+# Fonts with Chinese, Japanese and Korean glyphs, most complete first (Linux, then macOS and Windows names); the
+# Debian file of Droid Sans Fallback lacks most Hangul, so it comes after those that have it.
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
+             "PingFang SC", "Apple SD Gothic Neo", "Microsoft YaHei", "Malgun Gothic", "Arial Unicode MS",
+             "Droid Sans Fallback", "SimHei")
+Plot = TypeVar("Plot", bound=Callable[..., str])
+
+
+@lru_cache(maxsize=1)
+def cjk_fonts() -> tuple[str, ...]:
+    """The installed fonts of CJK_FONTS; fonts installed after matplotlib cached its font list are added first."""
+
+    def installed() -> tuple[str, ...]:
+        names = {font.name for font in font_manager.fontManager.ttflist}
+        return tuple(name for name in CJK_FONTS if name in names)
+
+    if not installed():
+        known = {font.fname for font in font_manager.fontManager.ttflist}
+        for path in font_manager.findSystemFonts():
+            if path not in known:
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):  # a font file FreeType cannot read: not one of ours
+                    continue
+    return installed()
+
+
+def _any_script(plot: Plot) -> Plot:
+    """Draw ``plot`` with the CJK fonts as per-glyph fallbacks (without changing the caller's rcParams)."""
+
+    @wraps(plot)
+    def draw(*args: Any, **kwargs: Any) -> str:
+        with plt.rc_context({"font.family": ["sans-serif", *cjk_fonts()]}):
+            return plot(*args, **kwargs)
+
+    return draw  # type: ignore[return-value]
 
 
 def to_data_uri(fig: plt.Figure) -> str:
@@ -27,6 +68,7 @@ def to_data_uri(fig: plt.Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+@_any_script
 def learning_curves(history: Sequence[dict[str, Any]]) -> str:
     """Loss (train, val) and validation accuracy / macro-F1 per epoch; epoch 0 is before training."""
     epochs = [row["epoch"] for row in history]
@@ -49,6 +91,7 @@ def learning_curves(history: Sequence[dict[str, Any]]) -> str:
     return to_data_uri(fig)
 
 
+@_any_script
 def confusion_matrix(matrix: Sequence[Sequence[int]], names: Sequence[str]) -> str:
     """Row-normalised heat map (each true class sums to 1), counts written in the cells when they fit."""
     counts = np.asarray(matrix, dtype=float)
@@ -70,6 +113,7 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], names: Sequence[str]) -> s
     return to_data_uri(fig)
 
 
+@_any_script
 def reliability_diagram(reliability: dict[str, list[float]], ece: float) -> str:
     """Accuracy vs confidence per bin against the diagonal (perfect calibration), bin sizes underneath."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.2, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -84,6 +128,7 @@ def reliability_diagram(reliability: dict[str, list[float]], ece: float) -> str:
     return to_data_uri(fig)
 
 
+@_any_script
 def bar_chart(values: dict[str, float], title: str, xlabel: str = "", horizontal: bool | None = None) -> str:
     horizontal = len(values) > 12 if horizontal is None else horizontal
     fig, ax = plt.subplots(figsize=(6, max(2.5, 0.25 * len(values)) if horizontal else 3))
@@ -99,6 +144,7 @@ def bar_chart(values: dict[str, float], title: str, xlabel: str = "", horizontal
     return to_data_uri(fig)
 
 
+@_any_script
 def histogram(values: Sequence[float], title: str, xlabel: str) -> str:
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.hist(values, bins=30, color=PALETTE[0])
@@ -108,6 +154,7 @@ def histogram(values: Sequence[float], title: str, xlabel: str) -> str:
     return to_data_uri(fig)
 
 
+@_any_script
 def label_efficiency(series: dict[str, list[tuple[int, float, float]]], reference: str | None = None) -> str:
     """Accuracy vs labels per class (log x), one line per strategy with ± std bands: (K, mean, std) points."""
     fig, ax = plt.subplots(figsize=(7, 4))
