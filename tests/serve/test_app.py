@@ -177,7 +177,7 @@ def test_hostile_text_requests(text_server, case: str):
 
 @pytest.fixture(scope="module")
 def bomb_png() -> bytes:
-    """A valid 6,000 x 6,000 PNG of 36 KB that decodes to 36 MP (108 MB as RGB)."""
+    """A valid 6,000 x 6,000 PNG of 36 KB that decodes to 36 MP (144 MB in Pillow), over the 16 MP cap."""
     buf = io.BytesIO()
     Image.new("1", (6000, 6000), 0).save(buf, "PNG")
     return buf.getvalue()
@@ -208,8 +208,16 @@ def test_bomb_image_is_refused_fast_as_json_and_multipart(image_server, bomb_png
         response = httpx.post(image_server.url + "/v1/predict", **kwargs)
         assert time.perf_counter() - start < 1.0
         assert response.status_code == 422, response.text
-        assert "decompression bomb" in response.json()["detail"] and "6000x6000" in response.json()["detail"]
+        assert "16,000,000-pixel cap" in response.json()["detail"] and "6000x6000" in response.json()["detail"]
     assert_still_serving(image_server, "image")
+
+
+def test_a_photo_over_the_cap_is_decoded_at_reduced_size(image_server):
+    """A 42 MP JPEG decodes at half size (10.5 MP), inside the 16 MP budget: real photos are served."""
+    buf = io.BytesIO()
+    Image.new("L", (7000, 6000), 120).save(buf, "JPEG", quality=80)
+    response = httpx.post(image_server.url + "/v1/predict", json={"inputs": [b64(buf.getvalue())]})
+    assert response.status_code == 200, response.text
 
 
 def test_images_of_one_request_share_the_pixel_budget(live_server, image_predictor, digit_pngs):
