@@ -24,7 +24,7 @@ from transferkit.backbones.text import DEFAULT_MAX_LENGTH, token_counter
 from transferkit.config import FitConfig
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.io import atomic_write, atomic_write_json, atomic_write_text
-from transferkit.core.runtime import default_device, resolve_precision
+from transferkit.core.runtime import default_device, inference_precision, resolve_precision
 from transferkit.core.seeding import seed_everything
 from transferkit.data.doctor import DataReport, DoctorConfig, diagnose, diagnose_inputs
 from transferkit.data.examples import DataSplits, Examples
@@ -34,7 +34,7 @@ from transferkit.data.loaders import make_loader
 from transferkit.data.sources import TextColumns, load_source
 from transferkit.data.splits import stratified_split, subsample_per_class
 from transferkit.evaluate.metrics import classification_metrics, headline
-from transferkit.export.bundle import MANIFEST, Bundle, load_bundle, save_bundle
+from transferkit.export.bundle import MANIFEST, Bundle, load_bundle, recorded_precision, save_bundle
 from transferkit.export.recorded import data_record
 from transferkit.refit import start_from
 from transferkit.serve.output import predict_to_file
@@ -233,6 +233,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     device = default_device()
     model.to(device)
     precision = resolve_precision(cfg.train.precision, device)
+    inference = inference_precision(cfg.train.precision)  # what the bundle predicts in: evaluate with it
     run_dir = Path(resume) if resume is not None else Path(cfg.out or f"runs/{cfg.strategy}-{datetime.now():%Y%m%d-%H%M%S}")
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:  # written first, so a killed run can be resumed from its folder alone
@@ -259,20 +260,20 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     adapter = strategy.adapter_state(model)
     model = strategy.finalize(model)
 
-    evaluations = {name: _evaluate_split(model, part, prepared.label_map, spec, precision, cfg.train.progress)
+    evaluations = {name: _evaluate_split(model, part, prepared.label_map, spec, inference, cfg.train.progress)
                    for name, part in (("test", prepared.test), ("val", prepared.val)) if part is not None}
     metrics = {name: e.metrics for name, e in evaluations.items()}
     n_total = sum(p.numel() for p in model.parameters())
     summary = {**metrics, "trainable_params": n_trainable, "total_params": n_total,
                "n_train_used": len(prepared.train), "n_skipped": data_report.n_skipped, "best_epoch": result.best_epoch,
                "train_seconds": round(result.seconds, 2), "wall_seconds": round(time.perf_counter() - start, 2)}
-    manifest = run_record.manifest(cfg, model, prepared, strategy, spec, summary, precision)
+    manifest = run_record.manifest(cfg, model, prepared, strategy, spec, summary, inference)
     manifest["data"] = data_record(data, cfg.val_data, cfg.test_data)  # export and --init-from find it again
     if init is not None:
         manifest["init_from"] = init.record(prepared.label_map)
     bundle_dir = save_bundle(run_dir / "bundle", model, manifest, adapter)
     summary["batch_size_used"] = cfg.train.batch_size_for(len(prepared.train))
-    summary["precision_used"] = precision
+    summary["precision_used"], summary["inference_precision"] = precision, inference
     summary["imbalance"] = imbalance
     if result.resumed_from:
         summary["resumed_from"] = result.resumed_from
@@ -282,10 +283,10 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
         summary.update(n_unlabeled=len(ctx.unlabeled), unlabeled_skipped=unlabeled_report.skipped(),
                        n_skipped=data_report.n_skipped + unlabeled_report.n_skipped)
     if ctx.teacher is not None:
-        summary.update(distillation.teacher_summary(ctx.teacher, model, prepared, spec, precision, cfg.train.progress))
+        summary.update(distillation.teacher_summary(ctx.teacher, model, prepared, spec, inference, cfg.train.progress))
     if init is not None:  # old vs new model on new and old test data: forgetting, made visible
         new_test = ("test", prepared.test) if prepared.test is not None else ("val", prepared.val)
-        summary["init_from"] = init.compare(model, prepared.label_map, new_test, precision)
+        summary["init_from"] = init.compare(model, prepared.label_map, new_test, inference)
     run_record.write_run(run_dir, cfg, prepared, result, summary, strategy, evaluations, before, data_report)
     return FitResult(run_dir, bundle_dir, metrics, result.history, time.perf_counter() - start)
 
@@ -389,7 +390,7 @@ def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_colu
     spec = loaded.preprocessing
     doctor = DoctorConfig(strict=strict, max_tokens=spec.max_length if spec.modality == "text" else None)
     examples, report = _labeled_split(data, split, TextColumns(text_column, label_column), doctor)
-    precision = loaded.manifest.get("inference_precision", "fp32")
+    precision = recorded_precision(loaded.manifest, loaded.path / MANIFEST)  # as predict and serve use it
     metrics = _evaluate_split(loaded.model, examples, loaded.label_map, spec, precision, progress).metrics
     skipped = report.skipped()
     left_out = {item["path"] for item in skipped}

@@ -318,6 +318,11 @@ def export(
     parity = entry["parity"]
     console.print(f"wrote {escape(str(out))}: parity on {parity['n']} inputs ({escape(parity['inputs'])}): max |logit "
                   f"diff| {parity['max_abs_diff']:.1e}, top-1 agreement {parity['top1_agreement']:.0%}", highlight=False)
+    ref = entry["vs_bundle"]
+    console.print(f"vs the bundle's own predictions ({ref['precision']}): top-1 agreement {ref['top1_agreement']:.1%}, "
+                  f"max |logit diff| {ref['max_abs_diff']:.1e}", highlight=False)
+    if ref.get("warning"):
+        console.print(f"[yellow]warning:[/] {escape(ref['warning'])}", highlight=False)
     q = entry.get("int8")
     if q:
         acc = q.get("accuracy")

@@ -14,10 +14,11 @@ from tests.conftest import write_digit_folder
 from transferkit.backbones import build_backbone
 from transferkit.backbones.base import state_dict_sha256
 from transferkit.backbones.heads import ClassificationHead, TransferModel
-from transferkit.core.errors import BundleError
+from transferkit.core.errors import BundleError, ConfigError
 from transferkit.data.loaders import make_loader
 from transferkit.data.sources import load_source
 from transferkit.export.bundle import MANIFEST, WEIGHTS, load_bundle, read_manifest, save_bundle
+from transferkit.serve.predictor import Predictor
 
 IMAGE_SIZE = 32
 
@@ -154,3 +155,25 @@ def test_damaged_manifest_and_weights(probe_run, tmp_path: Path):
     (broken / MANIFEST).write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         read_manifest(broken)
+
+
+def test_inference_precision_is_read_checked_and_overridable(probe_run, tmp_path: Path):
+    """Bundles record the precision they predict in (fp32 under 'auto'); predict and evaluate use it; a garbled
+    value names the manifest, an unknown override is a config error, and bundles that predate the record are fp32."""
+    result, folders = probe_run
+    assert read_manifest(result.bundle_dir)["inference_precision"] == "fp32"
+    assert Predictor.from_bundle(result.bundle_dir).precision == "fp32"
+    assert Predictor.from_bundle(result.bundle_dir, precision="bf16").precision == "bf16"
+    with pytest.raises(ConfigError, match="precision"):
+        Predictor.from_bundle(result.bundle_dir, precision="fp16")
+    edited = tmp_path / "edited"
+    shutil.copytree(result.bundle_dir, edited)
+    manifest = read_manifest(edited)
+    (edited / MANIFEST).write_text(json.dumps({**manifest, "inference_precision": "half"}))
+    with pytest.raises(BundleError, match="inference_precision"):
+        Predictor.from_bundle(edited)
+    with pytest.raises(BundleError, match="inference_precision"):
+        transferkit.evaluate(edited, str(folders["test"]), progress=False)
+    manifest.pop("inference_precision")
+    (edited / MANIFEST).write_text(json.dumps(manifest))
+    assert Predictor.from_bundle(edited).precision == "fp32"

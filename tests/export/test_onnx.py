@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import transferkit
+from transferkit.core import runtime as core_runtime
 from transferkit.core.errors import BundleError, ConfigError
 from transferkit.data.examples import Examples
 from transferkit.data.sources import load_source
@@ -183,3 +184,48 @@ def test_synthetic_inputs_when_no_data_is_recorded(tmp_path: Path):
     parity = export_onnx(result.bundle_dir, tmp_path / "onnx", n_check=10)["parity"]
     assert parity["inputs"].startswith("10 synthetic") and "in memory" in parity["inputs"]
     assert parity["max_abs_diff"] <= 1e-4
+
+
+def test_auto_precision_bundles_predict_in_fp32_like_their_export(digits_split_folder: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    """Where 'auto' trains in bf16 (forced here, whatever this CPU has), the bundle still records and predicts in
+    fp32: fit's metrics, evaluate, predict with the bundle and predict with its export all agree."""
+    monkeypatch.setattr(core_runtime, "bf16_supported", lambda device: True)
+    result = transferkit.fit(str(digits_split_folder), model="efficientnet_lite0", strategy="linear-probe",
+                             image_size=32, out=str(tmp_path / "run"), progress=False, baseline=False)
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert (metrics["precision_used"], metrics["inference_precision"]) == ("bf16", "fp32")
+    assert _manifest(result.bundle_dir)["inference_precision"] == "fp32"
+    entry = export_onnx(result.bundle_dir, tmp_path / "onnx")
+    assert entry["vs_bundle"]["precision"] == "fp32" and entry["vs_bundle"]["top1_agreement"] == 1.0
+    assert entry["vs_bundle"]["max_abs_diff"] <= 1e-4 and "warning" not in entry["vs_bundle"]
+    data = str(digits_split_folder / "test")
+    from_bundle = transferkit.predict(result.bundle_dir, data, progress=False)
+    from_export = transferkit.predict(tmp_path / "onnx", data, progress=False)
+    assert from_bundle.labels == from_export.labels
+    np.testing.assert_allclose(from_bundle.probabilities, from_export.probabilities, atol=1e-5)
+    evaluated = transferkit.evaluate(result.bundle_dir, str(digits_split_folder), split="test", progress=False)
+    assert evaluated["accuracy"] == metrics["test"]["accuracy"]
+
+
+def test_export_of_a_bf16_bundle_is_checked_against_its_bf16_predictions(make_digit_folder, tmp_path: Path):
+    """A bundle recording bf16 inference: the export still has fp32 parity, and ``vs_bundle`` reports how it agrees
+    with what the bundle really predicts (bf16) — the agreement `predict` with each then shows."""
+    root = make_digit_folder("data/train", digits=(0, 1, 2, 3), per_class=12).parent
+    make_digit_folder("data/test", digits=(0, 1, 2, 3), per_class=25, offset=12)  # 100 = every check input is real
+    result = transferkit.fit(str(root), model="efficientnet_lite0", strategy="linear-probe", image_size=32,
+                             precision="bf16", out=str(tmp_path / "run"), progress=False, baseline=False)
+    assert _manifest(result.bundle_dir)["inference_precision"] == "bf16"
+    entry = export_onnx(result.bundle_dir, tmp_path / "onnx")
+    assert entry["parity"]["max_abs_diff"] <= 1e-4 and entry["parity"]["top1_agreement"] == 1.0
+    reported = entry["vs_bundle"]
+    assert reported["precision"] == "bf16" and reported["n"] == 100
+    assert reported["max_abs_diff"] > 1e-4, "compared with bf16 predictions, not with the fp32 model"
+    test = load_source(root).test
+    from_export = Predictor.from_bundle(tmp_path / "onnx", batch_size=32).predict(test).labels
+    from_bundle = Predictor.from_bundle(result.bundle_dir, batch_size=32).predict(test).labels  # recorded: bf16
+    agreement = float(np.mean(np.array(from_bundle) == np.array(from_export)))
+    assert reported["top1_agreement"] == pytest.approx(agreement)
+    assert ("warning" in reported) == (agreement < 1.0)
+    in_fp32 = Predictor.from_bundle(result.bundle_dir, batch_size=32, precision="fp32").predict(test).labels
+    assert in_fp32 == from_export  # the way out the warning names

@@ -26,6 +26,7 @@ WEIGHTS = "model.safetensors"
 ADAPTER_WEIGHTS = "adapter.safetensors"
 MANIFEST = "transferkit.json"
 FORMAT_VERSION = 1
+INFERENCE_PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -67,6 +68,16 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path} is not valid JSON ({exc}); the bundle is damaged.") from None
+
+
+def recorded_precision(manifest: dict[str, Any], where: Path | str = MANIFEST) -> str:
+    """The precision the bundle predicts in — evaluate, predict, serve and the export check all use it; fp32 for
+    bundles written before fit recorded it."""
+    value = manifest.get("inference_precision", "fp32")
+    if value not in INFERENCE_PRECISIONS:
+        raise BundleError(f"{where}: 'inference_precision' must be one of {INFERENCE_PRECISIONS}. Got {value!r}; "
+                          f"set it to \"fp32\" (what an ONNX export computes in).")
+    return value
 
 
 def read_weights(path: Path) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 Imports transferkit.core, transferkit.data, transferkit.backbones and transferkit.export. The export folder is
 itself a bundle: the source manifest plus ``"runtime": "onnx"`` and the parity numbers, ``model.onnx``, and
 the tokenizer for text, so predict and serve run it with the bundle's own preprocessing. An export is only
-written when onnxruntime reproduces the eager model on 100 inputs (max |logit diff| <= 1e-4, same top-1).
+written when onnxruntime reproduces the eager fp32 model on 100 inputs (max |logit diff| <= 1e-4, same top-1);
+``vs_bundle`` then records how the exported file agrees with what the bundle itself predicts (at its recorded
+inference precision), with a warning when a bf16 bundle and its export give different labels.
 We use torch.onnx's TorchScript exporter (dynamo=False): on torch 2.14 it exports MiniLM in ~1 s into one file,
 against ~11 s and a separate weights file for the dynamo exporter, and the parity check guards either way.
 """
@@ -28,8 +30,9 @@ from transferkit.core.io import atomic_write_json, staged_folder
 from transferkit.data.labels import LabelMap
 from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
 from transferkit.data.stream import inference_batches
-from transferkit.export.bundle import MANIFEST, load_bundle, read_manifest
+from transferkit.export.bundle import MANIFEST, load_bundle, read_manifest, recorded_precision
 from transferkit.export.recorded import check_inputs, recorded_split
+from transferkit.train.inference import predict_logits
 
 ONNX_FILE = "model.onnx"
 PARITY_ATOL = 1e-4
@@ -229,10 +232,31 @@ def export_onnx(bundle_dir: Path, out_dir: Path, int8: bool = False, opset: int 
             from transferkit.export.quantize import quantize_bundle
 
             entry["int8"] = quantize_bundle(bundle, staging / ONNX_FILE, names, check, recorded)
+            int8_session = open_session(staging / ONNX_FILE)  # what the written file computes now
+            onnx = np.concatenate([run_session(int8_session, names, b) for b in _batches(check, spec)])
+        entry["vs_bundle"] = vs_bundle(bundle, model, eager, onnx, check)
         if spec.modality == "text":
             shutil.copytree(bundle_dir / "tokenizer", staging / "tokenizer")
         atomic_write_json(staging / MANIFEST, {**bundle.manifest, "runtime": "onnx", "onnx": entry})
     return entry
+
+
+def vs_bundle(bundle, model: TransferModel, eager: np.ndarray, exported: np.ndarray, check) -> dict[str, Any]:
+    """The written model.onnx's logits against the bundle's own predictions — the torch predictor at the bundle's
+    recorded inference precision (``eager`` when that is fp32) — on the check inputs."""
+    precision = recorded_precision(bundle.manifest, bundle.path / MANIFEST)
+    reference = eager if precision == "fp32" else predict_logits(model, _batches(check, bundle.preprocessing), precision)[0]
+    out: dict[str, Any] = {"precision": precision, "n": len(reference), **compare_logits(reference, exported)}
+    if precision != "fp32" and out["top1_agreement"] < 1.0:
+        out["warning"] = (f"the bundle predicts in {precision} (its manifest's inference_precision) and the export in "
+                          f"fp32: they give different labels on {1 - out['top1_agreement']:.1%} of {out['n']} check "
+                          f"inputs. For predictions that match, refit with --precision auto or fp32 (bundles then "
+                          f"predict in fp32), or load the bundle with Predictor.from_bundle(..., precision='fp32').")
+    return out
+
+
+def _batches(examples, spec: PreprocessSpec) -> list[dict[str, torch.Tensor]]:
+    return [b.inputs for b in inference_batches(examples, spec, 32) if b.inputs is not None]
 
 
 def _check_destination(bundle_dir: Path, out_dir: Path) -> None:

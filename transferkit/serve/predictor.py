@@ -19,7 +19,15 @@ from transferkit.core.errors import BundleError, ConfigError, DataError
 from transferkit.data.examples import Examples
 from transferkit.data.preprocess import PreprocessSpec
 from transferkit.data.stream import inference_batches
-from transferkit.export.bundle import MANIFEST, WEIGHTS, Bundle, load_bundle, read_manifest
+from transferkit.export.bundle import (
+    INFERENCE_PRECISIONS,
+    MANIFEST,
+    WEIGHTS,
+    Bundle,
+    load_bundle,
+    read_manifest,
+    recorded_precision,
+)
 from transferkit.export.onnx import ONNX_FILE, OnnxBundle, load_onnx_bundle
 from transferkit.train.inference import predict_logits
 
@@ -66,12 +74,16 @@ def _manifest_runtime(folder: Path) -> str | None:
 
 class Predictor:
     def __init__(self, bundle: Bundle | OnnxBundle, batch_size: int = 64, precision: str | None = None):
-        """``precision`` (torch only) defaults to the one the run evaluated with, so predictions match its metrics."""
+        """``precision`` (torch only) defaults to the bundle's recorded inference precision — the one its metrics
+        were computed with and its ONNX export was checked against."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"The 'batch_size' parameter of Predictor must be an int >= 1. Got {batch_size!r}.")
+        if precision is not None and precision not in INFERENCE_PRECISIONS:
+            raise ConfigError(f"The 'precision' parameter of Predictor must be one of {INFERENCE_PRECISIONS} or None. "
+                              f"Got {precision!r} instead.")
         self.bundle, self.batch_size = bundle, batch_size
         self.runtime = "onnx" if isinstance(bundle, OnnxBundle) else "torch"
-        self.precision = precision or bundle.manifest.get("inference_precision", "fp32")
+        self.precision = precision or recorded_precision(bundle.manifest, bundle.path / MANIFEST)
 
     @classmethod
     def from_bundle(cls, folder: Path, runtime: str = "auto", batch_size: int = 64,
