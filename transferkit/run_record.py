@@ -86,6 +86,7 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
                    "strategy options": json.dumps(asdict(strategy.config)), **asdict(cfg.train),
                    "labels_per_class": cfg.labels_per_class, "image_size": cfg.image_size,
                    "batch_size": summary["batch_size_used"], "precision": summary["precision_used"],
+                   "inference precision": summary["inference_precision"],
                    "device": str(default_device())}
     metrics = {k: v for k, v in summary.items() if k in ("test", "val")}
     parts = {"train": data.train, "val": data.val, "test": data.test}
