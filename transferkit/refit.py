@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score
 
 from transferkit.backbones.base import state_dict_sha256
 from transferkit.backbones.heads import HEADS, TransferModel
 from transferkit.core.errors import BundleError, ConfigError, DataError
+from transferkit.core.scores import macro_f1
 from transferkit.data.examples import Examples
 from transferkit.data.labels import LabelMap
 from transferkit.data.preprocess import PreprocessSpec
@@ -103,8 +104,8 @@ def start_from(folder: str | Path, model_name: str, image_size: int | None, moda
 
 def _score(model: TransferModel, model_labels: tuple[str, ...], examples: Examples, labels: LabelMap,
            spec: PreprocessSpec, precision: str) -> dict[str, Any]:
-    """Accuracy and macro-F1 (over the classes this data has) in the merged label space; an old model simply never
-    predicts the classes it lacks."""
+    """Accuracy and macro-F1 (over the classes in this data's labels or predictions, as everywhere) in the merged
+    label space; an old model simply never predicts the classes it lacks."""
     known = [i for i, y in enumerate(examples.labels or []) if y in labels.names]
     examples = examples.subset(known)
     to_merged = np.array([labels.names.index(name) for name in model_labels])
@@ -118,9 +119,7 @@ def _score(model: TransferModel, model_labels: tuple[str, ...], examples: Exampl
         predicted += to_merged[logits.argmax(1)].tolist()
     if not truth:
         return {"n": 0}
-    present = sorted(set(truth))
-    return {"accuracy": round(float(accuracy_score(truth, predicted)), 4),
-            "macro_f1": round(float(f1_score(truth, predicted, labels=present, average="macro", zero_division=0)), 4),
+    return {"accuracy": round(float(accuracy_score(truth, predicted)), 4), "macro_f1": round(macro_f1(truth, predicted), 4),
             "n": len(truth)}
 
 

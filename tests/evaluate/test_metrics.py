@@ -20,6 +20,7 @@ from sklearn.metrics import (
 )
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from transferkit.core.scores import macro_f1
 from transferkit.evaluate.metrics import CALIBRATION_BINS, calibration, classification_metrics, regression_metrics
 
 NAMES = ["a", "b", "c", "d"]
@@ -106,6 +107,33 @@ def test_absent_classes_score_zero_not_nan():
     assert m["macro_f1"] == pytest.approx((2 * 0.6 * 0.75 / 1.35 + 2 * 0.5 * (2 / 3) / (0.5 + 2 / 3)) / 4)
     assert all(np.isfinite(v) for row in m["per_class"].values() for v in row.values())
     assert "ece" not in m and "top2_accuracy" not in m  # no probabilities, no calibration
+
+
+def test_one_class_split_scores_over_the_classes_present():
+    """A split holding one class, predicted perfectly: macro-F1 1.0 (not 1/3), every class keeps its row."""
+    m = classification_metrics(np.array([1, 1, 1]), np.array([1, 1, 1]), ["a", "b", "c"])
+    assert m["accuracy"] == 1.0 and m["macro_f1"] == 1.0 and m["averages"]["macro"]["precision"] == 1.0
+    assert m["macro_n_classes"] == 1 and m["absent_classes"] == ["a", "c"]
+    assert list(m["per_class"]) == ["a", "b", "c"] and m["per_class"]["a"]["support"] == 0.0
+    assert m["weighted_f1"] == 1.0 and m["averages"]["micro"]["f1"] == 1.0
+
+
+def test_a_class_predicted_but_absent_counts_in_the_macro_average():
+    m = classification_metrics(np.array([1, 1, 1, 1]), np.array([1, 1, 1, 2]), ["a", "b", "c"])
+    assert m["macro_n_classes"] == 2 and m["absent_classes"] == ["a"]
+    assert m["macro_f1"] == pytest.approx((2 * 1.0 * 0.75 / 1.75 + 0.0) / 2)
+
+
+def test_one_macro_f1_definition_everywhere():
+    """The loop's validation score, the linear probe's C selection and refit use core.scores.macro_f1; it must equal
+    the metrics' macro-F1 on any labels, including splits that miss classes."""
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        y_true, y_pred = rng.integers(0, 3, 12), rng.integers(0, 5, 12)
+        m = classification_metrics(y_true, y_pred, list("abcdefg"))
+        assert macro_f1(y_true, y_pred) == pytest.approx(m["macro_f1"])
+        assert macro_f1(y_true, y_pred) == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    assert macro_f1(np.array([], dtype=int), np.array([], dtype=int)) == 0.0
 
 
 def test_top_k_with_many_and_two_classes():

@@ -40,6 +40,10 @@ class NotFittedError(TransferkitError, AttributeError):
     """An estimator was used before `fit`."""
 
 
+class TrainingDiverged(TransferkitError):
+    """The loss or gradients became NaN/inf before any epoch finished; the message says what to change."""
+
+
 class TrainingInterrupted(TransferkitError):
     """Training stopped on request (SIGTERM) after writing a checkpoint; ``fit --resume RUN_DIR`` continues it."""
 

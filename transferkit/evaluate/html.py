@@ -16,6 +16,7 @@ from jinja2 import Environment
 from transferkit.data.images import load_image
 from transferkit.evaluate import plots
 from transferkit.evaluate.metrics import headline
+from transferkit.evaluate.report import macro_sentence
 
 N_CONFIDENT_ERRORS = 12
 SNIPPET_CHARS = 280
@@ -113,6 +114,7 @@ def render_report(run: dict[str, Any]) -> str:
     return _template("report.html.j2").render(
         css=_css(), fmt=fmt, title=run["title"], model=run["model"], strategy=run["strategy"],
         created=run["created"], metrics=metrics, headlines={s: headline(m) for s, m in metrics.items()},
+        macro_sentences={s: macro_sentence(m) for s, m in metrics.items()},
         notes=run.get("notes", []), data=data, class_names=class_names, history=history, history_keys=history_keys,
         curves=plots.learning_curves(history) if history else None, plots=split_plots,
         errors=run.get("errors", {}), config=run["config"], environment=run["environment"],

@@ -1,6 +1,7 @@
 """Metrics as pure functions over arrays, delegating the formulas to scikit-learn and torchmetrics.
 
-Imports nothing from transferkit.
+Imports only transferkit.core.scores: macro averages run over the classes present in a split's labels or
+predictions, the definition the training loop selects models by (so history.json and metrics.json agree).
 """
 from __future__ import annotations
 
@@ -20,19 +21,28 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from transferkit.core.scores import macro_labels
+
 CALIBRATION_BINS = 15
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[str],
                            probabilities: np.ndarray | None = None) -> dict[str, Any]:
     """The classification report (per class and micro/macro/weighted averages), the confusion matrix
-    (rows = true, cols = predicted) and, given class probabilities, top-k accuracy and calibration."""
+    (rows = true, cols = predicted) and, given class probabilities, top-k accuracy and calibration.
+
+    Every class keeps its per-class row. Macro averages run over the ``macro_n_classes`` classes present in this
+    split's labels or predictions; ``absent_classes`` names the others (support 0, never predicted), which have
+    no F1 to average. Micro and weighted averages are the same either way.
+    """
     labels = list(range(len(label_names)))
     report = classification_report(y_true, y_pred, labels=labels, target_names=list(label_names),
                                    output_dict=True, zero_division=0)
-    averages = {}
+    present = macro_labels(y_true, y_pred)
+    averages: dict[str, dict[str, float]] = {}
     for average in ("micro", "macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average, zero_division=0)
+        chosen = present if average == "macro" and present else labels
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=chosen, average=average, zero_division=0)
         averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
     out = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
@@ -40,6 +50,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: 
         "weighted_f1": averages["weighted"]["f1"],
         "n": int(len(y_true)),
         "averages": averages,
+        "macro_n_classes": len(present),
+        "absent_classes": [name for i, name in enumerate(label_names) if i not in present],
         "per_class": {name: {k: float(v) for k, v in report[name].items()} for name in label_names},
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }

@@ -27,9 +27,15 @@ def training_notes(result: TrainResult) -> list[str]:
         return ["Fitted in closed form on frozen features (no training loop)."]
     trained = len(result.history) - 1
     stop = "; stopped early" if result.stopped_early else "; stopped by the --max-minutes budget" \
-        if result.stopped_by_time else ""
+        if result.stopped_by_time else "; stopped because training diverged" if result.diverged else ""
     notes = [f"Kept the weights of epoch {result.best_epoch} of {trained} (best validation macro-F1"
              f" {result.best_score:.4f}){stop}."]
+    if result.diverged:
+        notes.append(f"{result.diverged['message']} The weights of epoch {result.best_epoch}, the best before it, "
+                     "are what the bundle holds.")
+    if result.single_example_batches:
+        notes.append(f"{result.single_example_batches} training step(s) had a batch of one example; batch norm used "
+                     "its running statistics for them (statistics over one example are undefined).")
     if result.resumed_from:
         notes.append(f"Resumed from checkpoint {result.resumed_from}.")
     if result.best_epoch == 0:
@@ -111,6 +117,16 @@ def data_doctor_section(report: dict[str, Any], limit: int = 20) -> list[str]:
             _table(["severity", "kind", "where", "finding"], rows), "", *more]
 
 
+def macro_sentence(m: dict[str, Any]) -> str:
+    """How the split's macro averages were taken (the same definition as the loop's validation score)."""
+    if "macro_n_classes" not in m:
+        return ""
+    absent = m.get("absent_classes") or []
+    left_out = f"; left out (support 0, never predicted): {', '.join(absent)}" if absent else ""
+    return (f"Macro averages are over the {m['macro_n_classes']} classes present in this split's labels or "
+            f"predictions{left_out}.")
+
+
 def _example_cell(error: dict[str, Any]) -> str:
     if "text" not in error:
         return error["id"]
@@ -157,6 +173,7 @@ def render_markdown(run: dict[str, Any]) -> str:
         rows += [[f"{avg} avg", _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), m["n"]]
                  for avg, v in m.get("averages", {}).items()]
         parts += [_table(["class", "precision", "recall", "f1", "support"], rows), ""]
+        parts += [macro_sentence(m), ""] if macro_sentence(m) else []
         names = list(m["per_class"])
         cm = [[names[i], *row] for i, row in enumerate(m["confusion_matrix"])]
         parts += ["Confusion matrix (rows = true, columns = predicted):", "",

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import ConfigError
+from transferkit.core.scores import macro_f1
 from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext, set_requires_grad
 
 
@@ -53,7 +53,7 @@ def fit_logistic_head(head: nn.Module, ctx: StrategyContext, config: LinearProbe
     for c in config.c_grid:
         clf = LogisticRegression(C=c, max_iter=config.max_iter, class_weight=weights).fit(
             scaler.transform(x_train), y_train)
-        score = f1_score(y_val, clf.predict(scaler.transform(x_val)), average="macro") if len(y_val) else 0.0
+        score = macro_f1(y_val, clf.predict(scaler.transform(x_val)))
         if best is None or score > best[0]:
             best = (score, c, clf)
     score, c, clf = best

@@ -4,27 +4,35 @@ Imports transferkit.core, transferkit.backbones, transferkit.strategies and tran
 method-specific happens in the strategy; this file only orders the calls. Resume is exact: the checkpoint
 holds the model, optimizer, scheduler, loop counters, history, strategy state and every RNG, and the
 sampler's order depends only on (seed, epoch), so a resumed run's weights are bit-identical on CPU.
+
+Batch composition never crashes a run: batch norm cannot compute statistics over one value, so a training batch
+of a single example (the last one of an epoch, or a whole training set of one) runs the batch-norm layers that
+are training on their running statistics for that step. Every epoch still sees every example once, in the
+sampler's order. A non-finite training loss or gradient norm stops the run at that step with the best weights
+so far (TrainResult.diverged says where and what to change); without a finished epoch there is nothing to keep,
+and it raises TrainingDiverged.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from transferkit.backbones.heads import TransferModel
-from transferkit.core.errors import TrainingInterrupted
+from transferkit.core.errors import TrainingDiverged, TrainingInterrupted
 from transferkit.core.runtime import autocast, resolve_precision
+from transferkit.core.scores import macro_f1
 from transferkit.strategies.base import Strategy, StrategyContext
 from transferkit.train.checkpoint import Checkpoint, latest_checkpoint, restore_rng, save_checkpoint
 from transferkit.train.config import TrainConfig
@@ -41,6 +49,8 @@ class TrainResult:
     stopped_by_time: bool = False
     resumed_from: str | None = None
     seconds: float = 0.0
+    diverged: dict[str, Any] | None = None  # where the loss or gradient became non-finite, and what to change
+    single_example_batches: int = 0  # steps whose batch held one example (batch norm used running statistics)
 
 
 @dataclass
@@ -60,6 +70,8 @@ class LoopState:
     stopped_by_time: bool = False
     seconds: float = 0.0  # training time spent before this process (for --max-minutes across resumes)
     saves: int = 0  # checkpoints written: names them, newest = highest
+    diverged: dict[str, Any] | None = None  # set when a non-finite loss or gradient stopped the run
+    single_example_batches: int = 0
 
 
 class StopRequest:
@@ -88,7 +100,7 @@ def validate(model: TransferModel, loader: DataLoader, precision: str) -> dict[s
     loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
     preds = logits.argmax(1)
     return {"val_loss": loss, "val_accuracy": float((preds == labels).mean()),
-            "val_macro_f1": float(f1_score(labels, preds, average="macro"))}
+            "val_macro_f1": macro_f1(labels, preds)}
 
 
 def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_loader: DataLoader,
@@ -151,16 +163,24 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
                 batch = to_device(batch, device)
                 if batch_transform is not None:
                     batch = batch_transform(batch)
-                with autocast(precision, device):
+                with autocast(precision, device), _batchnorm_safe(model, batch) as single:
                     loss = strategy.training_step(model, batch, ctx)
+                state.single_example_batches += single
+                value = loss.item()
+                if not math.isfinite(value):  # stop before a NaN/inf reaches the weights
+                    state.diverged = _divergence("training loss", value, epoch, state.step + 1, cfg, precision)
+                    break
                 group_start = state.batches_done - state.batches_done % cfg.grad_accum
                 group_size = min(cfg.grad_accum, batches_per_epoch - group_start)  # the epoch's last may be short
                 (loss / group_size).backward()
                 state.batches_done += 1
-                state.epoch_losses.append(loss.item())
+                state.epoch_losses.append(value)
                 if state.batches_done % cfg.grad_accum and state.batches_done < batches_per_epoch:
                     continue  # accumulate: the optimizer steps every grad_accum micro-batches
-                _optimizer_step(model, optimizer, scheduler, cfg.grad_clip)
+                norm = _optimizer_step(optimizer, scheduler, cfg.grad_clip)
+                if not math.isfinite(norm):
+                    state.diverged = _divergence("gradient norm", norm, epoch, state.step + 1, cfg, precision)
+                    break
                 state.step += 1
                 if ema is not None:
                     ema.update(model, step=state.step)
@@ -177,9 +197,16 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
                 if cfg.checkpoint_steps and state.step % cfg.checkpoint_steps == 0:
                     save()
             bar.close()
+            scores = {} if state.diverged else validate(evaluated, val_loader, precision)
+            if scores and not math.isfinite(scores["val_loss"]):
+                state.diverged = _divergence("validation loss", scores["val_loss"], epoch, state.step, cfg, precision)
+            if state.diverged is not None:  # keep the best weights so far; the diverged epoch is not validated
+                _stop_diverged(state, epoch)
+                save()
+                break
 
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(state.epoch_losses)) if state.epoch_losses else None,
-                   **validate(evaluated, val_loader, precision)}
+                   **scores}
             if state.stopped_by_time:
                 row["partial"] = True  # the time budget ended this epoch early
             state.history.append(row)
@@ -193,13 +220,17 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
             state.finished = state.stopped_early or state.stopped_by_time or state.epoch >= cfg.epochs
             save()
 
-    model.load_state_dict(best_state)
     if writer:
         writer.close()
+    if state.diverged is not None and state.diverged["epoch"] == 1:
+        raise TrainingDiverged(f"{state.diverged['message']} No epoch finished, so there is no trained model to keep "
+                               "and no bundle was written.")
+    model.load_state_dict(best_state)
     state.seconds = elapsed()
     result.history, result.best_epoch, result.best_score = state.history, state.best_epoch, state.best_score
     result.stopped_early, result.stopped_by_time, result.seconds = (state.stopped_early, state.stopped_by_time,
                                                                     state.seconds)
+    result.diverged, result.single_example_batches = state.diverged, state.single_example_batches
     return result
 
 
@@ -211,12 +242,59 @@ def _improves(row: dict[str, Any], state: LoopState) -> bool:
     return row["val_loss"] < state.best_loss
 
 
-def _optimizer_step(model: TransferModel, optimizer: torch.optim.Optimizer, scheduler: Any, clip: float) -> None:
+def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, clip: float) -> float:
+    """Clip (if ``clip``) and step; returns the gradient norm, and takes no step when it is not finite."""
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if clip:
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
-    optimizer.step()
-    scheduler.step()
+        norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+    else:
+        norm = float(torch.nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
+    if math.isfinite(norm):
+        optimizer.step()
+        scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
+@contextlib.contextmanager
+def _batchnorm_safe(model: TransferModel, batch: dict[str, Any]) -> Iterator[bool]:
+    """For a batch of one example, run the batch-norm layers that are training on their running statistics (as
+    at inference; they are not updated) for this step: statistics over one value are undefined, and torch raises.
+    Yields whether it did so."""
+    size = len(batch["index"]) if "index" in batch else 2
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    if size != 1 or not norms:
+        yield False
+        return
+    for module in norms:
+        module.eval()
+    try:
+        yield True
+    finally:
+        for module in norms:
+            module.train()
+
+
+def _divergence(what: str, value: float, epoch: int, step: int, cfg: TrainConfig, precision: str) -> dict[str, Any]:
+    """Where training diverged and what to change, as JSON-safe values (JSON has no NaN: the value is a string)."""
+    fixes = [f"a lower learning rate (--lr, now {cfg.lr:g})"]
+    if precision == "bf16":
+        fixes.append("full precision (--precision fp32)")
+    if not cfg.grad_clip:
+        fixes.append("gradient clipping (grad_clip=1.0)")
+    return {"epoch": epoch + 1, "step": step, "what": what, "value": str(value),
+            "message": f"Training diverged at epoch {epoch + 1}, step {step}: the {what} became {value}. "
+                       f"Try {' or '.join(fixes)}."}
+
+
+def _stop_diverged(state: LoopState, epoch: int) -> None:
+    """Record the diverged epoch (no validation: its weights are not usable) and finish with the best weights so
+    far; with no finished epoch there are none worth keeping, and the caller raises."""
+    losses = state.epoch_losses
+    state.history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None,
+                          "val_loss": None, "val_accuracy": None, "val_macro_f1": None,
+                          "diverged": state.diverged["message"]})
+    state.epoch, state.batches_done, state.epoch_losses, state.finished = epoch + 1, 0, [], True
 
 
 def _weight_average(model: TransferModel, decay: float) -> Any:
