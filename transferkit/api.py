@@ -277,6 +277,8 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     summary["imbalance"] = imbalance
     if result.resumed_from:
         summary["resumed_from"] = result.resumed_from
+    if result.diverged:  # stopped at a NaN/inf loss: the bundle holds the best epoch before it
+        summary["diverged"] = result.diverged
     if before is not None:
         summary["before_adaptation"] = headline(before)
     if unlabeled_report is not None:  # --unlabeled-data: its unreadable inputs are left out and counted too
