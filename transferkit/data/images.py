@@ -111,7 +111,7 @@ def read_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         with _stream(source) as stream:
             size = stream.seek(0, io.SEEK_END)
             if size == 0:
-                raise ImageDecodeError(where, "zero-byte file", "empty-file")
+                raise ImageDecodeError(where, "empty file", "empty-file")
             stream.seek(0)
             with open_image(stream) as image:
                 fmt = image.format
