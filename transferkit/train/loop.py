@@ -261,9 +261,10 @@ def _batchnorm_safe(model: TransferModel, batch: dict[str, Any]) -> Iterator[boo
     """For a batch of one example, run the batch-norm layers that are training on their running statistics (as
     at inference; they are not updated) for this step: statistics over one value are undefined, and torch raises.
     Yields whether it did so."""
-    size = len(batch["index"]) if "index" in batch else 2
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
-    if size != 1 or not norms:
+    single = "index" in batch and len(batch["index"]) == 1
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training] \
+        if single else []
+    if not norms:
         yield False
         return
     for module in norms:
