@@ -234,14 +234,15 @@ def export_onnx(bundle_dir: Path, out_dir: Path, int8: bool = False, opset: int 
             entry["int8"] = quantize_bundle(bundle, staging / ONNX_FILE, names, check, recorded)
             int8_session = open_session(staging / ONNX_FILE)  # what the written file computes now
             onnx = np.concatenate([run_session(int8_session, names, b) for b in _batches(check, spec)])
-        entry["vs_bundle"] = vs_bundle(bundle, model, eager, onnx, check)
+        entry["vs_bundle"] = vs_bundle(bundle, model, eager, onnx, check, "int8" if int8 else "fp32")
         if spec.modality == "text":
             shutil.copytree(bundle_dir / "tokenizer", staging / "tokenizer")
         atomic_write_json(staging / MANIFEST, {**bundle.manifest, "runtime": "onnx", "onnx": entry})
     return entry
 
 
-def vs_bundle(bundle, model: TransferModel, eager: np.ndarray, exported: np.ndarray, check) -> dict[str, Any]:
+def vs_bundle(bundle, model: TransferModel, eager: np.ndarray, exported: np.ndarray, check, kind: str = "fp32"
+              ) -> dict[str, Any]:
     """The written model.onnx's logits against the bundle's own predictions — the torch predictor at the bundle's
     recorded inference precision (``eager`` when that is fp32) — on the check inputs."""
     precision = recorded_precision(bundle.manifest, bundle.path / MANIFEST)
@@ -249,7 +250,7 @@ def vs_bundle(bundle, model: TransferModel, eager: np.ndarray, exported: np.ndar
     out: dict[str, Any] = {"precision": precision, "n": len(reference), **compare_logits(reference, exported)}
     if precision != "fp32" and out["top1_agreement"] < 1.0:
         out["warning"] = (f"the bundle predicts in {precision} (its manifest's inference_precision) and the export in "
-                          f"fp32: they give different labels on {1 - out['top1_agreement']:.1%} of {out['n']} check "
+                          f"{kind}: they give different labels on {1 - out['top1_agreement']:.1%} of {out['n']} check "
                           f"inputs. For predictions that match, refit with --precision auto or fp32 (bundles then "
                           f"predict in fp32), or load the bundle with Predictor.from_bundle(..., precision='fp32').")
     return out
