@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -392,3 +393,21 @@ def test_class_names_are_one_unicode_form(tmp_path: Path):
     LabelMap.from_labels(splits.train.labels, "train").encode(splits.test.labels, "test")  # no unknown label
     _write_png(root / "train" / composed / "2.png", 5)  # both spellings side by side (possible on Linux)
     assert load_source(root).train.class_counts() == {composed: 3, "the": 2}
+
+
+def test_a_folder_that_cannot_be_read_is_named(tmp_path: Path):
+    from transferkit.data.folders import list_class_folder
+
+    root = tmp_path / "data"
+    _write_png(root / "cat" / "0.png", 0)
+    locked = root / "cat" / "private"
+    _write_png(locked / "1.png", 1)
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):
+            pytest.skip("running as a user who reads any folder (root)")
+        listing = list_class_folder(root)
+    finally:
+        locked.chmod(0o755)
+    assert [(u.path, u.kind) for u in listing.unexpected] == [(locked, "unexpected-folder")]
+    assert "cannot be read" in listing.unexpected[0].reason

@@ -135,7 +135,12 @@ def _class_images(folder: Path, name: str, listing: FolderListing) -> list[Path]
 def _walk(folder: Path, listing: FolderListing) -> list[Path]:
     """Images under ``folder`` at any depth, skipping OS files and hidden folders; other files reported."""
     found = []
-    for top, dirs, files in os.walk(folder):
+
+    def unreadable(error: OSError) -> None:
+        listing.unexpected.append(Unexpected(Path(error.filename or folder), "unexpected-folder",
+                                             f"cannot be read ({error.strerror or error}); its images are not read"))
+
+    for top, dirs, files in os.walk(folder, onerror=unreadable):
         kept = [d for d in dirs if not is_os_junk(d)]
         listing.ignored += len(dirs) - len(kept)
         dirs[:] = sorted(kept)
