@@ -5,6 +5,7 @@ method-specific happens in the strategy; this file only orders the calls. Resume
 holds the model, optimizer, scheduler, loop counters, history, strategy state and every RNG, and the
 sampler's order depends only on (seed, epoch), so a resumed run's weights are bit-identical on CPU.
 
+Validation runs in the precision the bundle will predict in, so history.json and metrics.json agree.
 Batch composition never crashes a run: batch norm cannot compute statistics over one value, so a training batch
 of a single example (the last one of an epoch, or a whole training set of one) runs the batch-norm layers that
 are training on their running statistics for that step. Every epoch still sees every example once, in the
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 
 from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import TrainingDiverged, TrainingInterrupted
-from transferkit.core.runtime import autocast, resolve_precision
+from transferkit.core.runtime import autocast, inference_precision, resolve_precision
 from transferkit.core.scores import macro_f1
 from transferkit.strategies.base import Strategy, StrategyContext
 from transferkit.train.checkpoint import Checkpoint, latest_checkpoint, restore_rng, save_checkpoint
@@ -113,6 +114,7 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     """
     device = next(model.parameters()).device
     precision = resolve_precision(cfg.precision, device)
+    scoring = inference_precision(cfg.precision)  # validate as the bundle will predict: history matches metrics
     sampler = train_loader.sampler
     batches_per_epoch = math.ceil(len(train_loader.dataset) / train_loader.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
@@ -135,7 +137,7 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     else:
         # Epoch 0 is the model before any step: if training never beats it on val (e.g. a probe-initialised
         # head on very few labels), the untouched model is what we keep.
-        initial = {"epoch": 0, "train_loss": None, **validate(evaluated, val_loader, precision)}
+        initial = {"epoch": 0, "train_loss": None, **validate(evaluated, val_loader, scoring)}
         state.history.append(initial)
         state.best_score, state.best_loss, state.best_epoch = initial["val_macro_f1"], initial["val_loss"], 0
         best_state = copy.deepcopy(evaluated.state_dict())
@@ -197,7 +199,7 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
                 if cfg.checkpoint_steps and state.step % cfg.checkpoint_steps == 0:
                     save()
             bar.close()
-            scores = {} if state.diverged else validate(evaluated, val_loader, precision)
+            scores = {} if state.diverged else validate(evaluated, val_loader, scoring)
             if scores and not math.isfinite(scores["val_loss"]):
                 state.diverged = _divergence("validation loss", scores["val_loss"], epoch, state.step, cfg, precision)
             if state.diverged is not None:  # keep the best weights so far; the diverged epoch is not validated
