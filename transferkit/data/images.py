@@ -145,9 +145,19 @@ def size_problem(image: Image.Image, file_bytes: int, max_pixels: int) -> str | 
         image.draft(None, (width // scale, height // scale))  # Pillow picks exactly this scale for this size
     decoded = image.size[0] * image.size[1]
     if decoded > max_pixels:
-        return (f"{image.size[0]}x{image.size[1]} pixels decoded ({4 * decoded / 2**20:,.0f} MB) exceed the "
-                f"{max_pixels:,}-pixel cap ({4 * max_pixels / 2**20:,.0f} MB; --max-pixels); not decoded")
+        reduced = f" (at 1/{scale} size, {image.size[0]}x{image.size[1]})" if scale > 1 else ""
+        return (f"{width}x{height} pixels{reduced} take {_size(4 * decoded)} decoded, over the {max_pixels:,}-pixel "
+                f"cap ({_size(4 * max_pixels)}; --max-pixels); not decoded")
     return None
+
+
+def _size(n_bytes: int) -> str:
+    value, unit = float(n_bytes), "bytes"
+    for bigger in ("KB", "MB", "GB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:,.0f} {unit}" if value >= 10 or unit == "bytes" else f"{value:.1f} {unit}"
 
 
 def _draft_scale(width: int, height: int, max_pixels: int) -> int:
