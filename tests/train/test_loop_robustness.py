@@ -154,6 +154,28 @@ def test_nan_loss_in_the_first_epoch_fails(digits_folder: Path, tmp_path: Path, 
         api.fit(resume=str(out))
 
 
+def test_nan_validation_loss_stops_and_keeps_the_epoch_before(digits_folder: Path, tmp_path: Path, monkeypatch):
+    """Finite training steps whose weights score NaN on validation (logits overflowed) end the run just the same."""
+    from transferkit.train import loop
+
+    calls = {"n": 0}
+    original = loop.validate
+
+    def validate(*args, **kwargs):
+        calls["n"] += 1  # 1: epoch 0 (before training), 2: after epoch 1, 3: after epoch 2
+        scores = original(*args, **kwargs)
+        return {**scores, "val_loss": float("inf")} if calls["n"] == 3 else scores
+
+    monkeypatch.setattr(loop, "validate", validate)
+    out = tmp_path / "run"
+    api.fit(str(digits_folder), strategy="head", epochs=4, out=str(out), **BASE)
+    history, metrics = _strict_json(out / "history.json"), _strict_json(out / "metrics.json")
+    assert [row["epoch"] for row in history] == [0, 1, 2] and history[2]["val_loss"] is None
+    assert metrics["diverged"]["what"] == "validation loss" and metrics["diverged"]["value"] == "inf"
+    assert "epoch 2, in validation after step 6" in metrics["diverged"]["message"]  # 3 steps per epoch
+    assert metrics["best_epoch"] in (0, 1) and _loop_state(out)["step"] == 6
+
+
 def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str]:
     from transferkit import cli
 
@@ -192,7 +214,7 @@ def test_cli_divergence_without_a_finished_epoch_exits_2(odd_folders, tmp_path: 
             "--epochs", "2", "--out", str(tmp_path / "run")]
     code, err = _cli(args, monkeypatch, capsys)
     assert code == 2, err
-    assert "Training diverged at epoch 1, step " in err and "--lr, now 1e+38" in err, err
+    assert "Training diverged at epoch 1, " in err and "--lr, now 1e+38" in err, err
     assert "No epoch finished" in err and "Traceback" not in err
 
 

@@ -285,8 +285,9 @@ def _divergence(what: str, value: float, epoch: int, step: int, cfg: TrainConfig
         fixes.append("full precision (--precision fp32)")
     if not cfg.grad_clip:
         fixes.append("gradient clipping (grad_clip=1.0)")
+    where = f"in validation after step {step}" if what == "validation loss" else f"step {step}"
     return {"epoch": epoch + 1, "step": step, "what": what, "value": str(value),
-            "message": f"Training diverged at epoch {epoch + 1}, step {step}: the {what} became {value}. "
+            "message": f"Training diverged at epoch {epoch + 1}, {where}: the {what} became {value}. "
                        f"Try {' or '.join(fixes)}."}
 
 
