@@ -174,7 +174,30 @@ def test_budget_skips_later_runs_but_runs_the_cheapest_first(digits15: Path, tmp
     cells = {(r["strategy"], r["labels_per_class"]): r["n_runs"] for r in saved["rows"]}
     assert cells[("linear-probe", 5)] == 1 and ("scratch", 5) not in cells
     page = (out / "compare.html").read_text(encoding="utf-8")
-    assert "Skipped by the time budget" in page and "scratch at 10 labels/class, seed 1" in page
+    assert "Skipped runs" in page and "scratch at 10 labels/class, seed 1" in page
+
+
+def test_a_run_that_diverges_is_skipped_with_its_reason(digits15: Path, tmp_path: Path, monkeypatch):
+    """A strategy diverging in its first epoch (no model to keep) is listed as skipped; the comparison goes on."""
+    from transferkit.core.errors import TrainingDiverged
+
+    real_fit = api.fit
+
+    def fit(*args, **kwargs):
+        if kwargs["config"].strategy == "scratch":
+            raise TrainingDiverged("Training diverged at epoch 1, step 2: the training loss became nan. Try a lower "
+                                   "learning rate (--lr, now 0.001).")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(api, "fit", fit)
+    out = tmp_path / "diverged"
+    compare_module.compare(str(digits15), STRATEGIES, [5], seeds=1, out=str(out), progress=False, **OPTIONS)
+    saved = json.loads((out / "compare.json").read_text())
+    assert saved["skipped"] == ["scratch at 5 labels/class, seed 0: Training diverged at epoch 1, step 2: the training "
+                                "loss became nan. Try a lower learning rate (--lr, now 0.001)."]
+    assert {r["strategy"] for r in saved["runs"]} >= {"linear-probe"}
+    assert "scratch" not in {r["strategy"] for r in saved["runs"]}
+    assert "Training diverged at epoch 1" in (out / "compare.html").read_text(encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI

@@ -16,7 +16,7 @@ from transferkit import api
 from transferkit.api import DataInput
 from transferkit.backbones import DEFAULT_FOR_MODALITY
 from transferkit.config import FitConfig
-from transferkit.core.errors import ConfigError
+from transferkit.core.errors import ConfigError, TrainingDiverged
 from transferkit.core.io import atomic_write_json, atomic_write_text
 from transferkit.data.doctor import DataReport
 from transferkit.data.examples import DataSplits
@@ -65,7 +65,11 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
             continue
         if on_run is not None:
             on_run(f"{strategy} at {k or 'all'} labels/class, seed {seed}")
-        result = api.fit(splits, config=cfg)
+        try:
+            result = api.fit(splits, config=cfg)
+        except TrainingDiverged as error:  # one run diverging in its first epoch does not end the comparison
+            skipped.append(f"{strategy} at {k or 'all'} labels/class, seed {seed}: {error}")
+            continue
         summary = json.loads((result.run_dir / "metrics.json").read_text())
         seconds_per_example[strategy] = summary["wall_seconds"] / max(n_train, 1)
         runs.append({"strategy": strategy, "labels_per_class": k, "seed": seed, "run_dir": str(result.run_dir),
