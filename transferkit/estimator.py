@@ -1,35 +1,115 @@
-"""TransferClassifier: a scikit-learn-style facade (fit / predict / predict_proba / score) over transferkit.api.
+"""TransferClassifier: a scikit-learn estimator (fit / predict / predict_proba / score) over transferkit.api.
 
 Accepts texts (strings), image paths, or image arrays (a list, or an [n, H, W(, C)] uint8 array).
-``__init__`` only stores parameters; learned state ends in ``_``.
+``__init__`` only stores parameters; learned state ends in ``_``. Subclassing BaseEstimator/ClassifierMixin gives
+get_params/set_params, clone and GridSearchCV. Labels keep their type: ``classes_`` holds values of ``y`` (ints,
+floats, bools, numpy scalars, strings, in y's dtype) sorted as np.unique sorts them, ``predict`` returns them, and
+``save``/``load`` round-trip them through ``estimator_classes.json`` beside the bundle (whose label map has the
+class names: labels.label_name of each value, as for labels read from files).
 """
 from __future__ import annotations
 
+import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from transferkit import api
 from transferkit.core.errors import DataError, NotFittedError
+from transferkit.core.io import atomic_write_json
 from transferkit.data.examples import Examples
+from transferkit.data.labels import label_name
 from transferkit.serve.predictor import Predictor
 
+CLASSES_FILE = "estimator_classes.json"
+_PYTHON_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
 
-def _to_examples(X: Any, y: Any | None, source: str) -> Examples:
+
+def _to_examples(X: Any, names: list[str] | None, source: str) -> Examples:
     items = list(X)  # a list, or an array whose first axis indexes examples
     if not items:
         raise DataError(f"{source}: X is empty.")
     first = items[0]
     is_text = isinstance(first, str) and Path(first).suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-    labels = None if y is None else [str(v) for v in y]
-    if labels is not None and len(labels) != len(items):
-        raise DataError(f"{source}: X has {len(items)} items but y has {len(labels)}.")
-    return Examples("text" if is_text else "image", items, labels, source)
+    if names is not None and len(names) != len(items):
+        raise DataError(f"{source}: X has {len(items)} items but y has {len(names)}.")
+    return Examples("text" if is_text else "image", items, names, source)
 
 
-class TransferClassifier:
+def _class_name(value: Any, i: int) -> str:
+    """The class name of y[i] (as for a label read from a file); missing or unusable values are DataErrors."""
+    plain = value.item() if isinstance(value, np.generic) else value
+    missing = plain is None or (isinstance(plain, float) and math.isnan(plain))
+    try:
+        name = None if missing else label_name(plain)
+    except TypeError:
+        raise DataError(f"y[{i}] is {value!r}, a {type(value).__name__}; class labels are strings, numbers or "
+                        "booleans.") from None
+    if name is None:
+        raise DataError(f"y[{i}] is missing ({value!r}); give every example a label, or leave it out of X and y.")
+    return name
+
+
+def _y_dtype(y: Any, values: list[Any]) -> np.dtype:
+    """y's own dtype (numpy, pandas); for a list, numpy's dtype when all values share one type, else object."""
+    if hasattr(y, "dtype") and np.asarray(y).dtype.kind != "O":
+        return np.asarray(y).dtype
+    if len({type(v) for v in values}) == 1 and type(values[0]) in _PYTHON_TYPES.values():
+        return np.asarray(values).dtype
+    return np.dtype(object)
+
+
+def _learn_classes(y: Any) -> tuple[list[str], np.ndarray]:
+    """(the class name of each y value, classes_): one value per class, in y's dtype, sorted where values sort."""
+    values = list(y)
+    names = [_class_name(v, i) for i, v in enumerate(values)]
+    first: dict[str, Any] = {}
+    for value, name in zip(values, names):
+        kept = first.setdefault(name, value)
+        if not bool(kept == value):
+            raise DataError(f"y holds {kept!r} and {value!r}, which name the same class {name!r} (labels are "
+                            "compared as written in a file: numbers that are equal are one class); use one of them.")
+    try:
+        ordered = sorted(first.values())
+    except TypeError:  # mixed types that do not compare: the label map's order
+        ordered = list(first.values())
+    return names, _as_array(ordered, _y_dtype(y, values))
+
+
+def _as_array(values: list[Any], dtype: np.dtype) -> np.ndarray:
+    if dtype.kind != "O":
+        return np.array(values, dtype=dtype)
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _encode_classes(classes: np.ndarray) -> dict[str, Any]:
+    if classes.dtype.kind != "O":
+        return {"dtype": classes.dtype.str, "values": classes.tolist()}
+    tagged = []
+    for v in classes:
+        if isinstance(v, np.generic):
+            tagged.append({"numpy": v.dtype.str, "value": v.item()})
+        else:
+            kind = next(name for name, t in _PYTHON_TYPES.items() if isinstance(v, t))  # bool before int
+            tagged.append({"python": kind, "value": _PYTHON_TYPES[kind](v)})
+    return {"dtype": "object", "values": tagged}
+
+
+def _decode_classes(record: dict[str, Any]) -> np.ndarray:
+    if record["dtype"] != "object":
+        return _as_array(record["values"], np.dtype(record["dtype"]))
+    values = [np.dtype(v["numpy"]).type(v["value"]) if "numpy" in v else _PYTHON_TYPES[v["python"]](v["value"])
+              for v in record["values"]]
+    return _as_array(values, np.dtype(object))
+
+
+class TransferClassifier(ClassifierMixin, BaseEstimator):
     """Fine-tune (or probe) a pretrained backbone as a classifier.
 
     >>> clf = TransferClassifier(model="minilm", strategy="linear-probe").fit(texts, labels)
@@ -42,26 +122,23 @@ class TransferClassifier:
         self.model, self.strategy, self.epochs, self.batch_size = model, strategy, epochs, batch_size
         self.lr, self.image_size, self.seed, self.out, self.progress = lr, image_size, seed, out, progress
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("model", "strategy", "epochs", "batch_size", "lr", "image_size",
-                                              "seed", "out", "progress")}
-
-    def set_params(self, **params: Any) -> TransferClassifier:
-        for key, value in params.items():
-            setattr(self, key, value)
-        return self
-
     def fit(self, X: Any, y: Any) -> TransferClassifier:
-        examples = _to_examples(X, y, "X")
-        originals = {str(v): v for v in y}
+        names, classes = _learn_classes(y)
+        examples = _to_examples(X, names, "X")
         out = self.out or tempfile.mkdtemp(prefix="transferkit-")
         result = api.fit(examples, model=self.model, strategy=self.strategy, epochs=self.epochs,
                          batch_size=self.batch_size, lr=self.lr, image_size=self.image_size, seed=self.seed,
                          out=out, progress=self.progress)
-        self.predictor_ = Predictor.from_bundle(result.bundle_dir)
-        self.classes_ = np.array([originals[name] for name in self.predictor_.bundle.label_map.names])
+        atomic_write_json(Path(result.bundle_dir) / CLASSES_FILE, _encode_classes(classes))
+        self._set_model(Predictor.from_bundle(result.bundle_dir), classes)
         self.result_ = result
         return self
+
+    def _set_model(self, predictor: Predictor, classes: np.ndarray) -> None:
+        """classes_ and, for each, its column in the bundle's label map (the order of predict_proba's columns)."""
+        index = {name: i for i, name in enumerate(predictor.bundle.label_map.names)}
+        self.predictor_, self.classes_ = predictor, classes
+        self.columns_ = np.array([index[_class_name(c, i)] for i, c in enumerate(classes)], dtype=np.int64)
 
     def _check_fitted(self) -> Predictor:
         if not hasattr(self, "predictor_"):
@@ -69,14 +146,17 @@ class TransferClassifier:
         return self.predictor_
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        return self._check_fitted().predict(_to_examples(X, None, "X")).probabilities
+        """Probabilities, one column per entry of ``classes_``, in that order."""
+        return self._check_fitted().predict(_to_examples(X, None, "X")).probabilities[:, self.columns_]
 
     def predict(self, X: Any) -> np.ndarray:
-        probabilities = self.predict_proba(X)
+        probabilities = self.predict_proba(X)  # first: it raises NotFittedError
         return self.classes_[probabilities.argmax(1)]
 
-    def score(self, X: Any, y: Any) -> float:
-        return float(np.mean(self.predict(X) == np.asarray(y)))
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy; labels compare as Python values, so a list mixing 1 and 'a' is not turned into strings."""
+        hits = [bool(p == t) for p, t in zip(self.predict(X), list(y))]
+        return float(np.average(hits, weights=sample_weight))
 
     def save(self, folder: str | Path) -> Path:
         """Copy the fitted bundle to ``folder`` (loadable with TransferClassifier.load or the CLI)."""
@@ -84,11 +164,16 @@ class TransferClassifier:
 
         src = self._check_fitted().bundle.path
         shutil.copytree(src, folder, dirs_exist_ok=True)
+        atomic_write_json(Path(folder) / CLASSES_FILE, _encode_classes(self.classes_))
         return Path(folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> TransferClassifier:
+        """A fitted classifier from a saved folder or any bundle (a bundle from the CLI has string classes)."""
         clf = cls()
-        clf.predictor_ = Predictor.from_bundle(Path(folder))
-        clf.classes_ = np.array(clf.predictor_.bundle.label_map.names)
+        predictor = Predictor.from_bundle(Path(folder))
+        record = Path(folder) / CLASSES_FILE
+        classes = (_decode_classes(json.loads(record.read_text(encoding="utf-8"))) if record.is_file()
+                   else np.array(predictor.bundle.label_map.names))
+        clf._set_model(predictor, classes)
         return clf
