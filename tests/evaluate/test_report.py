@@ -213,9 +213,9 @@ def test_render_compare_shows_rows_gains_and_plot():
     assert "5.0 points BELOW scratch" in page
     assert re.search(r'<li class="bad">At 5 labels/class, linear-probe is 5\.0 points BELOW scratch', page)
     assert "0.7000 ± 0.1000" in page
-    assert "Skipped by the time budget" not in page
+    assert "Skipped runs" not in page
     with_skips = render_compare({**compare_summary(), "skipped": ["scratch at 10 labels/class, seed 1: over budget"]})
-    assert "Skipped by the time budget" in with_skips and "seed 1: over budget" in with_skips
+    assert "Skipped runs" in with_skips and "seed 1: over budget" in with_skips
 
 
 def test_render_compare_labels_all_labels_rows_as_all():
