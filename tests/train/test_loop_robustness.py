@@ -233,5 +233,7 @@ def test_history_and_metrics_agree_on_a_split_missing_classes(tmp_path: Path):
     assert metrics["val"]["accuracy"] == pytest.approx(kept["val_accuracy"])
     predicted = {i for i, row in enumerate(metrics["val"]["confusion_matrix"][0]) if row}
     assert metrics["val"]["macro_n_classes"] == len(predicted | {0})
-    assert (f"Macro averages are over the {metrics['val']['macro_n_classes']} classes present in this split's labels "
-            "or predictions") in (out / "report.md").read_text()
+    sentence = (f"Macro averages are over the {metrics['val']['macro_n_classes']} classes present in this split's "
+                "labels or predictions")
+    assert sentence in (out / "report.md").read_text()
+    assert sentence.replace("'", "&#39;") in (out / "report.html").read_text(encoding="utf-8")
