@@ -36,7 +36,8 @@ def _loop_state(run: Path) -> dict:
 
 # ----------------------------------------------------------------------------------------- gradient accumulation
 
-ACCUM = dict(BASE, epochs=1, augment="none", class_weight="none", lr=1e-2)  # head: bn frozen, dropout 0
+# head: bn frozen, dropout 0; fp32 because bf16 autocast (auto on CPUs with bf16) rounds batches of 4 and 8 apart
+ACCUM = dict(BASE, epochs=1, augment="none", class_weight="none", lr=1e-2, precision="fp32")
 
 
 def _accum_run(data: Path, tmp_path: Path, name: str, batch_size: int, grad_accum: int, **extra) -> tuple[dict, dict]:
