@@ -1,11 +1,15 @@
-"""Limits on a real loopback server: token, readiness, timeout, concurrency and draining on shutdown.
+"""Limits on a real loopback server: token, readiness, timeout, concurrency, draining on shutdown, and 413/401
+answers that reach a client still uploading (rather than a connection reset).
 
 The model is held busy through GatedPredictor (the real Predictor behind an Event), so "slow" is exact rather
 than a race against the machine's speed.
 """
 from __future__ import annotations
 
+import socket
 import threading
+import urllib.error
+import urllib.request
 
 import httpx
 import pytest
@@ -133,3 +137,62 @@ def test_exposed_hosts_refuse_to_start_without_a_token(host: str):
 def test_serve_config_names_the_bad_value(options: dict, words: str):
     with pytest.raises(ConfigError, match=words):
         ServeConfig(**options)
+
+
+# --------------------------------------------- refusals that reach a client still uploading (issue 12)
+
+UPLOAD = 5 * 2**20  # 5x the 1 MB limit below
+
+
+def _raw_post(url: str, headers: dict[str, str], chunked: bool = False) -> bytes:
+    """Send the whole body first, then read the answer, as most clients do; 'Connection: close' like urllib."""
+    host, port = url.removeprefix("http://").split(":")
+    head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": host, "Content-Type": "application/json",
+                                                   "Connection": "close", **headers}.items())
+    head += "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {UPLOAD}\r\n"
+    piece = b"x" * 2**16
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"POST /v1/predict HTTP/1.1\r\n{head}\r\n".encode())
+        for _ in range(UPLOAD // len(piece)):
+            sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n" if chunked else piece)
+        if chunked:
+            sock.sendall(b"0\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_upload_over_the_limit_reads_413_not_a_reset(live_server, text_predictor, chunked: bool):
+    server = live_server(text_predictor, max_body_mb=1)
+    answer = _raw_post(server.url, {}, chunked)  # a ConnectionResetError here is the bug
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"1 MB limit (--max-body-mb)" in answer, answer[:300]
+    assert b"connection: close" in answer.lower()
+    assert httpx.post(server.url + "/v1/predict", json=TEXT).status_code == 200
+
+
+def test_urllib_upload_over_the_limit_reads_413(live_server, text_predictor):
+    """The standard library's client sends 'Connection: close' and reads only after the whole body is sent."""
+    server = live_server(text_predictor, max_body_mb=1)
+    request = urllib.request.Request(server.url + "/v1/predict", data=b"x" * UPLOAD,
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413 and "1 MB limit" in refused.value.read().decode()
+
+
+def test_expect_100_continue_gets_413_without_sending_the_body(live_server, text_predictor):
+    server = live_server(text_predictor, max_body_mb=1)
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {UPLOAD}\r\nExpect: 100-continue\r\n\r\n".encode())
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer  # at once: the server does not wait for the body
+
+
+def test_unauthenticated_upload_reads_401(live_server, text_predictor):
+    server = live_server(text_predictor, token=TOKEN)
+    answer = _raw_post(server.url, {})
+    assert answer.startswith(b"HTTP/1.1 401 ") and b"bearer token" in answer, answer[:300]

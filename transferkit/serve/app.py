@@ -281,6 +281,6 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None) -> FastA
 
     # Added last = runs first: metrics see every request, the token is checked before any body byte is read.
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, timeout_s=config.timeout_s)
-    app.add_middleware(BearerAuth, token=config.token)
+    app.add_middleware(BearerAuth, token=config.token, drain_bytes=config.max_body_bytes, timeout_s=config.timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
