@@ -69,13 +69,15 @@ def unlabeled_examples(cfg: FitConfig, modality: str, strategy) -> tuple[Example
                                                                    max_pixels=cfg.max_pixels or DEFAULT_MAX_PIXELS))
     report.raise_if_fatal()
     left_out = set(report.left_out("unlabeled"))
-    return examples.subset([i for i in range(len(examples)) if i not in left_out]), report
+    kept = examples.subset([i for i in range(len(examples)) if i not in left_out])
+    kept.max_pixels = report.config.max_pixels  # decoded later with the cap it was checked with
+    return kept, report
 
 
 def with_unlabeled(train: Examples, unlabeled: Examples) -> Examples:
     """The distillation transfer set: labeled examples, then unlabeled ones (label None: soft targets only)."""
     return Examples(train.modality, train.inputs + unlabeled.inputs, train.labels + [None] * len(unlabeled),
-                    train.source, train.ids + unlabeled.ids)
+                    train.source, train.ids + unlabeled.ids, max_pixels=train.max_pixels)
 
 
 def teacher_summary(teacher: Teacher, student: TransferModel, data: Any, spec, precision: str,

@@ -325,3 +325,23 @@ def test_evaluate_and_predict_read_a_folder_copied_from_a_mac(tmp_path: Path):
     assert metrics["n"] == 8
     predictions = transferkit.predict(run.bundle_dir, str(root), progress=False)
     assert len(predictions.ids) == 8 and not predictions.errors
+
+
+def test_loaders_decode_with_the_cap_the_checks_used(tmp_path: Path):
+    """--max-pixels reaches the loaders: an image the doctor accepted under a raised cap is never refused mid-run,
+    and one refused under a lowered cap would be refused by the loader too (the cap travels with the examples)."""
+    root = _image_folder(tmp_path / "imgs", per_class=3)  # 8x8 images
+    splits = load_source(root)
+    labels = LabelMap.from_labels(splits.train.labels, "t")
+    spec = PreprocessSpec(modality="image", image_size=16)
+    for cap, kept in ((8 * 8, 6), (8 * 8 - 1, 0)):
+        report = diagnose(splits, DoctorConfig(max_pixels=cap, needs_val_split=False))
+        train = report.apply(splits).train
+        assert (train.max_pixels, len(train)) == (cap, kept)
+        assert train.subset(range(len(train))).max_pixels == cap
+    strict = splits.train.subset(range(len(splits.train)))
+    strict.max_pixels = 8 * 8 - 1  # what a loader would meet if the checks had used a larger cap than it
+    with pytest.raises(ImageDecodeError, match="pixel"):
+        next(iter(make_loader(strict, spec, labels, 2)))
+    loose = diagnose(splits, DoctorConfig(max_pixels=8 * 8, needs_val_split=False)).apply(splits).train
+    assert next(iter(make_loader(loose, spec, labels, 2)))["pixel_values"].shape[0] == 2

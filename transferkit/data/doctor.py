@@ -133,8 +133,10 @@ class DataReport:
             if examples is not None and len(examples) != self.sizes.get(name):
                 raise ValueError(f"the report was made for {self.sizes.get(name)} {name} examples, not {len(examples)}")
             drop = set(self.left_out(name))
-            parts[name] = examples.subset([i for i in range(len(examples)) if i not in drop]) \
-                if examples is not None and drop else examples
+            parts[name] = None if examples is None else \
+                examples.subset([i for i in range(len(examples)) if i not in drop])
+            if parts[name] is not None:  # the loaders decode with the cap the checks used
+                parts[name].max_pixels = self.config.max_pixels
         return DataSplits(**parts)
 
     def raise_if_fatal(self) -> None:

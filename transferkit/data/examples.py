@@ -29,6 +29,9 @@ class Examples:
     source: str
     ids: list[str] = field(default_factory=list)
     lines: list[int] | None = None  # for rows of a text file: each input's line number, so checks can name it
+    # The decode cap these images were checked with (fit/compare --max-pixels): the loaders decode with the same
+    # cap, so an image the data doctor accepted is never refused mid-run. None: data.images' default.
+    max_pixels: int | None = None
 
     def __post_init__(self) -> None:
         if not self.ids:
@@ -44,7 +47,7 @@ class Examples:
         labels = [self.labels[i] for i in idx] if self.labels is not None else None
         lines = [self.lines[i] for i in idx] if self.lines is not None else None
         return Examples(self.modality, [self.inputs[i] for i in idx], labels, self.source, [self.ids[i] for i in idx],
-                        lines)
+                        lines, self.max_pixels)
 
     def class_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(y for y in self.labels or [] if y is not None).items()))

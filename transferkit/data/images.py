@@ -82,8 +82,10 @@ def _sixteen_to_eight(array: np.ndarray) -> np.ndarray:
     return ((clipped + 128) // 257).astype(np.uint8)
 
 
-def load_image(item: Any) -> Image.Image:
-    """Return an RGB PIL image from a path, a PIL image or an HxW / HxWxC array (uint8, or uint16 read as 16-bit)."""
+def load_image(item: Any, max_pixels: int | None = None) -> Image.Image:
+    """Return an RGB PIL image from a path, a PIL image or an HxW / HxWxC array (uint8, or uint16 read as 16-bit).
+
+    A path is decoded by ``decode_image`` under ``max_pixels`` (None: DEFAULT_MAX_PIXELS)."""
     if isinstance(item, Image.Image):
         return to_rgb(item)
     if isinstance(item, np.ndarray):
@@ -94,7 +96,7 @@ def load_image(item: Any) -> Image.Image:
         if array.ndim == 3 and array.shape[2] == 1:
             array = array[:, :, 0]
         return to_rgb(Image.fromarray(array))
-    return decode_image(Path(item))
+    return decode_image(Path(item), max_pixels or DEFAULT_MAX_PIXELS)
 
 
 def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, where: str | None = None) -> Image.Image:

@@ -32,7 +32,8 @@ class ImageDataset(Dataset):
         return len(self.examples)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item = {"pixel_values": image_to_tensor(self.examples.inputs[i], self.transform), "index": i}
+        item = {"pixel_values": image_to_tensor(self.examples.inputs[i], self.transform, self.examples.max_pixels),
+                "index": i}
         if self.targets is not None:
             item["labels"] = self.targets[i]
         return item

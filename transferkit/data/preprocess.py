@@ -91,8 +91,8 @@ def train_image_transform(spec: PreprocessSpec, policy: str = "light", hflip: fl
                             mean=spec.mean, std=spec.std)
 
 
-def image_to_tensor(item: Any, transform: T.Compose) -> torch.Tensor:
-    return transform(load_image(item))
+def image_to_tensor(item: Any, transform: T.Compose, max_pixels: int | None = None) -> torch.Tensor:
+    return transform(load_image(item, max_pixels))
 
 
 def load_tokenizer(spec: PreprocessSpec):  # -> transformers.PreTrainedTokenizerBase

@@ -42,7 +42,8 @@ class _SafeImages(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         try:
-            return {"index": i, "pixel_values": image_to_tensor(self.examples.inputs[i], self.transform)}
+            return {"index": i,
+                    "pixel_values": image_to_tensor(self.examples.inputs[i], self.transform, self.examples.max_pixels)}
         except ImageDecodeError as exc:
             return {"index": i, "error": exc}
 
