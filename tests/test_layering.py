@@ -1,6 +1,6 @@
 """Static checks over the source: the layer order of imports, and safe torch.load calls.
 
-Layers, in order: core, data, backbones, strategies, train, evaluate, export, serve, then the top-level modules
+Layers, in order: core, data, backbones, tasks, strategies, train, evaluate, export, serve, then the top-level modules
 (config, api, estimator, cli, __init__). A module may import from its own layer and earlier layers only.
 Top-level config.py is stricter: it may import transferkit.core and transferkit.train only.
 Every import statement counts, including ones inside functions and under ``if TYPE_CHECKING``.
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "transferkit"
-LAYERS = ["core", "data", "backbones", "strategies", "train", "evaluate", "export", "serve", "<top>"]
+LAYERS = ["core", "data", "backbones", "tasks", "strategies", "train", "evaluate", "export", "serve", "<top>"]
 TOP = LAYERS.index("<top>")
 CONFIG_MAY_IMPORT = {"core", "train"}
 

@@ -19,7 +19,6 @@ import torch
 from transferkit import distillation, run_record
 from transferkit.backbones import DEFAULT_FOR_MODALITY, build_backbone
 from transferkit.backbones.features import FeatureCache, extract_features
-from transferkit.backbones.heads import HEADS, TransferModel
 from transferkit.backbones.text import DEFAULT_MAX_LENGTH, token_counter
 from transferkit.config import FitConfig
 from transferkit.core.errors import ConfigError, DataError
@@ -33,7 +32,7 @@ from transferkit.data.labels import LabelMap
 from transferkit.data.loaders import make_loader
 from transferkit.data.sources import TextColumns, load_source
 from transferkit.data.splits import stratified_split, subsample_per_class
-from transferkit.evaluate.metrics import classification_metrics, headline
+from transferkit.evaluate.metrics import REPORTS, headline
 from transferkit.export.bundle import MANIFEST, Bundle, load_bundle, recorded_precision, save_bundle
 from transferkit.export.recorded import data_record
 from transferkit.refit import start_from
@@ -41,6 +40,8 @@ from transferkit.serve.output import predict_to_file
 from transferkit.serve.predictor import Predictions, Predictor
 from transferkit.strategies import StrategyContext, build_strategy
 from transferkit.strategies.linear_probe import LinearProbeConfig, fit_logistic_head
+from transferkit.tasks import get_task
+from transferkit.tasks.model import TransferModel
 from transferkit.train.checkpoint import unfinished_run
 from transferkit.train.config import IMBALANCE_RATIO_FOR_WEIGHTS, TrainConfig
 from transferkit.train.data_identity import data_identity, refuse_changed_data
@@ -140,8 +141,9 @@ def _build_model(cfg: FitConfig, modality: str, n_classes: int, pretrained: bool
                           f"use e.g. --model {DEFAULT_FOR_MODALITY[modality]}.")
     if modality == "image":
         backbone.preprocessing = backbone.preprocessing.with_image_size(cfg.image_size)
-    head = HEADS["classification"](backbone.feature_dim, n_classes, label_smoothing=cfg.train.label_smoothing)
-    model = TransferModel(backbone, head)
+    task = get_task("classification")
+    head = task.head(backbone.feature_dim, n_classes, label_smoothing=cfg.train.label_smoothing)
+    model = TransferModel(backbone, head, task)
     return model.to(memory_format=torch.channels_last) if modality == "image" else model
 
 
@@ -174,8 +176,8 @@ def _evaluate_split(model: TransferModel, examples: Examples, label_map: LabelMa
                     progress: bool) -> SplitEvaluation:
     loader = make_loader(examples, spec, label_map, 64)
     logits, labels = predict_logits(model, loader, precision, progress=progress, desc=f"evaluate {examples.source}")
-    probabilities = model.head.probabilities(torch.from_numpy(logits)).numpy()
-    metrics = classification_metrics(labels, logits.argmax(1), label_map.names, probabilities)
+    probabilities = model.task.probabilities(torch.from_numpy(logits)).numpy()
+    metrics = REPORTS[model.task.name](labels, model.task.decode(logits), label_map.names, probabilities)
     return SplitEvaluation(metrics, probabilities, labels)
 
 
@@ -189,12 +191,12 @@ def _before_adaptation(model: TransferModel, ctx: StrategyContext, data: Prepare
     if not cfg.baseline or not strategy.uses_pretrained_weights or strategy.name == "linear-probe":
         return None
     split = "test" if data.test is not None else "val"
-    head = HEADS["classification"](model.backbone.feature_dim, len(data.label_map))
+    head = model.task.head(model.backbone.feature_dim, len(data.label_map))
     fit_logistic_head(head, ctx, LinearProbeConfig())
     x, y = ctx.features(split)
     with torch.inference_mode():
-        predicted = head(torch.from_numpy(x).float()).argmax(1).numpy()
-    return {"split": split, **classification_metrics(y, predicted, data.label_map.names)}
+        predicted = model.task.decode(head(torch.from_numpy(x).float())).numpy()
+    return {"split": split, **REPORTS[model.task.name](y, predicted, data.label_map.names)}
 
 
 def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: str | Path | None = None,

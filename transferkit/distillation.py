@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from transferkit.backbones.heads import TransferModel
 from transferkit.config import FitConfig
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.data.doctor import DataReport, DoctorConfig, diagnose_inputs
@@ -18,10 +17,11 @@ from transferkit.data.examples import Examples
 from transferkit.data.images import DEFAULT_MAX_PIXELS
 from transferkit.data.loaders import make_loader
 from transferkit.data.sources import TextColumns, load_source
-from transferkit.evaluate.metrics import classification_metrics
+from transferkit.evaluate.metrics import REPORTS
 from transferkit.evaluate.speed import compare_throughput
 from transferkit.export.bundle import load_bundle, read_manifest
 from transferkit.strategies.distill import Teacher
+from transferkit.tasks.model import TransferModel
 from transferkit.train.inference import predict_logits
 
 
@@ -86,7 +86,7 @@ def teacher_summary(teacher: Teacher, student: TransferModel, data: Any, spec, p
     name, examples = ("test", data.test) if data.test is not None else ("val", data.val)
     logits, labels = predict_logits(teacher, make_loader(examples, spec, data.label_map, 64), precision,
                                     progress=progress, desc="evaluate teacher")
-    metrics = classification_metrics(labels, logits.argmax(1), data.label_map.names)
+    metrics = REPORTS[student.task.name](labels, student.task.decode(logits), data.label_map.names)
     speed = compare_throughput({"student": student, "teacher": teacher}, list(make_loader(examples, spec, None, 32)),
                                precision)
     return {"teacher_accuracy": metrics["accuracy"], "teacher_split": name, "teacher_macro_f1": metrics["macro_f1"],

@@ -151,7 +151,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         probabilities = self.predict_proba(X)  # first: it raises NotFittedError
-        return self.classes_[probabilities.argmax(1)]
+        return self.classes_[self.predictor_.task.decode_scores(probabilities)]
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Accuracy; labels compare as Python values, so a list mixing 1 and 'a' is not turned into strings."""

@@ -18,7 +18,6 @@ import torch
 from sklearn.metrics import accuracy_score
 
 from transferkit.backbones.base import state_dict_sha256
-from transferkit.backbones.heads import HEADS, TransferModel
 from transferkit.core.errors import BundleError, ConfigError, DataError
 from transferkit.core.scores import macro_f1
 from transferkit.data.examples import Examples
@@ -27,6 +26,7 @@ from transferkit.data.preprocess import PreprocessSpec
 from transferkit.data.stream import inference_batches
 from transferkit.export.bundle import WEIGHTS, Bundle, load_bundle
 from transferkit.export.recorded import recorded_split
+from transferkit.tasks.model import TransferModel
 from transferkit.train.inference import predict_logits
 
 
@@ -48,11 +48,12 @@ class InitFrom:
         backbone, old = self.bundle.model.backbone, self.bundle.model.head
         backbone.preprocessing = self.bundle.preprocessing  # the architecture default is not what it was fitted at
         backbone.weights_sha256 = self.backbone_sha256  # the features cache is keyed on these weights
-        head = HEADS["classification"](backbone.feature_dim, len(labels), label_smoothing=label_smoothing)
+        task = self.bundle.model.task
+        head = task.head(backbone.feature_dim, len(labels), label_smoothing=label_smoothing)
         with torch.no_grad():
             head.linear.weight[: len(self.old_labels)] = old.linear.weight
             head.linear.bias[: len(self.old_labels)] = old.linear.bias
-        model = TransferModel(backbone, head)
+        model = TransferModel(backbone, head, task)
         return model.to(memory_format=torch.channels_last) if backbone.modality == "image" else model
 
     def record(self, labels: LabelMap) -> dict[str, Any]:
@@ -116,7 +117,7 @@ def _score(model: TransferModel, model_labels: tuple[str, ...], examples: Exampl
             continue
         logits, _ = predict_logits(model, [batch.inputs], precision)
         truth += labels.encode([examples.labels[i] for i in batch.positions], examples.source)
-        predicted += to_merged[logits.argmax(1)].tolist()
+        predicted += to_merged[model.task.decode(logits)].tolist()
     if not truth:
         return {"n": 0}
     return {"accuracy": round(float(accuracy_score(truth, predicted)), 4), "macro_f1": round(macro_f1(truth, predicted), 4),

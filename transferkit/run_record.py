@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.backbones import DEFAULT_FOR_MODALITY
-from transferkit.backbones.heads import TransferModel
 from transferkit.backbones.provenance import pretrained_record
 from transferkit.config import FitConfig
 from transferkit.core.io import atomic_write_json, atomic_write_text
@@ -32,6 +31,7 @@ from transferkit.evaluate.report import (
     training_notes,
 )
 from transferkit.refit import init_from_notes
+from transferkit.tasks.model import TransferModel
 from transferkit.train.config import IMBALANCE_RATIO_FOR_WEIGHTS
 from transferkit.train.loop import TrainResult
 
@@ -54,7 +54,7 @@ def manifest(cfg: FitConfig, model: TransferModel, data: Any, strategy, spec, su
     return {
         "backbone": {"name": bb.name, "architecture": bb.architecture(), "pretrained_sha256": bb.weights_sha256,
                      "feature_dim": bb.feature_dim, **(pretrained_record(bb.name) if bb.weights_sha256 else {})},
-        "task": "classification",
+        "task": model.task.name,
         "labels": list(data.label_map.names),
         "preprocessing": spec.to_dict(),
         "inference_precision": precision,

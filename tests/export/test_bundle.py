@@ -13,12 +13,13 @@ import transferkit
 from tests.conftest import write_digit_folder
 from transferkit.backbones import build_backbone
 from transferkit.backbones.base import state_dict_sha256
-from transferkit.backbones.heads import ClassificationHead, TransferModel
 from transferkit.core.errors import BundleError, ConfigError
 from transferkit.data.loaders import make_loader
 from transferkit.data.sources import load_source
 from transferkit.export.bundle import MANIFEST, WEIGHTS, load_bundle, read_manifest, save_bundle
 from transferkit.serve.predictor import Predictor
+from transferkit.tasks import ClassificationHead
+from transferkit.tasks.model import TransferModel
 
 IMAGE_SIZE = 32
 
@@ -155,6 +156,18 @@ def test_damaged_manifest_and_weights(probe_run, tmp_path: Path):
     (broken / MANIFEST).write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         read_manifest(broken)
+
+
+def test_a_bundle_is_loaded_by_its_manifests_task(probe_run, tmp_path: Path):
+    result, _ = probe_run
+    assert read_manifest(result.bundle_dir)["task"] == "classification"
+    assert load_bundle(result.bundle_dir).model.task.name == "classification"
+    other = tmp_path / "other"
+    shutil.copytree(result.bundle_dir, other)
+    manifest = read_manifest(other)
+    (other / MANIFEST).write_text(json.dumps({**manifest, "task": "clasification"}))
+    with pytest.raises(BundleError, match="Did you mean 'classification'"):
+        load_bundle(other)
 
 
 def test_inference_precision_is_read_checked_and_overridable(probe_run, tmp_path: Path):

@@ -16,13 +16,14 @@ from torch import nn
 
 from transferkit.backbones import build_backbone
 from transferkit.backbones.features import extract_features
-from transferkit.backbones.heads import ClassificationHead, TransferModel
 from transferkit.data.examples import Examples
 from transferkit.data.labels import LabelMap
 from transferkit.data.loaders import make_loader
 from transferkit.data.sources import load_source
 from transferkit.data.splits import stratified_split
 from transferkit.strategies import STRATEGIES, Strategy, StrategyContext, build_strategy
+from transferkit.tasks import ClassificationHead
+from transferkit.tasks.model import TransferModel
 from transferkit.train.config import TrainConfig
 from transferkit.train.optim import build_optimizer
 

@@ -26,8 +26,8 @@ from tests.strategies.helpers import (
     train_steps,
     trainable_names,
 )
-from transferkit.backbones.heads import TransferModel
 from transferkit.strategies import STRATEGIES, Strategy, StrategyContext, build_strategy
+from transferkit.tasks.model import TransferModel
 
 K = 3
 

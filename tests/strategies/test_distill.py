@@ -14,12 +14,12 @@ from torch import nn
 
 from tests.conftest import bbc_texts, write_text_csv
 from transferkit import api
-from transferkit.backbones.heads import ClassificationHead
 from transferkit.core.errors import ConfigError
 from transferkit.data.labels import NO_LABEL
 from transferkit.data.preprocess import PreprocessSpec, image_transform
 from transferkit.strategies import StrategyContext, build_strategy
 from transferkit.strategies.distill import Teacher, kd_loss
+from transferkit.tasks import ClassificationHead
 
 IMAGE = PreprocessSpec(modality="image", image_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 IMAGENET = PreprocessSpec(modality="image", image_size=32)

@@ -12,7 +12,6 @@ from safetensors.torch import load_file, save_file
 
 from transferkit import api
 from transferkit.backbones import build_backbone
-from transferkit.backbones.heads import ClassificationHead, TransferModel
 from transferkit.core.errors import BundleError, ConfigError
 from transferkit.data.examples import Examples
 from transferkit.data.loaders import make_loader
@@ -20,6 +19,8 @@ from transferkit.data.sources import load_source
 from transferkit.export.adapters import model_from_adapter
 from transferkit.export.bundle import load_bundle
 from transferkit.strategies import StrategyContext, build_strategy
+from transferkit.tasks import ClassificationHead
+from transferkit.tasks.model import TransferModel
 from transferkit.train.inference import predict_logits
 
 TEXTS = ["stocks fell as the bank raised rates", "the striker scored twice in the final",

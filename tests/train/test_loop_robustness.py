@@ -19,13 +19,14 @@ from safetensors.torch import load_file
 from tests.conftest import write_digit_folder
 from transferkit import api
 from transferkit.backbones import build_backbone
-from transferkit.backbones.heads import ClassificationHead, TransferModel
 from transferkit.core.errors import TrainingDiverged
 from transferkit.data.labels import LabelMap
 from transferkit.data.loaders import make_loader
 from transferkit.data.sources import load_source
 from transferkit.strategies import StrategyContext, build_strategy
 from transferkit.strategies.base import Strategy
+from transferkit.tasks import ClassificationHead
+from transferkit.tasks.model import TransferModel
 from transferkit.train.checkpoint import complete_checkpoints
 from transferkit.train.config import TrainConfig
 from transferkit.train.loop import train

@@ -17,6 +17,7 @@ from transferkit.data.images import load_image
 from transferkit.evaluate import plots
 from transferkit.evaluate.metrics import headline
 from transferkit.evaluate.report import macro_sentence
+from transferkit.tasks import ClassificationTask, Task
 
 N_CONFIDENT_ERRORS = 12
 SNIPPET_CHARS = 280
@@ -52,9 +53,11 @@ def thumbnail(item: Any, size: int = 96) -> str:
 
 
 def confident_errors(inputs: list[Any], ids: list[str], y_true: np.ndarray, probabilities: np.ndarray,
-                     names: list[str], modality: str, n: int = N_CONFIDENT_ERRORS) -> list[dict[str, Any]]:
-    """The n wrong predictions made with the highest confidence: what to look at first (label noise, confusions)."""
-    predicted = probabilities.argmax(1)
+                     names: list[str], modality: str, n: int = N_CONFIDENT_ERRORS,
+                     task: Task | None = None) -> list[dict[str, Any]]:
+    """The n wrong predictions made with the highest confidence: what to look at first (label noise, confusions).
+    ``task`` (the model's; classification when None) decodes the probabilities."""
+    predicted = (task or ClassificationTask()).decode_scores(probabilities)
     confidence = probabilities.max(1)
     wrong = np.flatnonzero(predicted != y_true)
     order = wrong[np.argsort(-confidence[wrong], kind="stable")][:n]

@@ -2,10 +2,11 @@
 
 Imports only transferkit.core.scores: macro averages run over the classes present in a split's labels or
 predictions, the definition the training loop selects models by (so history.json and metrics.json agree).
+``REPORTS`` names the report function of each task (transferkit.tasks), keyed by the task's name.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -94,6 +95,12 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     return {"mae": float(mean_absolute_error(y_true, y_pred)),
             "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),
             "r2": float(r2_score(y_true, y_pred)), "n": int(len(y_true))}
+
+
+# The full report per task name (model.task.name / the manifest's "task"): per-class tables, confusion and
+# calibration are reports, so they live here rather than in transferkit.tasks (which sits before evaluate).
+# Each takes (targets, predictions, label names, scores or None).
+REPORTS: dict[str, Callable[..., dict[str, Any]]] = {"classification": classification_metrics}
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:

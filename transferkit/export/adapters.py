@@ -15,12 +15,12 @@ import torch
 from safetensors.torch import load_file
 
 from transferkit.backbones import build_backbone
-from transferkit.backbones.heads import HEADS, TransferModel
 from transferkit.core.errors import BundleError
 from transferkit.data.preprocess import PreprocessSpec
-from transferkit.export.bundle import ADAPTER_WEIGHTS, read_manifest
+from transferkit.export.bundle import ADAPTER_WEIGHTS, bundle_task, read_manifest
 from transferkit.strategies import StrategyContext, build_strategy
 from transferkit.strategies.base import batchnorm_statistics
+from transferkit.tasks.model import TransferModel
 
 
 def model_from_adapter(bundle_dir: Path) -> TransferModel:
@@ -36,7 +36,8 @@ def model_from_adapter(bundle_dir: Path) -> TransferModel:
                           f"trained on (SHA-256 mismatch); its adapter only fits those.")
     backbone.preprocessing = PreprocessSpec.from_dict({**manifest["preprocessing"],
                                                        "tokenizer": backbone.preprocessing.tokenizer})
-    model = TransferModel(backbone, HEADS[manifest["task"]](backbone.feature_dim, len(manifest["labels"])))
+    task = bundle_task(manifest, bundle_dir)
+    model = TransferModel(backbone, task.head(backbone.feature_dim, len(manifest["labels"])), task)
     strategy = build_strategy(manifest["strategy"]["name"], manifest["strategy"]["config"])
     strategy.prepare(model, StrategyContext(n_classes=len(manifest["labels"]), seed=0))
     tensors = load_file(str(bundle_dir / ADAPTER_WEIGHTS))

@@ -1,7 +1,8 @@
 """Save and load bundles: ``model.safetensors`` + ``transferkit.json`` (+ tokenizer/config for text models).
 
-Imports transferkit.core, transferkit.data and transferkit.backbones. A bundle alone is enough to predict,
-offline: the architecture is rebuilt from the manifest and the weights come only from safetensors (no pickle).
+Imports transferkit.core, transferkit.data, transferkit.backbones and transferkit.tasks. A bundle alone is
+enough to predict, offline: the architecture is rebuilt from the manifest (its ``task`` names the head, via
+transferkit.tasks.TASKS) and the weights come only from safetensors (no pickle).
 The folder is written next to its destination and renamed into place, so a crash never leaves half a bundle.
 """
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Any
 from safetensors.torch import load_file, save_file, save_model
 
 from transferkit.backbones import backbone_from_architecture
-from transferkit.backbones.heads import HEADS, TransferModel
 from transferkit.backbones.provenance import PretrainedWeightsWarning, pretrained_mismatch
-from transferkit.core.errors import BundleError
+from transferkit.core.errors import BundleError, UnknownNameError
 from transferkit.core.io import atomic_write_json, staged_folder
 from transferkit.data.labels import LabelMap
 from transferkit.data.preprocess import PreprocessSpec
+from transferkit.tasks import Task, get_task
+from transferkit.tasks.model import TransferModel
 
 WEIGHTS = "model.safetensors"
 ADAPTER_WEIGHTS = "adapter.safetensors"
@@ -90,16 +92,25 @@ def read_weights(path: Path) -> dict[str, Any]:
                           "and are never unpickled.") from None
 
 
+def bundle_task(manifest: dict[str, Any], folder: Path | str) -> Task:
+    """The task a bundle was fitted for: its manifest's ``task`` is the key it is loaded by."""
+    try:
+        return get_task(manifest["task"])
+    except UnknownNameError as exc:
+        raise BundleError(f"{Path(folder) / MANIFEST}: {exc} Upgrade transferkit to load this bundle.") from None
+
+
 def load_bundle(folder: Path) -> Bundle:
     folder = Path(folder)
     manifest = read_manifest(folder)
     try:
         backbone = backbone_from_architecture(manifest["backbone"]["architecture"], folder)
         label_map = LabelMap(tuple(manifest["labels"]))
-        head = HEADS[manifest["task"]](backbone.feature_dim, len(label_map), manifest.get("head_dropout", 0.0))
+        task = bundle_task(manifest, folder)
+        head = task.head(backbone.feature_dim, len(label_map), manifest.get("head_dropout", 0.0))
     except (KeyError, TypeError) as exc:
         raise BundleError(f"{folder / MANIFEST} lacks or garbles the entry {exc}; the bundle is damaged.") from None
-    model = TransferModel(backbone, head)
+    model = TransferModel(backbone, head, task)
     state = read_weights(folder / WEIGHTS)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [name for name in missing if not _alias_loaded(model, name, state)]

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import BundleError, ConfigError
 from transferkit.core.io import atomic_write_json, staged_folder
 from transferkit.data.labels import LabelMap
@@ -32,6 +31,8 @@ from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
 from transferkit.data.stream import inference_batches
 from transferkit.export.bundle import MANIFEST, load_bundle, read_manifest, recorded_precision
 from transferkit.export.recorded import check_inputs, recorded_split
+from transferkit.tasks import Task
+from transferkit.tasks.model import TransferModel
 from transferkit.train.inference import predict_logits
 
 ONNX_FILE = "model.onnx"
@@ -183,9 +184,11 @@ def _torch_export(model: TransferModel, spec: PreprocessSpec, names: list[str], 
                           opset_version=opset, do_constant_folding=True, dynamo=False)
 
 
-def compare_logits(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
+def compare_logits(reference: np.ndarray, other: np.ndarray, task: Task) -> dict[str, float]:
+    """Largest output difference, and how often ``task`` decodes both to the same prediction."""
+    same = task.decode(reference) == task.decode(other)
     return {"max_abs_diff": float(np.abs(reference - other).max()) if reference.size else 0.0,
-            "top1_agreement": float((reference.argmax(1) == other.argmax(1)).mean()) if len(reference) else 1.0}
+            "top1_agreement": float(same.mean()) if len(reference) else 1.0}
 
 
 def paired_logits(model: TransferModel, session, names: list[str], examples, spec: PreprocessSpec,
@@ -219,7 +222,7 @@ def export_onnx(bundle_dir: Path, out_dir: Path, int8: bool = False, opset: int 
         # the exporter drops inputs the graph never reads (a soft-prompt model ignores token_type_ids)
         names = [i.name for i in session.get_inputs()]
         eager, onnx, _ = paired_logits(model, session, names, check, spec)
-        parity = {"n": len(eager), "inputs": check_source, **compare_logits(eager, onnx)}
+        parity = {"n": len(eager), "inputs": check_source, **compare_logits(eager, onnx, model.task)}
         if parity["max_abs_diff"] > PARITY_ATOL or parity["top1_agreement"] < 1.0:
             raise ExportError(f"The ONNX export of {bundle_dir} does not reproduce the eager model on {parity['n']} "
                               f"inputs ({check_source}): max |logit diff| {parity['max_abs_diff']:.2e} (allowed "
@@ -247,7 +250,7 @@ def vs_bundle(bundle, model: TransferModel, eager: np.ndarray, exported: np.ndar
     recorded inference precision (``eager`` when that is fp32) — on the check inputs."""
     precision = recorded_precision(bundle.manifest, bundle.path / MANIFEST)
     reference = eager if precision == "fp32" else predict_logits(model, _batches(check, bundle.preprocessing), precision)[0]
-    out: dict[str, Any] = {"precision": precision, "n": len(reference), **compare_logits(reference, exported)}
+    out: dict[str, Any] = {"precision": precision, "n": len(reference), **compare_logits(reference, exported, model.task)}
     if precision != "fp32" and out["top1_agreement"] < 1.0:
         out["warning"] = (f"the bundle predicts in {precision} (its manifest's inference_precision) and the export in "
                           f"{kind}: they give different labels on {1 - out['top1_agreement']:.1%} of {out['n']} check "

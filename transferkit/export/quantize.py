@@ -113,7 +113,8 @@ def _accuracy(bundle: Bundle, fp32, int8, names: list[str], labeled: Examples) -
         if batch.inputs is None:
             continue
         for name, session in (("fp32", fp32), ("int8", int8)):
-            hits[name] += list(run_session(session, names, batch.inputs).argmax(1) == truth[batch.positions])
+            predicted = bundle.model.task.decode(run_session(session, names, batch.inputs))
+            hits[name] += list(predicted == truth[batch.positions])
     fp32_acc, int8_acc = float(np.mean(hits["fp32"])), float(np.mean(hits["int8"]))
     return {"n": len(hits["fp32"]), "accuracy_fp32": round(fp32_acc, 4), "accuracy_int8": round(int8_acc, 4),
             "accuracy_drop_points": round(100 * (fp32_acc - int8_acc), 2)}
@@ -135,7 +136,7 @@ def quantize_bundle(bundle: Bundle, onnx_file: Path, names: list[str], check: Ex
                                 for b in inference_batches(check, bundle.preprocessing, 32) if b.inputs is not None])
     quantized = np.concatenate([run_session(int8_session, names, b.inputs)
                                 for b in inference_batches(check, bundle.preprocessing, 32) if b.inputs is not None])
-    info["vs_fp32"] = {"n": len(reference), **compare_logits(reference, quantized)}
+    info["vs_fp32"] = {"n": len(reference), **compare_logits(reference, quantized, bundle.model.task)}
     if recorded is not None and recorded.examples.labels is not None:
         info["accuracy"] = {"split": recorded.split, **_accuracy(bundle, fp32_session, int8_session, names,
                                                                   recorded.examples)}

@@ -26,6 +26,7 @@ from starlette.datastructures import UploadFile
 from transferkit.core.errors import DataError
 from transferkit.data.examples import Examples
 from transferkit.data.images import ImageDecodeError, decode_image
+from transferkit.export.bundle import bundle_task
 from transferkit.serve.batching import MicroBatcher, ShuttingDown
 from transferkit.serve.config import ServeConfig
 from transferkit.serve.limits import BearerAuth, BodyLimit
@@ -59,6 +60,7 @@ class Service:
     def __init__(self, predictor: Predictor, config: ServeConfig, metrics: ServeMetrics):
         self.predictor, self.config, self.metrics = predictor, config, metrics
         self.labels = tuple(predictor.bundle.label_map.names)
+        self.task = bundle_task(predictor.bundle.manifest, predictor.bundle.path)  # shapes each answer
         self.modality = predictor.modality
         self.batcher = MicroBatcher(self._probabilities, max(predictor.batch_size, 1), self._on_batch)
         self.decoders = anyio.CapacityLimiter(2)
@@ -187,15 +189,7 @@ class Service:
         return images
 
     def _format(self, probabilities: np.ndarray, top_k: int | None) -> list[dict[str, Any]]:
-        out = []
-        for row in probabilities:
-            best = int(row.argmax())
-            item: dict[str, Any] = {"label": self.labels[best], "score": float(row[best])}
-            if top_k is not None:
-                order = np.argsort(-row, kind="stable")[:top_k]
-                item["top_k"] = [{"label": self.labels[i], "score": float(row[i])} for i in order]
-            out.append(item)
-        return out
+        return self.task.response(probabilities, self.labels, top_k)
 
     def model_card(self) -> dict[str, Any]:
         """Chosen manifest fields only: the manifest also records the paths the model was trained from."""

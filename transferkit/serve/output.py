@@ -20,6 +20,7 @@ from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.io import atomic_write
 from transferkit.data.examples import Examples
 from transferkit.serve.predictor import BatchPredictions, Predictions, Predictor
+from transferkit.tasks import Task
 
 FORMATS = (".csv", ".jsonl")
 
@@ -31,16 +32,11 @@ def check_top_k(top_k: int | None, n_classes: int) -> None:
 
 
 def _rows(batch: BatchPredictions, ids: list[str], id_field: str, names: tuple[str, ...],
-          top_k: int | None) -> Iterator[dict[str, Any]]:
+          top_k: int | None, task: Task) -> Iterator[dict[str, Any]]:
     """The batch's rows in input order (readable and unreadable inputs interleaved as they came)."""
     by_position: dict[int, dict[str, Any]] = {}
-    for position, probs in zip(batch.positions, batch.probabilities):
-        best = int(probs.argmax())
-        row: dict[str, Any] = {id_field: ids[position], "label": names[best], "score": round(float(probs[best]), 6)}
-        if top_k:
-            order = np.argsort(-probs, kind="stable")[:top_k]
-            row["top_k"] = [{"label": names[i], "score": round(float(probs[i]), 6)} for i in order]
-        by_position[position] = row
+    for position, answer in zip(batch.positions, task.response(batch.probabilities, names, top_k, digits=6)):
+        by_position[position] = {id_field: ids[position], **answer}
     for position, reason in batch.errors:
         by_position[position] = {id_field: ids[position], "label": None, "score": None, "error": reason}
     for position in sorted(by_position):
@@ -111,7 +107,7 @@ def predict_to_file(predictor: Predictor, examples: Examples, out: Path | None, 
                 probs[batch.positions] = batch.probabilities
                 errors.update(batch.errors)
                 if writer is not None:
-                    for row in _rows(batch, examples.ids, id_field, predictor.label_names, top_k):
+                    for row in _rows(batch, examples.ids, id_field, predictor.label_names, top_k, predictor.task):
                         writer.write(row)
                 bar.advance(task, len(batch.positions) + len(batch.errors))
         if strict:
@@ -125,4 +121,4 @@ def predict_to_file(predictor: Predictor, examples: Examples, out: Path | None, 
                 run(fh)  # raising here (strict) leaves no file behind
 
         atomic_write(Path(out), write)
-    return Predictions(examples.ids, probs, predictor.label_names, errors)
+    return Predictions(examples.ids, probs, predictor.label_names, errors, predictor.task)

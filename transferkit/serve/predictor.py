@@ -1,6 +1,7 @@
 """Predictor: a loaded bundle — PyTorch or ONNX — that turns Examples into labels, scores and probabilities.
 
-Imports transferkit.core, transferkit.data, transferkit.train and transferkit.export. Uses only the bundle's
+Imports transferkit.core, transferkit.data, transferkit.tasks, transferkit.train and transferkit.export. The
+bundle's task (its manifest's ``task``) turns outputs into scores and decodes them. Uses only the bundle's
 own preprocessing, never one re-specified by the caller, and the same input pipeline for both runtimes
 (transferkit.data.stream), so an ONNX export predicts exactly what its source bundle does.
 """
@@ -24,11 +25,13 @@ from transferkit.export.bundle import (
     MANIFEST,
     WEIGHTS,
     Bundle,
+    bundle_task,
     load_bundle,
     read_manifest,
     recorded_precision,
 )
 from transferkit.export.onnx import ONNX_FILE, OnnxBundle, load_onnx_bundle
+from transferkit.tasks import ClassificationTask, Task
 from transferkit.train.inference import predict_logits
 
 RUNTIMES = ("auto", "torch", "onnx")
@@ -40,12 +43,13 @@ class Predictions:
     probabilities: np.ndarray  # [n, k]; rows of inputs that could not be read are NaN
     label_names: tuple[str, ...]
     errors: dict[int, str] = field(default_factory=dict)  # row -> why that input could not be read
+    task: Task = field(default_factory=ClassificationTask)  # decodes the rows
 
     @property
     def indices(self) -> np.ndarray:
         """Predicted class per row; -1 for rows in ``errors``."""
         valid = ~np.isnan(self.probabilities).any(1) if self.probabilities.size else np.zeros(0, bool)
-        return np.where(valid, np.nan_to_num(self.probabilities, nan=-1.0).argmax(1), -1)
+        return np.where(valid, self.task.decode_scores(np.nan_to_num(self.probabilities, nan=-1.0)), -1)
 
     @property
     def labels(self) -> list[str | None]:
@@ -82,6 +86,7 @@ class Predictor:
             raise ConfigError(f"The 'precision' parameter of Predictor must be one of {INFERENCE_PRECISIONS} or None. "
                               f"Got {precision!r} instead.")
         self.bundle, self.batch_size = bundle, batch_size
+        self.task = bundle_task(bundle.manifest, bundle.path)
         self.runtime = "onnx" if isinstance(bundle, OnnxBundle) else "torch"
         self.precision = precision or recorded_precision(bundle.manifest, bundle.path / MANIFEST)
 
@@ -122,11 +127,10 @@ class Predictor:
     def probabilities(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:
         """Class probabilities [n, k] for one preprocessed batch."""
         if isinstance(self.bundle, OnnxBundle):
-            logits = torch.from_numpy(self.bundle.logits(inputs))
-            return logits.float().softmax(-1).numpy()  # what ClassificationHead.probabilities computes
-        model = self.bundle.model
-        logits, _ = predict_logits(model, [inputs], self.precision)
-        return model.head.probabilities(torch.from_numpy(logits)).numpy()
+            logits = self.bundle.logits(inputs)
+        else:
+            logits, _ = predict_logits(self.bundle.model, [inputs], self.precision)
+        return self.task.probabilities(torch.from_numpy(logits)).numpy()
 
     def iter_batches(self, examples: Examples) -> Iterator[BatchPredictions]:
         """Predictions batch by batch, in input order; an unreadable input becomes a row error, not an exception."""
@@ -145,7 +149,7 @@ class Predictor:
             if batch.errors:
                 raise batch.errors[0][1]
             probs[batch.positions] = self.probabilities(batch.inputs)
-        return Predictions(examples.ids, probs, self.label_names)
+        return Predictions(examples.ids, probs, self.label_names, task=self.task)
 
     def _check_modality(self, examples: Examples) -> None:
         if examples.modality != self.modality:

@@ -15,9 +15,9 @@ from typing import ClassVar
 from torch import nn
 
 from transferkit.backbones.extensions import PLACEMENTS
-from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import PeftStrategy, StrategyConfig, StrategyContext, set_requires_grad
+from transferkit.tasks.model import TransferModel
 
 
 @dataclass(frozen=True)

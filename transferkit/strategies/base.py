@@ -1,6 +1,6 @@
 """The strategy contract: how a pretrained model's parameters adapt. The training loop knows nothing else.
 
-Imports transferkit.core, transferkit.data and transferkit.backbones only.
+Imports transferkit.core, transferkit.data and transferkit.backbones, transferkit.tasks only.
 
 A strategy (1) prepares the model before training — freezes, injects adapters, fits a head in closed form;
 (2) gives the optimizer its parameter groups; (3) computes one step's loss from a batch (which may carry
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import ConfigError
+from transferkit.tasks.model import TransferModel
 
 BN_POLICIES = ("freeze", "train")
 

@@ -19,12 +19,12 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import ConfigError
 from transferkit.data.labels import NO_LABEL
 from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
 from transferkit.strategies.base import StrategyContext
 from transferkit.strategies.finetune import Finetune, FinetuneConfig
+from transferkit.tasks.model import TransferModel
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import (
     Strategy,
@@ -22,6 +21,7 @@ from transferkit.strategies.base import (
     set_requires_grad,
 )
 from transferkit.strategies.linear_probe import LinearProbeConfig, fit_logistic_head
+from transferkit.tasks.model import TransferModel
 
 HEAD_INITS = ("zero", "probe")
 

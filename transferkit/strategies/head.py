@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transferkit.backbones.heads import TransferModel
 from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext, set_requires_grad
+from transferkit.tasks.model import TransferModel
 
 
 @dataclass(frozen=True)

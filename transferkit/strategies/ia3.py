@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transferkit.backbones.heads import TransferModel
 from transferkit.strategies.base import PeftStrategy, StrategyConfig, StrategyContext
 from transferkit.strategies.lora import inject_adapters, merge_adapters
+from transferkit.tasks.model import TransferModel
 
 DEFAULT_TARGETS = {"text": ("key", "value", "output.dense"), "image": ("conv_pwl", "conv_head")}
 DEFAULT_FEEDFORWARD = {"text": ("output.dense",), "image": ("conv_pwl", "conv_head")}  # scale inputs, not outputs

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import StrategyContext
 from transferkit.strategies.finetune import Finetune, FinetuneConfig
+from transferkit.tasks.model import TransferModel
 
 
 @dataclass(frozen=True)

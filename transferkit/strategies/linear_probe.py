@@ -14,10 +14,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import ConfigError
 from transferkit.core.scores import macro_f1
 from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext, set_requires_grad
+from transferkit.tasks.model import TransferModel
 
 
 @dataclass(frozen=True)

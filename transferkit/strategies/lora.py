@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import PeftStrategy, StrategyConfig, StrategyContext, set_requires_grad
+from transferkit.tasks.model import TransferModel
 
 DEFAULT_TARGETS = {
     "text": ("query", "value"),  # BERT-style attention projections (MiniLM), as in the LoRA paper

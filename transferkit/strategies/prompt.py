@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import (
     PeftStrategy,
@@ -20,6 +19,7 @@ from transferkit.strategies.base import (
     decay_groups,
     set_requires_grad,
 )
+from transferkit.tasks.model import TransferModel
 
 METHODS = ("prompt", "p-tuning")
 INITS = ("SAMPLE_VOCAB", "RANDOM")

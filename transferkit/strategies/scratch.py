@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from transferkit.backbones.heads import TransferModel
 from transferkit.strategies.base import (
     Strategy,
     StrategyConfig,
@@ -17,6 +16,7 @@ from transferkit.strategies.base import (
     set_requires_grad,
     trainable,
 )
+from transferkit.tasks.model import TransferModel
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The training loop, readable top to bottom: epochs of strategy steps, validation, early stopping, checkpoints.
 
-Imports transferkit.core, transferkit.backbones, transferkit.strategies and transferkit.train. Everything
-method-specific happens in the strategy; this file only orders the calls. Resume is exact: the checkpoint
+Imports transferkit.core, transferkit.tasks, transferkit.strategies and transferkit.train. Everything
+method-specific happens in the strategy and everything task-specific (the validation row, the early-stopping
+score) in ``model.task``; this file only orders the calls. Resume is exact: the checkpoint
 holds the model, optimizer, scheduler, loop counters, history, strategy state and every RNG, and the
 sampler's order depends only on (seed, epoch), so a resumed run's weights are bit-identical on CPU.
 
@@ -30,11 +31,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from transferkit.backbones.heads import TransferModel
 from transferkit.core.errors import TrainingDiverged, TrainingInterrupted
 from transferkit.core.runtime import autocast, inference_precision, resolve_precision
-from transferkit.core.scores import macro_f1
 from transferkit.strategies.base import Strategy, StrategyContext
+from transferkit.tasks.base import Task
+from transferkit.tasks.model import TransferModel
 from transferkit.train.checkpoint import Checkpoint, latest_checkpoint, restore_rng, save_checkpoint
 from transferkit.train.config import TrainConfig
 from transferkit.train.inference import predict_logits, to_device
@@ -65,7 +66,7 @@ class LoopState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
     best_score: float = -math.inf
-    best_loss: float = math.inf  # breaks ties in val macro-F1 (small validation sets saturate at 1.0)
+    best_loss: float = math.inf  # breaks ties in the task's score (small validation sets saturate macro-F1 at 1.0)
     finished: bool = False
     stopped_early: bool = False
     stopped_by_time: bool = False
@@ -97,11 +98,9 @@ class StopRequest:
 
 
 def validate(model: TransferModel, loader: DataLoader, precision: str) -> dict[str, float]:
+    """The task's validation row: val_loss plus its headline metrics (classification: accuracy, macro-F1)."""
     logits, labels = predict_logits(model, loader, precision)
-    loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
-    preds = logits.argmax(1)
-    return {"val_loss": loss, "val_accuracy": float((preds == labels).mean()),
-            "val_macro_f1": macro_f1(labels, preds)}
+    return model.task.validation(logits, labels)
 
 
 def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_loader: DataLoader,
@@ -139,7 +138,8 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
         # head on very few labels), the untouched model is what we keep.
         initial = {"epoch": 0, "train_loss": None, **validate(evaluated, val_loader, scoring)}
         state.history.append(initial)
-        state.best_score, state.best_loss, state.best_epoch = initial["val_macro_f1"], initial["val_loss"], 0
+        state.best_score, state.best_loss = initial[model.task.selection_metric], initial["val_loss"]
+        state.best_epoch = 0
         best_state = copy.deepcopy(evaluated.state_dict())
 
     seconds_before, clock = state.seconds, time.perf_counter()
@@ -203,7 +203,7 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
             if scores and not math.isfinite(scores["val_loss"]):
                 state.diverged = _divergence("validation loss", scores["val_loss"], epoch, state.step, cfg, precision)
             if state.diverged is not None:  # keep the best weights so far; the diverged epoch is not validated
-                _stop_diverged(state, epoch)
+                _stop_diverged(state, epoch, model.task)
                 save()
                 break
 
@@ -213,8 +213,9 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
                 row["partial"] = True  # the time budget ended this epoch early
             state.history.append(row)
             _log_epoch(writer, row)
-            if _improves(row, state):  # early stopping on val macro-F1 (then val loss), best weights kept
-                state.best_score, state.best_loss, state.best_epoch = row["val_macro_f1"], row["val_loss"], epoch + 1
+            if _improves(row, state, model.task):  # early stopping on the task's score, then val loss
+                key = model.task.selection_metric
+                state.best_score, state.best_loss, state.best_epoch = row[key], row["val_loss"], epoch + 1
                 best_state = copy.deepcopy(evaluated.state_dict())
             elif cfg.patience and epoch + 1 - state.best_epoch >= cfg.patience:
                 state.stopped_early = True
@@ -236,12 +237,11 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     return result
 
 
-def _improves(row: dict[str, Any], state: LoopState) -> bool:
-    """Higher val macro-F1, or the same with lower val loss: on 50 validation images macro-F1 often reaches 1.0
-    early and stays there, while the loss keeps saying which of those epochs is more confident and right."""
-    if row["val_macro_f1"] != state.best_score:
-        return row["val_macro_f1"] > state.best_score
-    return row["val_loss"] < state.best_loss
+def _improves(row: dict[str, Any], state: LoopState, task: Task) -> bool:
+    """A better selection score (classification: val macro-F1), or the same with lower val loss: on 50 validation
+    images macro-F1 often reaches 1.0 early and stays there, while the loss keeps saying which of those epochs is
+    more confident and right."""
+    return task.improves(row[task.selection_metric], row["val_loss"], state.best_score, state.best_loss)
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, clip: float) -> float:
@@ -291,12 +291,12 @@ def _divergence(what: str, value: float, epoch: int, step: int, cfg: TrainConfig
                        f"Try {' or '.join(fixes)}."}
 
 
-def _stop_diverged(state: LoopState, epoch: int) -> None:
+def _stop_diverged(state: LoopState, epoch: int, task: Task) -> None:
     """Record the diverged epoch (no validation: its weights are not usable) and finish with the best weights so
     far; with no finished epoch there are none worth keeping, and the caller raises."""
     losses = state.epoch_losses
     state.history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None,
-                          "val_loss": None, "val_accuracy": None, "val_macro_f1": None,
+                          **task.empty_validation(),
                           "diverged": state.diverged["message"]})
     state.epoch, state.batches_done, state.epoch_losses, state.finished = epoch + 1, 0, [], True
 
