@@ -163,3 +163,23 @@ def test_orientation_survives_the_reduction(fmt: str, tmp_path: Path, monkeypatc
     path = tmp_path / f"rotated.{fmt.lower()}"
     Image.fromarray(np.ascontiguousarray(stored)).save(path, format=fmt, exif=exif.tobytes())
     np.testing.assert_array_equal(np.asarray(decode_image(path)), upright)
+
+
+def test_float_tiff_is_refused_not_read_black(tmp_path: Path):
+    """Mode F (32-bit float) has no fixed range: 0..1 values read as 0..255 would all be black, and every such
+    image would look like a duplicate of every other. It is refused with the reason, like any unreadable file."""
+    path = tmp_path / "f.tif"
+    Image.fromarray(np.random.default_rng(0).random((16, 16), dtype=np.float32), mode="F").save(path)
+    with pytest.raises(images.ImageDecodeError, match="floating-point"):
+        images.decode_image(path)
+    from transferkit.data.doctor import DoctorConfig, diagnose
+    from transferkit.data.sources import load_source
+
+    for name in ("a", "b"):
+        (tmp_path / "d" / name).mkdir(parents=True)
+        Image.fromarray(np.full((8, 8), 40, np.uint8)).save(tmp_path / "d" / name / "ok.png")
+        path.replace(tmp_path / "d" / name / "f.tif") if name == "a" else \
+            Image.fromarray(np.ones((8, 8), np.float32), mode="F").save(tmp_path / "d" / name / "f.tif")
+    report = diagnose(load_source(tmp_path / "d"), DoctorConfig(needs_val_split=False))
+    assert sorted(Path(item["path"]).parent.name for item in report.skipped()) == ["a", "b"]
+    assert all("floating-point" in item["reason"] for item in report.skipped())

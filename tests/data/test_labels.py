@@ -92,3 +92,11 @@ def test_list_label_is_an_error(tmp_path: Path):
 
 def test_number_labels_sort_numerically():
     assert LabelMap.from_labels(["10", "2", "-1", "0.5", "b", "a"], "x").names == ("-1", "0.5", "2", "10", "a", "b")
+
+
+@pytest.mark.parametrize("names", [("①", "②", "③"), ("x²", "²", "10")])
+def test_names_made_of_unicode_digit_characters_are_names(names):
+    """str.isdigit() is true for '①' and '²'; they are names, not numbers, and must not crash the sort."""
+    label_map = LabelMap.from_labels(list(names), "t")
+    assert set(label_map.names) == set(names)
+    assert LabelMap.from_labels(["2", "10", "①"], "t").names == ("2", "10", "①")

@@ -166,3 +166,41 @@ def test_unlabeled_csv_with_semicolons_for_predict(tmp_path: Path):
 def test_header_names_match_after_spaces_and_unicode_form(tmp_path: Path):
     path = _write(tmp_path, "t.csv", "te\u0301xt , label\nbonjour,a\nsalut,b\n")
     assert load_source(path, TextColumns("t\u00e9xt")).train.inputs == ["bonjour", "salut"]
+
+
+# ------------------------------------------------------------------------------- exports seen in the wild (review)
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_quoted_header_with_another_delimiter_is_read(tmp_path: Path, delimiter: str):
+    """LibreOffice/Excel quote every cell: '"text";"label"' is valid CSV, not a quoting error of a comma file."""
+    body = "\r\n".join(delimiter.join(f'"{c}"' for c in row) for row in
+                       (("text", "label"), ("a, b", "pos"), ("c", "neg")))
+    examples = load_source(_write(tmp_path, "q.csv", "\ufeff" + body + "\r\n")).train
+    assert examples.inputs == ["a, b", "c"] and examples.labels == ["pos", "neg"]
+
+
+def test_excel_sep_line_names_the_delimiter_and_keeps_line_numbers(tmp_path: Path):
+    path = _write(tmp_path, "sep.csv", "sep=;\ntext;label\na;pos\nb;neg\n")
+    examples = load_source(path).train
+    assert (examples.inputs, examples.labels, examples.lines) == (["a", "b"], ["pos", "neg"], [3, 4])
+    bad = _write(tmp_path, "bad.csv", "sep=;\ntext;label\na;pos\nb;neg;x\n")
+    assert f"{bad}:4:" in _error(bad)
+
+
+def test_utf16_file_says_so(tmp_path: Path):
+    path = _write(tmp_path, "u16.csv", "text,label\na,pos\nb,neg\n".encode("utf-16"))
+    message = _error(path)
+    assert "UTF-16" in message and "UTF-8" in message and "--text-column" not in message
+
+
+def test_one_column_csv_keeps_empty_texts_so_predict_answers_every_row(tmp_path: Path):
+    """In a one-column file an empty or all-space line is an (empty) text; only truly empty lines are no record."""
+    path = _write(tmp_path, "one.csv", 'text\nhello\n""\n   \n\nbye\n')
+    examples = load_source(path, labeled=False).train
+    assert examples.inputs == ["hello", "", "   ", "bye"] and examples.lines == [2, 3, 4, 6]
+
+
+def test_blank_lines_are_no_records_of_a_two_column_file(tmp_path: Path):
+    examples = load_source(_write(tmp_path, "two.csv", "text,label\n\na,pos\n   \nb,neg\n")).train
+    assert (examples.inputs, examples.lines) == (["a", "b"], [3, 5])

@@ -20,4 +20,4 @@ def lookup(registry: Mapping[str, T], name: str, kind: str) -> T:
     close = difflib.get_close_matches(name, list(registry), n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     valid = ", ".join(sorted(registry))
-    raise UnknownNameError(f"Unknown {kind} '{name}'.{hint} Valid {kind}s: {valid}.")
+    raise UnknownNameError(f"Unknown {kind} '{name}'.{hint} Valid names: {valid}.")

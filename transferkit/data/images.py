@@ -61,7 +61,12 @@ class ImageDecodeError(DataError):
         self.where, self.reason, self.kind, self.format = where, reason, kind, format
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image, where: str = "image") -> Image.Image:
+    """Upright RGB; ImageDecodeError for 32-bit float pixels (mode F), whose range no format fixes: 0..1 and 0..255
+    are both common, and reading one as the other turns a picture black or white without a word."""
+    if image.mode == "F":
+        raise ImageDecodeError(where, "32-bit floating-point pixels (mode F) have no fixed range (0..1 or 0..255?), "
+                                      "so their brightness would be a guess; save the image as 8- or 16-bit")
     image = ImageOps.exif_transpose(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
@@ -121,7 +126,7 @@ def read_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                 if problem:
                     raise ImageDecodeError(where, problem, "image-too-large", fmt)
                 image.load()
-                return _shrink(to_rgb(_shrink(image))), fmt
+                return _shrink(to_rgb(_shrink(image), where)), fmt
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError:  # Pillow's own check inside a later GIF frame or TIFF strip

@@ -87,6 +87,6 @@ def _number_name(number: int | float) -> str:
 
 def _natural_key(name: str) -> tuple:
     """Sort '2' before '10' and '-1' before '0.5' so number labels keep their numeric order."""
-    if name.isdigit() or _NUMBER.fullmatch(name):
+    if (name.isascii() and name.isdigit()) or _NUMBER.fullmatch(name):  # '①' and '²' are digits to isdigit()
         return (0, Decimal(name), name)
     return (1, 0, name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from transferkit.data.labels import label_name
 # U+FFFD in their place, for the data doctor to report and count (transferkit.data.doctor).
 EncodingErrors = Literal["strict", "replace"]
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+_EXCEL_SEP = re.compile(r"sep=(.)")
 _QUOTING_FIX = ("a field that holds the delimiter, a double quote or a line break must be enclosed in double "
                 "quotes, with each double quote inside it written twice (\"\")")
 Row = tuple[int, dict[str, Any]]  # (physical line where the record starts, its fields)
@@ -74,6 +76,9 @@ def invalid_utf8(raw: bytes) -> list[tuple[int, int]]:
 
 def decode(path: Path, errors: EncodingErrors = "strict") -> str:
     raw = path.read_bytes()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw[:4096]:  # Excel's "Unicode text" is UTF-16
+        raise DataError(f"{path}: the file is UTF-16 (or holds NUL bytes), not UTF-8 text. Re-save it as UTF-8 "
+                        "(in Excel: 'CSV UTF-8'; or `iconv -f UTF-16 -t UTF-8`).")
     try:
         return raw.decode("utf-8-sig", errors=errors)
     except UnicodeDecodeError as exc:
@@ -95,11 +100,19 @@ def read_csv(path: Path, text: str, wanted: list[str]) -> list[Row]:
     limit = csv.field_size_limit()
     csv.field_size_limit(max(limit, len(text) + 1))  # a field may be as long as the file (csv's default: 128 KiB)
     try:
-        delimiter = _delimiter(path, lines, wanted)
-        records = list(_records(path, lines, delimiter))
+        declared = _EXCEL_SEP.fullmatch(lines[0].rstrip("\r\n"))
+        if declared:  # Excel's 'sep=;' line names the delimiter; blanked, so line numbers stay physical
+            lines = ["\n", *lines[1:]]
+        delimiter = declared.group(1) if declared else _delimiter(path, lines, wanted)
+        records = list(_records(path, lines, delimiter, keep_blank=True))
     finally:
         csv.field_size_limit(limit)
+    records = _without_leading_blanks(records)
+    if not records:
+        raise DataError(f"'{path}' is empty; it needs a header row such as 'text,label'.")
     (header_line, header), body = records[0], records[1:]
+    if len(header) > 1:  # a blank line is no record of a file with several columns; of a one-column file it is
+        body = [r for r in body if not _blank(r[1])]  # an empty text, which predict must answer in its place
     names = [_column_key(name) for name in header]
     where = {}
     for column in wanted:
@@ -124,16 +137,18 @@ def _delimiter(path: Path, lines: list[str], wanted: list[str]) -> str:
     """The delimiter whose header holds every wanted column; else a DataError saying what the header looks like."""
     keys = {_column_key(c) for c in wanted}
     headers: dict[str, list[str]] = {}
+    comma_error = None
     for delimiter in DELIMITERS:
-        try:
+        try:  # a quoted header of another delimiter ('"text";"label"') is not valid comma-separated CSV
             _, header = next(_records(path, lines, delimiter))
-        except DataError:
-            if delimiter == ",":
-                raise
+        except DataError as exc:
+            comma_error = exc if delimiter == "," else comma_error
             continue
         if keys <= {_column_key(name) for name in header}:
             return delimiter
         headers[delimiter] = header
+    if comma_error is not None and not any(len(h) > 1 for h in headers.values()):
+        raise comma_error
     comma = headers.get(",", [])
     missing = next(c for c in wanted if _column_key(c) not in {_column_key(n) for n in comma})
     flag = "--text-column" if missing == wanted[0] else "--label-column"
@@ -160,8 +175,19 @@ class _CountedLines:
         return self.lines[self.consumed - 1]
 
 
-def _records(path: Path, lines: list[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """(first line, fields) of each non-blank record; strict RFC 4180 quoting, else DataError."""
+def _blank(record: list[str]) -> bool:
+    return len(record) == 1 and not record[0].strip()
+
+
+def _without_leading_blanks(records: list[tuple[int, list[str]]]) -> list[tuple[int, list[str]]]:
+    start = next((i for i, (_, record) in enumerate(records) if not _blank(record)), len(records))
+    return records[start:]
+
+
+def _records(path: Path, lines: list[str], delimiter: str,
+             keep_blank: bool = False) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of each record (empty lines skipped; lines of spaces too unless ``keep_blank``);
+    strict RFC 4180 quoting, else DataError."""
     source = _CountedLines(lines)
     reader = csv.reader(source, delimiter=delimiter, strict=True)
     while True:
@@ -172,7 +198,7 @@ def _records(path: Path, lines: list[str], delimiter: str) -> Iterator[tuple[int
             return
         except csv.Error as exc:
             raise DataError(f"{path}:{start}: {_csv_problem(str(exc))}.") from None
-        if record and not (len(record) == 1 and not record[0].strip()):
+        if record and (keep_blank or not _blank(record)):
             yield start, record
 
 
