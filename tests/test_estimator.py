@@ -64,6 +64,7 @@ def test_classes_are_sorted_as_numpy_sorts_them():
     (["a", ""], r"y\[1\] is missing"),
     ([1.0, float("nan")], r"y\[1\] is missing"),
     ([1, "1"], "same class '1'"),
+    (["caf\u00e9", "cafe\u0301"], "two Unicode forms"),
     ([1, [2]], r"y\[1\] is \[2\], a list"),
 ])
 def test_unusable_labels_are_data_errors(y: list, match: str):

@@ -138,3 +138,23 @@ def test_fit_leaves_out_unreadable_unlabeled_inputs_too(folder, fitted: Path, tm
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["n_unlabeled"] == 3 and _paths(metrics["unlabeled_skipped"]) == [str(inbox / "zz_empty.png")]
     assert metrics["n_skipped"] == 5
+
+
+def test_evaluate_names_the_split_it_scored(folder, fitted: Path, monkeypatch, capsys):
+    """A mistyped --split is a usage error; a single-split source is scored whole and reported as split 'all', with
+    a note when it is the very data the bundle was trained on (its scores are then no held-out estimate)."""
+    root, _ = folder
+    bundle = fitted / "bundle"
+    code, _, err = run_main(["evaluate", "--bundle", str(bundle), "--data", str(root), "--split", "tst"],
+                            monkeypatch, capsys)
+    assert code == 2 and "train, val, test" in err and "Traceback" not in err
+    held_out = transferkit.evaluate(bundle, str(root / "test"), split="val", progress=False)
+    assert held_out["split"] == "all" and "note" not in held_out
+    flat = root.parent / "flat"
+    shutil.copytree(root / "train", flat)
+    fitted_flat = transferkit.fit(str(flat), out=str(root.parent / "flat-run"), **FIT)
+    result = transferkit.evaluate(fitted_flat.bundle_dir, str(flat), progress=False)
+    assert result["split"] == "all" and "trained on" in result["note"]
+    code, out, err = run_main(["evaluate", "--bundle", str(fitted_flat.bundle_dir), "--data", str(flat)],
+                              monkeypatch, capsys)
+    assert code == 0 and "not a held-out estimate" in err and "[all]" in out

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit import distillation, run_record
+from transferkit import distillation, run_record, task_choice
 from transferkit.backbones import DEFAULT_FOR_MODALITY, build_backbone
 from transferkit.backbones.features import FeatureCache, extract_features
 from transferkit.backbones.text import DEFAULT_MAX_LENGTH, token_counter
@@ -31,7 +31,8 @@ from transferkit.data.images import DEFAULT_MAX_PIXELS
 from transferkit.data.labels import LabelMap
 from transferkit.data.loaders import make_loader
 from transferkit.data.sources import TextColumns, load_source
-from transferkit.data.splits import stratified_split, subsample_per_class
+from transferkit.data.splits import held_out_split, subsample_per_class
+from transferkit.data.targets import NumericTargets
 from transferkit.evaluate.metrics import REPORTS, headline
 from transferkit.export.bundle import MANIFEST, Bundle, load_bundle, recorded_precision, save_bundle
 from transferkit.export.recorded import data_record
@@ -39,7 +40,7 @@ from transferkit.refit import start_from
 from transferkit.serve.output import predict_to_file
 from transferkit.serve.predictor import Predictions, Predictor
 from transferkit.strategies import StrategyContext, build_strategy
-from transferkit.strategies.linear_probe import LinearProbeConfig, fit_logistic_head
+from transferkit.strategies.linear_probe import LinearProbeConfig, fit_probe_head
 from transferkit.tasks import get_task
 from transferkit.tasks.model import TransferModel
 from transferkit.train.checkpoint import unfinished_run
@@ -67,8 +68,9 @@ class PreparedData:
     train: Examples
     val: Examples
     test: Examples | None
-    label_map: LabelMap
+    label_map: LabelMap | NumericTargets  # regression: the targets' encoder (floats, mean/std)
     modality: str
+    task: str = "classification"
 
 
 def as_splits(data: DataInput, columns: TextColumns, labeled: bool = True, encoding_errors: str = "strict") -> DataSplits:
@@ -92,11 +94,15 @@ def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> 
     full = DataSplits(splits.train, val, test)
     if full.train.labels is None:
         raise DataError(f"{full.train.source}: training data needs labels.")
-    report = diagnose(full, DoctorConfig(strict=cfg.strict, dedupe=cfg.dedupe,
+    cfg, detected = task_choice.resolve_task(cfg, full.train.labels)
+    report = diagnose(full, DoctorConfig(strict=cfg.strict, dedupe=cfg.dedupe, task=cfg.task,
                                          max_pixels=cfg.max_pixels or DEFAULT_MAX_PIXELS,
                                          max_tokens=DEFAULT_MAX_LENGTH, needs_val_split=val is None,
                                          count_tokens=token_counter(cfg.model, cfg.init_from)
                                          if full.train.modality == "text" else None))
+    report.stats["task"] = cfg.task  # fit runs the task the doctor checked for; ``detected`` says if it guessed
+    if detected:
+        report.stats["task_detected"] = detected
     if raise_on_fatal:
         report.raise_if_fatal()
     return report.apply(full), report
@@ -105,13 +111,15 @@ def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> 
 def doctor(data: DataInput, **options: Any) -> DataReport:
     """The data doctor's report on ``data`` (and ``val_data``/``test_data``), the checks `fit` runs first.
 
-    Takes fit's options (strict, dedupe, max_pixels, text_column, label_column, ...); never raises on findings.
+    Takes fit's options (strict, dedupe, max_pixels, text_column, label_column, task, ...); never raises on
+    findings. Without ``task`` it checks for the task fit would detect (``stats['task']``).
     """
     return check_data(data, FitConfig.from_options(**options), raise_on_fatal=False)[1]
 
 
 def prepare_data(data: DataInput, cfg: FitConfig) -> PreparedData:
-    """Resolve train/val/test, subsample K labels per class, build the label map, check label sets agree."""
+    """Resolve train/val/test, subsample K labels per class, build the label map (regression: the numeric
+    targets' encoder), check label sets agree. ``cfg.task`` None: detected from the training labels."""
     columns = TextColumns(cfg.text_column, cfg.label_column)
     splits = as_splits(data, columns)
     train_set = splits.train
@@ -121,16 +129,18 @@ def prepare_data(data: DataInput, cfg: FitConfig) -> PreparedData:
     test = as_splits(cfg.test_data, columns).train if cfg.test_data else splits.test
     if cfg.labels_per_class:  # the K labels are all the user has: validation comes out of them too
         train_set = subsample_per_class(train_set, cfg.labels_per_class, cfg.train.seed)
+    if cfg.task is None:
+        cfg = task_choice.resolve_task(cfg, train_set.labels)[0]
     if val is None:
-        train_set, val = stratified_split(train_set, cfg.val_fraction, cfg.train.seed)
-    label_map = LabelMap.from_labels(train_set.labels, train_set.source)
+        train_set, val = held_out_split(train_set, cfg.val_fraction, cfg.train.seed, cfg.task)
+    label_map = task_choice.target_map(cfg.task, train_set.labels, train_set.source)
     for part in (val, test):
         if part is not None:
             if part.modality != train_set.modality:
                 raise DataError(f"{part.source} holds {part.modality} data but the training data is "
                                 f"{train_set.modality}.")
             label_map.encode(part.labels or [], part.source)
-    return PreparedData(train_set, val, test, label_map, train_set.modality)
+    return PreparedData(train_set, val, test, label_map, train_set.modality, cfg.task)
 
 
 def _build_model(cfg: FitConfig, modality: str, n_classes: int, pretrained: bool) -> TransferModel:
@@ -141,7 +151,7 @@ def _build_model(cfg: FitConfig, modality: str, n_classes: int, pretrained: bool
                           f"use e.g. --model {DEFAULT_FOR_MODALITY[modality]}.")
     if modality == "image":
         backbone.preprocessing = backbone.preprocessing.with_image_size(cfg.image_size)
-    task = get_task("classification")
+    task = get_task(cfg.task or "classification")
     head = task.head(backbone.feature_dim, n_classes, label_smoothing=cfg.train.label_smoothing)
     model = TransferModel(backbone, head, task)
     return model.to(memory_format=torch.channels_last) if modality == "image" else model
@@ -192,7 +202,7 @@ def _before_adaptation(model: TransferModel, ctx: StrategyContext, data: Prepare
         return None
     split = "test" if data.test is not None else "val"
     head = model.task.head(model.backbone.feature_dim, len(data.label_map))
-    fit_logistic_head(head, ctx, LinearProbeConfig())
+    fit_probe_head(head, ctx, LinearProbeConfig())
     x, y = ctx.features(split)
     with torch.inference_mode():
         predicted = model.task.decode(head(torch.from_numpy(x).float())).numpy()
@@ -219,6 +229,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     seed_everything(cfg.train.seed)
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
     checked, data_report = check_data(data, cfg)  # the data doctor: unreadable inputs left out, fatal findings stop
+    cfg = replace(cfg, task=data_report.stats["task"])  # as given, or detected from the labels (and then said so)
     prepared = prepare_data(checked, replace(cfg, val_data=None, test_data=None))
     cfg = distillation.with_teacher_image_size(cfg, prepared.modality)
     init = start_from(cfg.init_from, cfg.model, cfg.image_size, prepared.modality, strategy) if cfg.init_from else None
@@ -232,6 +243,8 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
                             has_bundle=(Path(resume) / "bundle" / MANIFEST).is_file())
     model = init.model(prepared.label_map, cfg.train.label_smoothing) if init is not None else \
         _build_model(cfg, prepared.modality, len(prepared.label_map), strategy.uses_pretrained_weights)
+    if isinstance(prepared.label_map, NumericTargets):  # the head learns standardised targets, answers in units
+        model.head.set_target_scale(prepared.label_map.mean, prepared.label_map.std)
     device = default_device()
     model.to(device)
     precision = resolve_precision(cfg.train.precision, device)
@@ -277,6 +290,9 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     summary["batch_size_used"] = cfg.train.batch_size_for(len(prepared.train))
     summary["precision_used"], summary["inference_precision"] = precision, inference
     summary["imbalance"] = imbalance
+    summary["task"] = cfg.task
+    if data_report.stats.get("task_detected"):
+        summary["task_detected"] = data_report.stats["task_detected"]
     if result.resumed_from:
         summary["resumed_from"] = result.resumed_from
     if result.diverged:  # stopped at a NaN/inf loss: the bundle holds the best epoch before it
@@ -307,7 +323,11 @@ def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedD
 
 
 def _resolve_class_weight(data: PreparedData, t: TrainConfig) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Resolve class_weight ('auto' -> balanced at a 1.5x largest/smallest class ratio): (report entry, weights)."""
+    """Resolve class_weight ('auto' -> balanced at a 1.5x largest/smallest class ratio): (report entry, weights).
+    Regression has no classes: no weights ('balanced' is refused earlier, by task_choice)."""
+    if data.task == "regression":
+        return {"class_weight": "none", "class_weight_setting": t.class_weight, "sampler": t.sampler,
+                "task": "regression"}, None
     counts = np.bincount(data.label_map.encode(data.train.labels, data.train.source), minlength=len(data.label_map))
     present = counts[counts > 0]
     ratio = float(present.max() / present.min())
@@ -395,7 +415,8 @@ def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_colu
     doctor = DoctorConfig(strict=strict, max_tokens=spec.max_length if spec.modality == "text" else None)
     examples, report = _labeled_split(data, split, TextColumns(text_column, label_column), doctor)
     precision = recorded_precision(loaded.manifest, loaded.path / MANIFEST)  # as predict and serve use it
-    metrics = _evaluate_split(loaded.model, examples, loaded.label_map, spec, precision, progress).metrics
+    targets = task_choice.bundle_targets(loaded.manifest, loaded.label_map)  # regression: floats, not classes
+    metrics = _evaluate_split(loaded.model, examples, targets, spec, precision, progress).metrics
     skipped = report.skipped()
     left_out = {item["path"] for item in skipped}
     return {**metrics, "split": split, "data": examples.source, "n_skipped": report.n_skipped, "skipped": skipped,

@@ -64,6 +64,7 @@ def fit(
     data: str | None = typer.Option(None, "--data", help="Image folder, .csv/.jsonl of texts, or builtin:NAME."),
     model: str | None = typer.Option(None, help="Backbone: a name from `list models`, timm:NAME or hf:ID."),
     strategy: str | None = typer.Option(None, help="How to adapt: a name from `list strategies` [default: finetune]."),
+    task: str | None = typer.Option(None, help="classification | regression [default: detected from the labels]."),
     out: Path | None = typer.Option(None, help="Run folder (bundle, metrics, report, checkpoints, TensorBoard)."),
     resume: Path | None = typer.Option(None, help="Continue the run in this folder from its newest checkpoint."),
     epochs: int | None = typer.Option(None, help="Maximum epochs (early stopping may end sooner)."),
@@ -130,15 +131,21 @@ def fit(
         if "out" in options:
             options["out"] = str(options["out"])
         result = api.fit(data, **options)
+    summary = json.loads((result.run_dir / "metrics.json").read_text())
+    if summary.get("task_detected"):
+        console.print(escape(summary["task_detected"]), highlight=False)
     for split, m in result.metrics.items():
-        console.print(f"{split}: accuracy [bold]{m['accuracy']:.4f}[/], macro-F1 {m['macro_f1']:.4f} (n={m['n']})")
+        if "r2" in m:
+            console.print(f"{split}: R² [bold]{m['r2']:.4f}[/], MAE {m['mae']:.4f}, RMSE {m['rmse']:.4f}, "
+                          f"Spearman {m.get('spearman', 0.0):.4f} (n={m['n']})")
+        else:
+            console.print(f"{split}: accuracy [bold]{m['accuracy']:.4f}[/], macro-F1 {m['macro_f1']:.4f} (n={m['n']})")
     console.print(f"bundle: {result.bundle_dir}\nreport: {result.run_dir / 'report.md'}")
     doctor_file = result.run_dir / "data_report.json"
     doctor_report = json.loads(doctor_file.read_text()) if doctor_file.is_file() else {"findings": []}
     if doctor_report["findings"]:
         console.print(f"data doctor: {len(doctor_report['findings'])} finding(s); see {escape(str(doctor_file))}")
     _print_left_out(doctor_report.get("skipped", []), str(doctor_file))
-    summary = json.loads((result.run_dir / "metrics.json").read_text())
     if summary.get("diverged"):  # stopped at a NaN/inf loss; the bundle holds the best epoch before it
         console.print(f"[yellow]warning:[/] {escape(summary['diverged']['message'])} The bundle holds epoch "
                       f"{summary['best_epoch']}, the best before it.", highlight=False)
@@ -317,21 +324,31 @@ def export(
     entry = api.export(bundle, out, format=format, int8=int8, opset=opset)
     parity = entry["parity"]
     console.print(f"wrote {escape(str(out))}: parity on {parity['n']} inputs ({escape(parity['inputs'])}): max |logit "
-                  f"diff| {parity['max_abs_diff']:.1e}, top-1 agreement {parity['top1_agreement']:.0%}", highlight=False)
+                  f"diff| {parity['max_abs_diff']:.1e}, {_agreement(parity, '.0%')}", highlight=False)
     ref = entry["vs_bundle"]
-    console.print(f"vs the bundle's own predictions ({ref['precision']}): top-1 agreement {ref['top1_agreement']:.1%}, "
+    console.print(f"vs the bundle's own predictions ({ref['precision']}): {_agreement(ref, '.1%')}, "
                   f"max |logit diff| {ref['max_abs_diff']:.1e}", highlight=False)
     if ref.get("warning"):
         console.print(f"[yellow]warning:[/] {escape(ref['warning'])}", highlight=False)
     q = entry.get("int8")
     if q:
         acc = q.get("accuracy")
-        cost = (f"accuracy {acc['accuracy_fp32']:.4f} -> {acc['accuracy_int8']:.4f} on {acc['n']} {acc['split']} "
-                f"examples" if acc else "no labeled data to measure accuracy on")
+        if acc and "r2_fp32" in acc:
+            cost = f"R² {acc['r2_fp32']:.4f} -> {acc['r2_int8']:.4f} on {acc['n']} {acc['split']} examples"
+        else:
+            cost = (f"accuracy {acc['accuracy_fp32']:.4f} -> {acc['accuracy_int8']:.4f} on {acc['n']} {acc['split']} "
+                    f"examples" if acc else "no labeled data to measure accuracy on")
         console.print(f"int8 ({q['method']}): {q['int8_bytes'] / 1e6:.1f} MB instead of {q['fp32_bytes'] / 1e6:.1f} MB; "
-                      f"top-1 agreement with fp32 {q['vs_fp32']['top1_agreement']:.1%}; {cost}", highlight=False)
+                      f"{_agreement(q['vs_fp32'], '.1%')} (vs fp32); {cost}", highlight=False)
         if q.get("warning"):
             console.print(f"[yellow]warning:[/] {escape(q['warning'])}", highlight=False)
+
+
+def _agreement(entry: dict, spec: str) -> str:
+    """Classification: top-1 agreement; regression: the R² of one model's values against the other's."""
+    if "r2_vs_reference" in entry:
+        return f"R² of the values {entry['r2_vs_reference']:.6f}"
+    return f"top-1 agreement {format(entry['top1_agreement'], spec)}"
 
 
 SERVE_EXAMPLES = """
@@ -399,6 +416,7 @@ def doctor(
     test_data: str | None = typer.Option(None, help="Test data, checked with the rest (leakage across splits)."),
     text_column: str | None = typer.Option(None, help="CSV/JSONL column with the text [default: text]."),
     label_column: str | None = typer.Option(None, help="CSV/JSONL column with the label [default: label]."),
+    task: str | None = typer.Option(None, help="classification | regression [default: detected from the labels]."),
     strict: bool = typer.Option(False, "--strict", help="Treat every finding as fatal (exit 2 on any)."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Mark later copies of duplicates as left out, as fit --dedupe."),
     max_pixels: int | None = typer.Option(None, help="Refuse images decoding to over N pixels, ~4N bytes [default: 250 M]."),
@@ -409,7 +427,8 @@ def doctor(
     from transferkit import api
 
     options = {k: v for k, v in {"val_data": val_data, "test_data": test_data, "text_column": text_column,
-                                 "label_column": label_column, "max_pixels": max_pixels}.items() if v is not None}
+                                 "label_column": label_column, "max_pixels": max_pixels, "task": task}.items()
+               if v is not None}
     report = api.doctor(data, strict=strict, dedupe=dedupe, **options).to_dict()
     if as_json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
@@ -435,6 +454,12 @@ def _print_doctor(report: dict, data: str, limit: int) -> None:
         out.print(f"... {len(report['findings']) - limit} more (--limit N, or --json for all)")
     sizes = ", ".join(f"{k} {v}" for k, v in report["sizes"].items())
     kinds = ", ".join(f"{k} {v}" for k, v in report["by_kind"].items()) or "none"
+    stats = report.get("stats", {})
+    out.print(escape(stats.get("task_detected") or f"task: {stats.get('task', 'classification')}"), highlight=False)
+    if stats.get("targets"):
+        t = stats["targets"]
+        out.print(f"targets: {t['n']} numbers, {t['distinct']} distinct, from {t['min']:g} to {t['max']:g} "
+                  f"(mean {t['mean']:.4g})", highlight=False)
     out.print(f"examples: {sizes}; findings: {report['fatal']} fatal, {report['warnings']} warnings ({kinds}); "
               f"fit would leave out {report['n_skipped']} input(s) (n_skipped)", highlight=False)
 

@@ -12,11 +12,14 @@ from typing import Any
 from transferkit.core.errors import ConfigError
 from transferkit.train.config import TrainConfig
 
+TASK_NAMES = ("classification", "regression")  # transferkit.tasks.TASKS; config may not import tasks
+
 
 @dataclass(frozen=True)
 class FitConfig:
     model: str = "auto"  # efficientnet_lite0 for images, minilm for text
     strategy: str = "finetune"
+    task: str | None = None  # classification | regression; None: detected from the labels (data.targets)
     out: str | None = None  # run folder; default runs/<strategy>-<time>
     labels_per_class: int | None = None
     val_data: str | None = None
@@ -37,6 +40,9 @@ class FitConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if self.task is not None and self.task not in TASK_NAMES:
+            raise ConfigError(f"The 'task' parameter must be one of {', '.join(TASK_NAMES)} (or unset: detected from "
+                              f"the labels). Got {self.task!r} instead.")
         k = self.labels_per_class
         if k is not None and (not isinstance(k, int) or k < 1):
             raise ConfigError(f"The 'labels_per_class' parameter must be an int >= 1. Got {k!r} instead.")

@@ -1,4 +1,5 @@
-"""TransferClassifier: a scikit-learn estimator (fit / predict / predict_proba / score) over transferkit.api.
+"""TransferClassifier and TransferRegressor: scikit-learn estimators (fit / predict / predict_proba / score) over
+transferkit.api.
 
 Accepts texts (strings), image paths, or image arrays (a list, or an [n, H, W(, C)] uint8 array).
 ``__init__`` only stores parameters; learned state ends in ``_``. Subclassing BaseEstimator/ClassifierMixin gives
@@ -12,11 +13,12 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from transferkit import api
 from transferkit.core.errors import DataError, NotFittedError
@@ -71,8 +73,11 @@ def _learn_classes(y: Any) -> tuple[list[str], np.ndarray]:
     for value, name in zip(values, names):
         kept = first.setdefault(name, value)
         if not bool(kept == value):
-            raise DataError(f"y holds {kept!r} and {value!r}, which name the same class {name!r} (labels are "
-                            "compared as written in a file: numbers that are equal are one class); use one of them.")
+            form = " (the same text in two Unicode forms, NFC and NFD)" if isinstance(kept, str) and \
+                isinstance(value, str) and unicodedata.normalize("NFC", kept) == unicodedata.normalize("NFC", value) else ""
+            raise DataError(f"y holds {kept!r} and {value!r}{form}, which name the same class {name!r} (labels are "
+                            "compared as written in a file: numbers that are equal are one class, and text is "
+                            "compared in NFC form); use one of them.")
     try:
         ordered = sorted(first.values())
     except TypeError:  # mixed types that do not compare: the label map's order
@@ -128,7 +133,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         out = self.out or tempfile.mkdtemp(prefix="transferkit-")
         result = api.fit(examples, model=self.model, strategy=self.strategy, epochs=self.epochs,
                          batch_size=self.batch_size, lr=self.lr, image_size=self.image_size, seed=self.seed,
-                         out=out, progress=self.progress)
+                         out=out, progress=self.progress, task="classification")  # many numeric classes stay classes
         atomic_write_json(Path(result.bundle_dir) / CLASSES_FILE, _encode_classes(classes))
         self._set_model(Predictor.from_bundle(result.bundle_dir), classes)
         self.result_ = result
@@ -177,3 +182,60 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                    else np.array(predictor.bundle.label_map.names))
         clf._set_model(predictor, classes)
         return clf
+
+
+def _targets(y: Any) -> list[str]:
+    """y as the label strings a file would give (regression targets); a non-finite value is a DataError."""
+    values = np.asarray(y, dtype=object).ravel().tolist() if hasattr(y, "dtype") else list(y)
+    out = []
+    for i, value in enumerate(values):
+        plain = value.item() if isinstance(value, np.generic) else value
+        if isinstance(plain, bool) or not isinstance(plain, (int, float)) or not math.isfinite(plain):
+            raise DataError(f"y[{i}] is {value!r}; TransferRegressor needs a finite number for every example.")
+        out.append(repr(float(plain)))
+    return out
+
+
+class TransferRegressor(RegressorMixin, BaseEstimator):
+    """Fine-tune (or probe: ridge on frozen features) a pretrained backbone to predict one number.
+
+    >>> reg = TransferRegressor(model="minilm", strategy="linear-probe").fit(texts, scores)
+    >>> reg.predict(["new text"])  # floats, in y's units; score() is R²
+    """
+
+    def __init__(self, model: str = "auto", strategy: str = "finetune", epochs: int = 10, batch_size: int | None = None,
+                 lr: float = 1e-3, image_size: int | None = None, seed: int = 0, out: str | None = None,
+                 progress: bool = False):
+        self.model, self.strategy, self.epochs, self.batch_size = model, strategy, epochs, batch_size
+        self.lr, self.image_size, self.seed, self.out, self.progress = lr, image_size, seed, out, progress
+
+    def fit(self, X: Any, y: Any) -> TransferRegressor:
+        examples = _to_examples(X, _targets(y), "X")
+        out = self.out or tempfile.mkdtemp(prefix="transferkit-")
+        result = api.fit(examples, model=self.model, strategy=self.strategy, epochs=self.epochs,
+                         batch_size=self.batch_size, lr=self.lr, image_size=self.image_size, seed=self.seed,
+                         out=out, progress=self.progress, task="regression")
+        self.predictor_, self.result_ = Predictor.from_bundle(result.bundle_dir), result
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        if not hasattr(self, "predictor_"):
+            raise NotFittedError("This TransferRegressor is not fitted yet; call fit(X, y) first.")
+        return self.predictor_.predict(_to_examples(X, None, "X")).values.astype(np.float64)
+
+    def save(self, folder: str | Path) -> Path:
+        """Copy the fitted bundle to ``folder`` (loadable with TransferRegressor.load or the CLI)."""
+        import shutil
+
+        if not hasattr(self, "predictor_"):
+            raise NotFittedError("This TransferRegressor is not fitted yet; call fit(X, y) first.")
+        shutil.copytree(self.predictor_.bundle.path, folder, dirs_exist_ok=True)
+        return Path(folder)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TransferRegressor:
+        reg = cls()
+        reg.predictor_ = Predictor.from_bundle(Path(folder))
+        if reg.predictor_.task.name != "regression":
+            raise DataError(f"{folder} holds a {reg.predictor_.task.name} bundle; load it with TransferClassifier.")
+        return reg

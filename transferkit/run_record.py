@@ -21,6 +21,11 @@ from transferkit.core.runtime import default_device
 from transferkit.data.doctor import DataReport
 from transferkit.evaluate.html import confident_errors, inputs_summary, render_report
 from transferkit.evaluate.metrics import headline
+from transferkit.evaluate.regression_report import (
+    regression_before_after,
+    render_regression_html,
+    render_regression_markdown,
+)
 from transferkit.evaluate.report import (
     before_after_notes,
     before_after_table,
@@ -55,6 +60,7 @@ def manifest(cfg: FitConfig, model: TransferModel, data: Any, strategy, spec, su
         "backbone": {"name": bb.name, "architecture": bb.architecture(), "pretrained_sha256": bb.weights_sha256,
                      "feature_dim": bb.feature_dim, **(pretrained_record(bb.name) if bb.weights_sha256 else {})},
         "task": model.task.name,
+        **({"targets": data.label_map.to_dict()} if model.task.name == "regression" else {}),
         "labels": list(data.label_map.names),
         "preprocessing": spec.to_dict(),
         "inference_precision": precision,
@@ -77,9 +83,9 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
 
         with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as writer:
             for split in ("val", "test"):
-                if split in summary:
-                    writer.add_scalar(f"{split}/accuracy", summary[split]["accuracy"], 0)
-                    writer.add_scalar(f"{split}/macro_f1", summary[split]["macro_f1"], 0)
+                for key in ("accuracy", "macro_f1", "r2", "mae"):
+                    if key in summary.get(split, {}):
+                        writer.add_scalar(f"{split}/{key}", summary[split][key], 0)
     model_name = cfg.model if cfg.model != "auto" else DEFAULT_FOR_MODALITY[data.modality]
     config_rows = {"data": cfg_data(run_dir) or "in memory", "model": model_name,
                    "strategy": f"{strategy.name} ({strategy.summary})",
@@ -90,6 +96,11 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
                    "device": str(default_device())}
     metrics = {k: v for k, v in summary.items() if k in ("test", "val")}
     parts = {"train": data.train, "val": data.val, "test": data.test}
+    if getattr(data, "task", "classification") == "regression":
+        _write_regression_report(run_dir, data, result, summary, strategy, evaluations, before, data_report,
+                                 {"title": run_dir.name, "model": model_name, "strategy": strategy.name,
+                                  "config": config_rows, "metrics": metrics})
+        return
     run = {
         "title": run_dir.name, "model": model_name, "strategy": strategy.name,
         "created": datetime.now().isoformat(timespec="seconds"), "metrics": metrics, "history": result.history,
@@ -112,6 +123,27 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
     }
     atomic_write_text(run_dir / "report.md", render_markdown(run))
     atomic_write_text(run_dir / "report.html", render_report(run))
+
+
+def _write_regression_report(run_dir: Path, data: Any, result: TrainResult, summary: dict, strategy,
+                             evaluations: dict[str, Any], before: dict[str, Any] | None,
+                             data_report: DataReport | None, base: dict[str, Any]) -> None:
+    """report.md / report.html of a regression run (transferkit.evaluate.regression_report)."""
+    ba = regression_before_after(before, base["metrics"], strategy.name)
+    detected = [summary["task_detected"]] if summary.get("task_detected") else []
+    run = {**base, "created": datetime.now().isoformat(timespec="seconds"), "history": result.history,
+           "notes": detected + training_notes(result, "R²") + ([ba["statement"]] if ba else [])
+           + (data_doctor_notes(data_report.to_dict()) if data_report is not None else []),
+           "data_doctor": data_report.to_dict() if data_report is not None else None,
+           "data": {"sizes": {k: len(v) if v is not None else 0 for k, v in
+                              (("train", data.train), ("val", data.val), ("test", data.test))},
+                    "targets": data.label_map.to_dict()},
+           "environment": versions(), "trainable_params": summary["trainable_params"],
+           "total_params": summary["total_params"], "before_after": ba,
+           "values": {name: {"true": e.labels.tolist(), "predicted": e.probabilities[:, 0].tolist()}
+                      for name, e in evaluations.items()}}
+    atomic_write_text(run_dir / "report.md", render_regression_markdown(run))
+    atomic_write_text(run_dir / "report.html", render_regression_html(run))
 
 
 def cfg_data(run_dir: Path) -> str | None:

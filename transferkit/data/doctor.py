@@ -14,7 +14,8 @@ metric), so every finding names a file (and line, for text rows), a kind and a s
   (``n_skipped``) and ``DataReport.apply`` drops them; ``diagnose_inputs`` runs only these per-input checks, for
   `evaluate`, so every command leaves out the same files.
 - labels: ``no-examples``, ``single-class``, ``small-class`` (fewer than a validation split needs),
-  ``empty-class``, ``similar-class-names`` (case/space/plural/one edit), ``imbalance``, ``unknown-label``.
+  ``empty-class``, ``similar-class-names`` (case/space/plural/one edit), ``imbalance``, ``unknown-label``;
+  for regression (``task``) instead: ``bad-target`` (not a finite number), ``constant-target``.
 - text: ``non-utf8`` (file and line; the source is read with U+FFFD in place, and the bytes are counted),
   ``empty-text``, ``long-text`` (over the backbone's token limit: counted with ``DoctorConfig.count_tokens``, the
   backbone's tokenizer, else estimated by ``fingerprints.estimated_tokens``, which counts CJK/Thai by character).
@@ -47,6 +48,7 @@ from transferkit.data.folders import FolderListing, folder_report
 from transferkit.data.images import DEFAULT_MAX_PIXELS
 from transferkit.data.names import similar_names
 from transferkit.data.tables import invalid_utf8
+from transferkit.data.targets import numeric_target
 
 SPLITS = ("train", "val", "test")
 FATAL, WARNING = "fatal", "warning"
@@ -64,6 +66,7 @@ class DoctorConfig:
     imbalance_warning: float = 10.0  # largest/smallest class ratio that is worth a finding
     near_duplicates: bool = True
     needs_val_split: bool | None = None  # None: when the data has no val split of its own
+    task: str = "classification"  # regression checks targets (numbers, not constant) instead of classes
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_pixels, int) or self.max_pixels < 1:
@@ -289,6 +292,9 @@ class _Doctor:
     # ---- labels -----------------------------------------------------------------------------------------------
 
     def _labels(self, usable: dict[str, Examples], needs_split: bool) -> None:
+        if self.config.task == "regression":
+            self._targets(usable)
+            return
         train = usable["train"]
         counts = Counter(train.labels or [])
         self.stats["class_counts"] = dict(sorted(counts.items()))
@@ -320,6 +326,26 @@ class _Doctor:
         for name in ("val", "test"):
             if name in usable and usable[name].labels is not None:
                 self._unknown_labels(name, usable[name], counts)
+
+    def _targets(self, usable: dict[str, Examples]) -> None:
+        """Regression: every target a finite number (file:line of the first bad ones), training targets not constant."""
+        for name, examples in usable.items():
+            bad = [i for i, y in enumerate(examples.labels or []) if numeric_target(y) is None]
+            for i in bad[:5]:
+                path, line = locate(examples, i)
+                self.add("bad-target", path, f"target {examples.labels[i]!r} is not a finite number"
+                         f"{f' ({len(bad)} such rows in {name})' if len(bad) > 1 else ''}; regression needs a number "
+                         "in every row's label column. Fix or drop the row", fatal=True, line=line, split=name)
+        values = [v for y in usable["train"].labels or [] if (v := numeric_target(y)) is not None]
+        if not values:
+            self.add("no-examples", usable["train"].source, "no usable training targets are left; see the findings "
+                     "above", fatal=True, split="train")
+            return
+        self.stats["targets"] = {"n": len(values), "distinct": len(set(values)), "min": min(values),
+                                 "max": max(values), "mean": sum(values) / len(values)}
+        if len(set(values)) == 1:
+            self.add("constant-target", usable["train"].source, f"every training target is {values[0]:g}; a constant "
+                     "cannot be learned. Check --label-column or add rows with other values", fatal=True, split="train")
 
     def _empty_classes(self, usable: dict[str, Examples], counts: Counter) -> set[str]:
         """Class folders with no usable image; in train such a class is left out of the model."""

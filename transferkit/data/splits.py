@@ -1,4 +1,4 @@
-"""Stratified train/val splits and per-class subsampling, both seeded.
+"""Stratified train/val splits (random ones for regression) and per-class subsampling, all seeded.
 
 Imports only transferkit.core and transferkit.data.
 """
@@ -46,3 +46,20 @@ def stratified_split(examples: Examples, fraction: float, seed: int) -> tuple[Ex
     held_set = set(held)
     train = [i for i in range(len(examples)) if i not in held_set]
     return examples.subset(train), examples.subset(sorted(held))
+
+
+def random_split(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
+    """Split off ``fraction`` of the examples at random (regression: a number target has no classes to stratify)."""
+    if len(examples) < 2:
+        raise DataError(f"{examples.source}: {len(examples)} example(s) are too few to split off a validation set. "
+                        "Add examples or pass --val-data.")
+    order = np.random.default_rng(seed).permutation(len(examples))
+    n_held = min(len(examples) - 1, max(1, int(fraction * len(examples) + 0.5)))
+    return examples.subset(sorted(order[n_held:].tolist())), examples.subset(sorted(order[:n_held].tolist()))
+
+
+def held_out_split(examples: Examples, fraction: float, seed: int, task: str = "classification",
+                   ) -> tuple[Examples, Examples]:
+    """The validation split fit draws: stratified by class, or at random for regression."""
+    split = random_split if task == "regression" else stratified_split
+    return split(examples, fraction, seed)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     accuracy_score,
@@ -100,7 +101,20 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
 # The full report per task name (model.task.name / the manifest's "task"): per-class tables, confusion and
 # calibration are reports, so they live here rather than in transferkit.tasks (which sits before evaluate).
 # Each takes (targets, predictions, label names, scores or None).
-REPORTS: dict[str, Callable[..., dict[str, Any]]] = {"classification": classification_metrics}
+def regression_report(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[str] = ("value",),
+                      scores: np.ndarray | None = None) -> dict[str, Any]:
+    """MAE, RMSE, R², Spearman's rank correlation (scipy) and n (the plots take the values from the run itself)."""
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    out: dict[str, Any] = regression_metrics(y_true, y_pred) if len(y_true) else {"n": 0}
+    if len(y_true) > 1 and np.ptp(y_true) > 0 and np.ptp(y_pred) > 0:
+        out["spearman"] = float(spearmanr(y_true, y_pred).statistic)
+    elif len(y_true):
+        out["spearman"] = 0.0  # a constant prediction (or target) ranks nothing
+    return out
+
+
+REPORTS: dict[str, Callable[..., dict[str, Any]]] = {"classification": classification_metrics,
+                                                     "regression": regression_report}
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -174,3 +174,50 @@ def label_efficiency(series: dict[str, list[tuple[int, float, float]]], referenc
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return to_data_uri(fig)
+
+
+@_any_script
+def predicted_vs_true(y_true: Sequence[float], y_pred: Sequence[float], title: str = "predicted vs true") -> str:
+    """Regression: one point per example, with the y = x line a perfect model would lie on."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(y_true, y_pred, s=8, alpha=0.5, color=PALETTE[0])
+    lo, hi = float(min(min(y_true), min(y_pred))), float(max(max(y_true), max(y_pred)))
+    ax.plot([lo, hi], [lo, hi], color=PALETTE[1], linewidth=1, label="y = x")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(title)
+    ax.legend()
+    return to_data_uri(fig)
+
+
+@_any_script
+def residual_plot(y_true: Sequence[float], y_pred: Sequence[float], title: str = "residuals") -> str:
+    """Regression: residual (predicted - true) against the prediction; a trend or a funnel shows a bias."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    residuals = np.asarray(y_pred, float) - np.asarray(y_true, float)
+    ax.scatter(y_pred, residuals, s=8, alpha=0.5, color=PALETTE[0])
+    ax.axhline(0.0, color=PALETTE[1], linewidth=1)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("predicted - true")
+    ax.set_title(title)
+    return to_data_uri(fig)
+
+
+@_any_script
+def regression_curves(history: Sequence[dict[str, Any]]) -> str:
+    """Loss (train, val) and validation R² per epoch; epoch 0 is before training."""
+    epochs = [row["epoch"] for row in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    train = [(row["epoch"], row["train_loss"]) for row in history if row.get("train_loss") is not None]
+    if train:
+        left.plot(*zip(*train), marker="o", label="train loss (standardised)", color=PALETTE[0])
+    left.plot(epochs, [row["val_loss"] for row in history], marker="o", label="val MSE", color=PALETTE[1])
+    left.set_title("loss")
+    left.legend()
+    right.plot(epochs, [row["val_r2"] for row in history], marker="o", label="val R²", color=PALETTE[2])
+    right.set_title("validation")
+    right.legend()
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return to_data_uri(fig)

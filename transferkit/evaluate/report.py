@@ -22,13 +22,13 @@ def _fmt(x: Any) -> str:
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
-def training_notes(result: TrainResult) -> list[str]:
+def training_notes(result: TrainResult, score_name: str = "macro-F1") -> list[str]:
     if not result.history:
         return ["Fitted in closed form on frozen features (no training loop)."]
     trained = len(result.history) - 1
     stop = "; stopped early" if result.stopped_early else "; stopped by the --max-minutes budget" \
         if result.stopped_by_time else "; stopped because training diverged" if result.diverged else ""
-    notes = [f"Kept the weights of epoch {result.best_epoch} of {trained} (best validation macro-F1"
+    notes = [f"Kept the weights of epoch {result.best_epoch} of {trained} (best validation {score_name}"
              f" {result.best_score:.4f}){stop}."]
     if result.diverged:
         notes.append(f"{result.diverged['message']} The weights of epoch {result.best_epoch}, the best before it, "

@@ -19,6 +19,7 @@ import numpy as np
 
 from transferkit.data.examples import Examples
 from transferkit.data.stream import inference_batches
+from transferkit.data.targets import NumericTargets
 from transferkit.export.bundle import Bundle
 from transferkit.export.onnx import compare_logits, open_session, run_session
 from transferkit.export.recorded import RecordedSplit, spread
@@ -104,7 +105,27 @@ def _quantize_cnn(bundle: Bundle, fp32: Path, out: Path, names: list[str], calib
             "calibration": {"n": len(calibration), "inputs": calibration.source}, "float": "the head"}
 
 
+def _regression_accuracy(bundle: Bundle, fp32, int8, names: list[str], labeled: Examples) -> dict[str, Any]:
+    """R² and MAE of the fp32 and the int8 export against the true targets (regression bundles)."""
+    examples = spread(labeled, N_ACCURACY)
+    truth = np.array(NumericTargets().encode(examples.labels, examples.source))
+    values: dict[str, list[float]] = {"fp32": [], "int8": []}
+    positions: list[int] = []
+    for batch in inference_batches(examples, bundle.preprocessing, 32):
+        if batch.inputs is None:
+            continue
+        positions += batch.positions
+        for name, session in (("fp32", fp32), ("int8", int8)):
+            values[name] += run_session(session, names, batch.inputs)[:, 0].tolist()
+    scores = {name: bundle.model.task.metrics(truth[positions], np.array(v)) for name, v in values.items()}
+    return {"n": len(positions), "r2_fp32": round(scores["fp32"]["r2"], 4), "r2_int8": round(scores["int8"]["r2"], 4),
+            "mae_fp32": round(scores["fp32"]["mae"], 4), "mae_int8": round(scores["int8"]["mae"], 4),
+            "r2_drop": round(scores["fp32"]["r2"] - scores["int8"]["r2"], 4)}
+
+
 def _accuracy(bundle: Bundle, fp32, int8, names: list[str], labeled: Examples) -> dict[str, Any]:
+    if bundle.model.task.name == "regression":
+        return _regression_accuracy(bundle, fp32, int8, names, labeled)
     known = [i for i, y in enumerate(labeled.labels or []) if y in bundle.label_map.names]
     examples = spread(labeled.subset(known), N_ACCURACY)
     truth = np.array(bundle.label_map.encode(examples.labels, examples.source))
@@ -151,6 +172,13 @@ def quantize_bundle(bundle: Bundle, onnx_file: Path, names: list[str], check: Ex
 
 
 def _warning(bundle: Bundle, info: dict[str, Any]) -> str | None:
+    if "r2_vs_reference" in info["vs_fp32"]:  # regression: R² of int8 values against fp32's, and R² lost
+        r2_drop = (info.get("accuracy") or {}).get("r2_drop")
+        if info["vs_fp32"]["r2_vs_reference"] >= 0.95 and (r2_drop is None or r2_drop <= 0.02):
+            return None
+        return (f"int8 is not faithful for this model: its values reach R² {info['vs_fp32']['r2_vs_reference']:.3f} "
+                f"against the fp32 export's{f' and lose {r2_drop} of R² on labeled data' if r2_drop else ''}. "
+                "Use the fp32 export where this matters.")
     drop = (info.get("accuracy") or {}).get("accuracy_drop_points")
     agreement = info["vs_fp32"]["top1_agreement"]
     if (drop is not None and drop <= DROP_WARNING_POINTS) or (drop is None and agreement >= 0.95):

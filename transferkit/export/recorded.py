@@ -18,7 +18,7 @@ from transferkit.core.errors import TransferkitError
 from transferkit.data.examples import Examples
 from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
 from transferkit.data.sources import TextColumns, load_source
-from transferkit.data.splits import stratified_split, subsample_per_class
+from transferkit.data.splits import held_out_split, subsample_per_class
 
 
 @dataclass
@@ -77,7 +77,8 @@ def recorded_split(manifest: dict[str, Any], bundle_dir: Path) -> tuple[Recorded
         train, seed = splits.train, int(train_config.get("seed", 0))
         if fit_config.get("labels_per_class"):
             train = subsample_per_class(train, int(fit_config["labels_per_class"]), seed)
-        train, val = stratified_split(train, float(fit_config.get("val_fraction", 0.15)), seed)
+        train, val = held_out_split(train, float(fit_config.get("val_fraction", 0.15)), seed,
+                                    manifest.get("task", "classification"))
         return RecordedSplit(val, "val (re-drawn)", train), record["source"]
     except (TransferkitError, OSError, ValueError) as exc:
         return None, f"its recorded data {record['source']} is not readable here ({str(exc).split('. ')[0]})"

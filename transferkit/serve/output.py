@@ -38,7 +38,7 @@ def _rows(batch: BatchPredictions, ids: list[str], id_field: str, names: tuple[s
     for position, answer in zip(batch.positions, task.response(batch.probabilities, names, top_k, digits=6)):
         by_position[position] = {id_field: ids[position], **answer}
     for position, reason in batch.errors:
-        by_position[position] = {id_field: ids[position], "label": None, "score": None, "error": reason}
+        by_position[position] = {id_field: ids[position], **dict.fromkeys(task.row_fields), "error": reason}
     for position in sorted(by_position):
         yield by_position[position]
 
@@ -46,9 +46,10 @@ def _rows(batch: BatchPredictions, ids: list[str], id_field: str, names: tuple[s
 class _CsvRows:
     """CSV with the top-k flattened into label_1, score_1, ..., label_K, score_K."""
 
-    def __init__(self, fh: TextIO, id_field: str, top_k: int | None, with_error: bool):
+    def __init__(self, fh: TextIO, id_field: str, top_k: int | None, with_error: bool,
+                 row_fields: tuple[str, ...] = ("label", "score")):
         ranked = [f"{kind}_{i}" for i in range(1, (top_k or 0) + 1) for kind in ("label", "score")]
-        fields = [id_field, "label", "score", *ranked] + (["error"] if with_error else [])
+        fields = [id_field, *row_fields, *ranked] + (["error"] if with_error else [])
         self.writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         self.writer.writeheader()
 
@@ -89,6 +90,9 @@ def refuse_unreadable(errors: dict[int, str], ids: list[str]) -> None:
 def predict_to_file(predictor: Predictor, examples: Examples, out: Path | None, top_k: int | None = None,
                     progress: bool = True, strict: bool = False) -> Predictions:
     """Predict every input of ``examples``; with ``out`` (.csv or .jsonl), stream one row per input into it."""
+    if top_k is not None and predictor.task.name == "regression":
+        raise ConfigError("--top-k ranks a classifier's classes; this bundle is a regression model that predicts one "
+                          "number per input (the 'value' column). Drop --top-k.")
     check_top_k(top_k, len(predictor.label_names))
     if out is not None and Path(out).suffix.lower() not in FORMATS:
         raise ConfigError(f"--out {out}: write predictions to a .csv or .jsonl file.")
@@ -100,7 +104,8 @@ def predict_to_file(predictor: Predictor, examples: Examples, out: Path | None, 
         writer = None
         if fh is not None:
             writer = _JsonlRows(fh) if Path(out).suffix.lower() == ".jsonl" else \
-                _CsvRows(fh, id_field, top_k, with_error=examples.modality == "image")
+                _CsvRows(fh, id_field, top_k, with_error=examples.modality == "image",
+                         row_fields=predictor.task.row_fields)
         bar, task = _progress(progress, len(examples))
         with bar:
             for batch in predictor.iter_batches(examples):

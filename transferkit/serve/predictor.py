@@ -56,6 +56,11 @@ class Predictions:
         return [self.label_names[i] if i >= 0 else None for i in self.indices]
 
     @property
+    def values(self) -> np.ndarray:
+        """Regression: the predicted number per row (NaN for rows in ``errors``)."""
+        return self.probabilities[:, 0] if self.probabilities.size else np.zeros(0)
+
+    @property
     def scores(self) -> np.ndarray:
         return self.probabilities.max(1) if self.probabilities.size else np.zeros(0)
 

@@ -20,7 +20,7 @@ from transferkit.strategies.base import (
     decay_groups,
     set_requires_grad,
 )
-from transferkit.strategies.linear_probe import LinearProbeConfig, fit_logistic_head
+from transferkit.strategies.linear_probe import LinearProbeConfig, fit_probe_head
 from transferkit.tasks.model import TransferModel
 
 HEAD_INITS = ("zero", "probe")
@@ -71,7 +71,7 @@ class Finetune(Strategy):
             if ctx.features is None:
                 raise ConfigError(f"{self.name} with head_init='probe' needs cached features in the context "
                                   f"(StrategyContext.features) to fit the probe head.")
-            self.probe_info = fit_logistic_head(model.head, ctx, LinearProbeConfig(scaling="global"))
+            self.probe_info = fit_probe_head(model.head, ctx, LinearProbeConfig(scaling="global"))
         self.on_epoch_start(model, 0)
 
     def frozen_blocks(self, epoch: int, n_blocks: int) -> int:

@@ -1,8 +1,10 @@
-"""Linear probe: frozen backbone, cached features, multinomial logistic regression as the head.
+"""Linear probe: frozen backbone, cached features, multinomial logistic regression (regression: ridge) as the head.
 
 Imports transferkit.core, transferkit.backbones and transferkit.strategies.base. The regularisation strength
 is chosen on the validation features; the fitted scikit-learn model is folded into the torch head so the
-bundle predicts with the same code path as every other strategy.
+bundle predicts with the same code path as every other strategy. ``fit_probe_head`` picks the closed form by
+the head's task: logistic for classification, scikit-learn's RidgeCV (alpha by efficient leave-one-out on the
+training features) for a regression head, fitted on the standardised target the head learns.
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.metrics import r2_score
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
@@ -61,6 +64,43 @@ def fit_logistic_head(head: nn.Module, ctx: StrategyContext, config: LinearProbe
     return {"C": c, "val_macro_f1": float(score)}
 
 
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
+
+
+def fit_probe_head(head: nn.Module, ctx: StrategyContext, config: LinearProbeConfig) -> dict[str, float]:
+    """The task's closed-form head on cached features: ridge for a regression head, logistic otherwise."""
+    if getattr(head, "task", "classification") == "regression":
+        return fit_ridge_head(head, ctx, config)
+    return fit_logistic_head(head, ctx, config)
+
+
+def fit_ridge_head(head: nn.Module, ctx: StrategyContext, config: LinearProbeConfig) -> dict[str, float]:
+    """Ridge regression of the head's standardised target on standardised features (RidgeCV picks alpha);
+    written into ``head.linear``, so ``head`` outputs values in the target's units."""
+    x_train, y_train = ctx.features("train")
+    x_val, y_val = ctx.features("val")
+    scaler = _scaler(x_train, config)
+    mean, std = float(head.target_mean), float(head.target_std)
+    ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(scaler.transform(x_train), (np.asarray(y_train, np.float64) - mean) / std)
+    predicted = ridge.predict(scaler.transform(x_val)) * std + mean
+    weight = ridge.coef_[None, :] / scaler.scale_
+    bias = np.array([ridge.intercept_]) - weight @ scaler.mean_
+    with torch.no_grad():
+        head.linear.weight.copy_(torch.as_tensor(weight, dtype=head.linear.weight.dtype))
+        head.linear.bias.copy_(torch.as_tensor(bias, dtype=head.linear.bias.dtype))
+    score = float(r2_score(y_val, predicted)) if len(y_val) > 1 else float("nan")
+    return {"alpha": float(ridge.alpha_), "val_r2": score}
+
+
+def _scaler(x_train: np.ndarray, config: LinearProbeConfig) -> StandardScaler:
+    """Per-feature standardisation, floored (see fit_logistic_head), or one global scale."""
+    scaler = StandardScaler().fit(x_train)
+    scaler.scale_ = np.maximum(scaler.scale_, 1e-3 * float(np.median(scaler.scale_)))
+    if config.scaling == "global":
+        scaler.scale_ = np.full_like(scaler.scale_, float(np.mean(scaler.scale_)))
+    return scaler
+
+
 def _write_head(head: nn.Module, scaler: StandardScaler, clf: LogisticRegression, n_classes: int) -> None:
     """logits = W((x - mu)/sigma) + b  ==  (W/sigma) x + (b - W mu/sigma)."""
     coef, intercept = clf.coef_, clf.intercept_
@@ -80,9 +120,9 @@ def _write_head(head: nn.Module, scaler: StandardScaler, clf: LogisticRegression
 class LinearProbe(Strategy):
     name = "linear-probe"
     config_class = LinearProbeConfig
-    summary = "frozen backbone, cached features, logistic-regression head (C chosen on val)"
+    summary = "frozen backbone, cached features, logistic-regression head (C chosen on val; regression: ridge)"
     trains_with_loop = False
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         set_requires_grad(model, False)
-        self.fit_info = fit_logistic_head(model.head, ctx, self.config)
+        self.fit_info = fit_probe_head(model.head, ctx, self.config)

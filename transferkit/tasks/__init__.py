@@ -8,8 +8,9 @@ from __future__ import annotations
 from transferkit.core.registry import lookup
 from transferkit.tasks.base import Task
 from transferkit.tasks.classification import ClassificationHead, ClassificationTask
+from transferkit.tasks.regression import RegressionHead, RegressionTask
 
-TASKS: dict[str, type[Task]] = {"classification": ClassificationTask}
+TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "regression": RegressionTask}
 
 
 def get_task(name: str) -> Task:
@@ -17,4 +18,4 @@ def get_task(name: str) -> Task:
     return lookup(TASKS, name, "task")()
 
 
-__all__ = ["TASKS", "ClassificationHead", "ClassificationTask", "Task", "get_task"]
+__all__ = ["TASKS", "ClassificationHead", "ClassificationTask", "RegressionHead", "RegressionTask", "Task", "get_task"]

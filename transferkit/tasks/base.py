@@ -39,6 +39,7 @@ class Task:
     selection_metric: ClassVar[str]  # the validation row key early stopping follows
     higher_is_better: ClassVar[bool] = True
     metric_names: ClassVar[tuple[str, ...]] = ()  # the keys of ``metrics``, in the order history rows list them
+    row_fields: ClassVar[tuple[str, ...]] = ("label", "score")  # the keys of each ``response`` row (predict CSV)
 
     def head(self, feature_dim: int, n_outputs: int, dropout: float = 0.0, **options: Any) -> nn.Module:
         """A fresh head mapping ``feature_dim`` features to ``n_outputs`` outputs."""

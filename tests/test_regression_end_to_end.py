@@ -1,0 +1,161 @@
+"""Regression end to end, offline and tiny: MiniLM on 48 generated sentences whose target counts positive minus
+negative words, and EfficientNet-Lite0 on 24 generated images whose target is their brightness. fit (detected,
+with the line that says so) -> bundle -> evaluate/predict/serve/ONNX with parity; refusals with their reasons."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import subprocess
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+import transferkit
+from tests.conftest import VENV_BIN
+from tests.serve.conftest import LiveServer
+from transferkit.core.errors import ConfigError
+from transferkit.serve.config import ServeConfig
+from transferkit.serve.predictor import Predictor
+
+WORDS = ("good", "great", "fine", "bad", "awful", "table", "river", "chair", "window", "house")
+
+
+def regression_texts(n: int = 48, seed: int = 0) -> list[tuple[str, float]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
+        score = sum(w in WORDS[:3] for w in words) - sum(w in WORDS[3:5] for w in words) + 0.1 * (i % 7) / 7
+        rows.append((" ".join(words), round(score, 3)))
+    return rows
+
+
+def write_rows(path: Path, rows: list[tuple[str, object]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def text_csv_regression(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_rows(tmp_path_factory.mktemp("reg") / "scores.csv", regression_texts())
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory: pytest.TempPathFactory, text_csv_regression: Path) -> transferkit.api.FitResult:
+    out = tmp_path_factory.mktemp("reg-run") / "lp"
+    return transferkit.fit(str(text_csv_regression), model="minilm", strategy="linear-probe", out=str(out),
+                           progress=False)
+
+
+def test_fit_detects_regression_and_says_so(text_run):
+    summary = json.loads((text_run.run_dir / "metrics.json").read_text())
+    assert summary["task"] == "regression"
+    distinct = len({y for _, y in regression_texts()})
+    assert summary["task_detected"] == (f"task: regression (detected: 48 numeric labels, {distinct} distinct; pass "
+                                        "--task classification to override)")
+    assert {"r2", "mae", "rmse", "spearman", "n"} <= set(summary["val"])
+    manifest = json.loads((text_run.bundle_dir / "transferkit.json").read_text())
+    assert manifest["task"] == "regression" and manifest["labels"] == ["value"]
+    assert set(manifest["targets"]) == {"mean", "std"}
+    report = (text_run.run_dir / "report.md").read_text()
+    assert "task: regression (detected" in report and "Confusion matrix" not in report
+    html = (text_run.run_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64") >= 2 and "predicted vs true" in html
+
+
+def test_evaluate_predict_serve_agree_in_the_users_units(text_run, text_csv_regression: Path, tmp_path: Path):
+    metrics = transferkit.evaluate(text_run.bundle_dir, str(text_csv_regression), progress=False)
+    assert {"r2", "mae", "rmse", "spearman", "n"} <= set(metrics) and metrics["n"] == 48
+    assert metrics["r2"] > 0.5  # the training rows are most of the data: the probe fits them
+    truth = np.array([y for _, y in regression_texts()])
+    predicted = transferkit.predict(text_run.bundle_dir, str(text_csv_regression), tmp_path / "p.csv", progress=False)
+    assert np.mean(np.abs(predicted.values - truth)) == pytest.approx(metrics["mae"], abs=1e-5)
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    assert reader.fieldnames == ["text", "value"]
+    np.testing.assert_allclose([float(r["value"]) for r in rows], predicted.values, atol=1e-5)
+    transferkit.predict(text_run.bundle_dir, str(text_csv_regression), tmp_path / "p.jsonl", progress=False)
+    first = json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])
+    assert set(first) == {"text", "value"}
+    with pytest.raises(ConfigError, match="regression model that predicts one number"):
+        transferkit.predict(text_run.bundle_dir, str(text_csv_regression), top_k=2, progress=False)
+    server = LiveServer(Predictor.from_bundle(text_run.bundle_dir), ServeConfig()).start()
+    try:
+        answer = httpx.post(server.url + "/v1/predict", json={"inputs": [r[0] for r in regression_texts()[:3]]})
+    finally:
+        server.stop()
+    assert answer.status_code == 200
+    values = [p["value"] for p in answer.json()["predictions"]]
+    np.testing.assert_allclose(values, predicted.values[:3], atol=1e-4)
+
+
+def test_onnx_export_keeps_parity_and_int8_reports_its_agreement(text_run, text_csv_regression: Path, tmp_path: Path):
+    entry = transferkit.api.export(text_run.bundle_dir, tmp_path / "onnx")
+    assert entry["parity"]["max_abs_diff"] < 1e-3 and entry["parity"]["r2_vs_reference"] > 0.9999
+    torch_values = transferkit.predict(text_run.bundle_dir, str(text_csv_regression), progress=False).values
+    onnx_values = transferkit.predict(tmp_path / "onnx", str(text_csv_regression), runtime="onnx",
+                                      progress=False).values
+    np.testing.assert_allclose(onnx_values, torch_values, atol=1e-4)
+    int8 = transferkit.api.export(text_run.bundle_dir, tmp_path / "int8", int8=True)["int8"]
+    assert "r2_vs_reference" in int8["vs_fp32"] and {"r2_fp32", "r2_int8"} <= set(int8["accuracy"])
+
+
+def test_cli_fit_prints_the_detection_and_evaluate_json_has_the_contract_keys(text_csv_regression, tmp_path,
+                                                                               cli_env):
+    run = tmp_path / "cli"
+    fit = subprocess.run([str(VENV_BIN / "transferkit"), "fit", "--data", str(text_csv_regression), "--model",
+                          "minilm", "--strategy", "linear-probe", "--out", str(run)], capture_output=True,
+                         text=True, env=cli_env)
+    assert fit.returncode == 0, fit.stderr
+    printed = " ".join((fit.stdout + fit.stderr).split())
+    assert "task: regression (detected: 48 numeric labels" in printed and "val: R²" in printed
+    ev = subprocess.run([str(VENV_BIN / "transferkit"), "evaluate", "--bundle", str(run / "bundle"), "--data",
+                         str(text_csv_regression), "--json"], capture_output=True, text=True, env=cli_env)
+    assert ev.returncode == 0, ev.stderr
+    assert {"r2", "mae", "rmse", "spearman", "n"} <= set(json.loads(ev.stdout))
+    refused = subprocess.run([str(VENV_BIN / "transferkit"), "fit", "--data", str(text_csv_regression),
+                              "--labels-per-class", "5", "--out", str(tmp_path / "no")], capture_output=True,
+                             text=True, env=cli_env)
+    assert refused.returncode == 2
+    assert "a regression target has no classes" in " ".join((refused.stdout + refused.stderr).split())
+
+
+def test_doctor_reports_a_bad_target_with_file_and_line(tmp_path, cli_env):
+    rows = regression_texts(30)
+    rows[4] = (rows[4][0], "n/a")
+    data = write_rows(tmp_path / "bad.csv", rows)
+    out = subprocess.run([str(VENV_BIN / "transferkit"), "doctor", "--data", str(data), "--task", "regression"],
+                         capture_output=True, text=True, env=cli_env)
+    assert out.returncode == 2
+    text = " ".join((out.stdout + out.stderr).split())
+    assert "bad-target" in text and "bad.csv:6" in text and "not a finite number" in text
+
+
+def test_image_regression_on_brightness_with_a_trained_head(tmp_path: Path):
+    """Images: a class-folder layout holds no numbers (image tables come with issue 13's data part), so the
+    examples are built in memory; labels are brightness values as strings, as a CSV would give them."""
+    from transferkit.data.examples import Examples
+
+    rng = np.random.default_rng(0)
+    paths, labels = [], []
+    for i in range(24):
+        level = int(rng.integers(10, 245))
+        pixels = np.clip(rng.normal(level, 8, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+        path = tmp_path / f"img{i:02d}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(str(path))
+        labels.append(str(round(level / 255, 4)))
+    examples = Examples("image", paths, labels, str(tmp_path), paths)
+    result = transferkit.fit(examples, model="efficientnet_lite0", strategy="linear-probe", image_size=64,
+                             out=str(tmp_path / "run"), progress=False)
+    assert result.metrics["val"]["r2"] > 0.5
+    values = Predictor.from_bundle(result.bundle_dir).predict(examples).values
+    assert np.corrcoef(values, [float(y) for y in labels])[0, 1] > 0.8

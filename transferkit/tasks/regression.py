@@ -1,0 +1,89 @@
+"""Regression: one number per example — a linear head on standardised targets, MSE, selected by R².
+
+Imports transferkit.core, transferkit.data and transferkit.tasks.base. Targets are floats in the user's units
+(transferkit.data.targets.NumericTargets encodes the label strings). The head holds the training targets' mean
+and std as buffers saved with the weights: it learns the standardised target (so learning rates and the zero
+init behave as for classification — a fresh head predicts the mean) and its ``forward`` un-standardises, so every
+consumer — validation, evaluate, predict, serve and the ONNX export — sees values in the user's units.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+from torch import nn
+
+from transferkit.tasks.base import Task
+
+
+class RegressionHead(nn.Module):
+    """Dropout + Linear(d, 1) on the standardised target; outputs ``z * std + mean`` ([n, 1])."""
+
+    task = "regression"
+
+    def __init__(self, in_dim: int, n_outputs: int = 1, dropout: float = 0.0, loss: str = "mse"):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(in_dim, 1)
+        nn.init.zeros_(self.linear.weight)  # a fresh head predicts the training mean
+        nn.init.zeros_(self.linear.bias)
+        self.loss_name = loss
+        self.register_buffer("target_mean", torch.zeros(()))
+        self.register_buffer("target_std", torch.ones(()))
+
+    def set_target_scale(self, mean: float, std: float) -> None:
+        self.target_mean.fill_(float(mean))
+        self.target_std.fill_(float(std))
+
+    def set_class_weight(self, weight: torch.Tensor | None) -> None:
+        if weight is not None:
+            raise ValueError("a regression head has no classes to weight")
+
+    def standardised(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(features))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.standardised(features) * self.target_std + self.target_mean
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """MSE (or Huber) between standardised prediction and standardised target."""
+        z = (outputs.float()[:, 0] - self.target_mean) / self.target_std
+        t = (targets.float() - self.target_mean) / self.target_std
+        return F.huber_loss(z, t) if self.loss_name == "huber" else F.mse_loss(z, t)
+
+
+class RegressionTask(Task):
+    """One float per example; targets are floats, outputs [n, 1] in the user's units."""
+
+    name = "regression"
+    selection_metric = "val_r2"
+    metric_names: ClassVar[tuple[str, ...]] = ("r2", "mae", "rmse")
+    row_fields: ClassVar[tuple[str, ...]] = ("value",)
+
+    def head(self, feature_dim: int, n_outputs: int = 1, dropout: float = 0.0, loss: str = "mse",
+             **options: Any) -> RegressionHead:
+        return RegressionHead(feature_dim, 1, dropout, loss=loss)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Plain MSE in the user's units (what validation reports; R² selects)."""
+        return F.mse_loss(outputs.float()[:, 0], targets.float())
+
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.float()
+
+    def decode(self, outputs: Any) -> Any:
+        return outputs[:, 0]
+
+    def metrics(self, targets: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+        targets, predictions = np.asarray(targets, np.float64), np.asarray(predictions, np.float64)
+        r2 = float(r2_score(targets, predictions)) if len(targets) > 1 and np.ptp(targets) > 0 else 0.0
+        return {"r2": r2, "mae": float(mean_absolute_error(targets, predictions)),
+                "rmse": float(np.sqrt(mean_squared_error(targets, predictions)))}
+
+    def response(self, scores: np.ndarray, names: tuple[str, ...] | list[str], top_k: int | None = None,
+                 digits: int | None = None) -> list[dict[str, Any]]:
+        """{"value": float} per row (``top_k`` has no meaning for one number and is ignored)."""
+        return [{"value": round(float(row[0]), digits) if digits is not None else float(row[0])} for row in scores]
