@@ -1,8 +1,9 @@
 """The backbone contract every pretrained encoder honours, checked by one test over the registry.
 
 Imports transferkit.core and transferkit.data only. A backbone maps a batch dict to one feature vector per
-example (``embed``), says how big that vector is, how its input must be prepared, and lists its blocks from
-input to output so strategies can freeze/unfreeze or give per-layer learning rates without knowing the model.
+example (``embed``; text backbones also one per input token, ``embed_tokens``), says how big that vector is,
+how its input must be prepared, and lists its blocks from input to output so strategies can freeze/unfreeze or
+give per-layer learning rates without knowing the model.
 """
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ class Backbone(nn.Module):
     def embed(self, batch: dict[str, Any]) -> torch.Tensor:
         """Return a [batch, feature_dim] float tensor."""
         raise NotImplementedError
+
+    def embed_tokens(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Return [batch, positions, feature_dim] per-token features (token classification; text backbones)."""
+        raise NotImplementedError(f"the {self.modality} backbone '{self.name}' has no per-token features")
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.embed(batch)

@@ -1,7 +1,8 @@
 """Text backbones through transformers: any hub id or local folder, and the bundled all-MiniLM-L6-v2.
 
 Imports transferkit.core, transferkit.data and transferkit.backbones.base. Sentence embeddings are the
-attention-masked mean of the last hidden states, as sentence-transformers computes them for MiniLM.
+attention-masked mean of the last hidden states, as sentence-transformers computes them for MiniLM;
+``embed_tokens`` gives the hidden states themselves (token classification).
 """
 from __future__ import annotations
 
@@ -38,14 +39,19 @@ class HFTextBackbone(Backbone):
         self.extensions[kind] = dict(options)
 
     def embed(self, batch: dict[str, Any]) -> torch.Tensor:
+        hidden = self.embed_tokens(batch)
+        weights = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+    def embed_tokens(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The last hidden state at each real input position ([batch, seq, dim], aligned with the attention mask:
+        a soft prompt's virtual tokens are dropped)."""
         mask = batch["attention_mask"]
         keys = ("input_ids", "attention_mask") if "prompt" in self.extensions else \
             ("input_ids", "attention_mask", "token_type_ids")
         inputs = {k: batch[k] for k in keys if k in batch}
         hidden = self.model(**inputs).last_hidden_state
-        hidden = hidden[:, hidden.shape[1] - mask.shape[1]:]  # mean over the real tokens, not the virtual ones
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return hidden[:, hidden.shape[1] - mask.shape[1]:]
 
     def blocks(self) -> list[nn.Module]:
         """Embeddings (with a soft prompt, if any), each transformer layer, then whatever else (pooler)."""

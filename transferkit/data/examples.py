@@ -20,12 +20,14 @@ Modality = Literal["image", "text"]
 class Examples:
     """A list of inputs (image paths/arrays or texts) with optional string labels.
 
-    ``ids`` is what `predict` writes next to each prediction (a path, a text, or an index).
+    ``ids`` is what `predict` writes next to each prediction (a path, a text, or an index). Token classification
+    (transferkit.data.conll): each input is a sentence's list of words, each label its list of IOB2 tags, and
+    the id the text the words came from.
     """
 
     modality: Modality
     inputs: list[Any]
-    labels: list[str] | None
+    labels: list[Any] | None
     source: str
     ids: list[str] = field(default_factory=list)
     lines: list[int] | None = None  # for rows of a text file: each input's line number, so checks can name it
@@ -49,8 +51,15 @@ class Examples:
         return Examples(self.modality, [self.inputs[i] for i in idx], labels, self.source, [self.ids[i] for i in idx],
                         lines, self.max_pixels)
 
+    @property
+    def is_tokens(self) -> bool:
+        """Sentences of words (token classification) rather than one input per label."""
+        return bool(self.inputs) and isinstance(self.inputs[0], list)
+
     def class_counts(self) -> dict[str, int]:
-        return dict(sorted(Counter(y for y in self.labels or [] if y is not None).items()))
+        """Examples per label (token classification: tags per tag)."""
+        flat = (t for y in self.labels or [] if y is not None for t in (y if isinstance(y, list) else [y]))
+        return dict(sorted(Counter(flat).items()))
 
     def fingerprint(self) -> str:
         """A hash of the inputs' content (or path + size + mtime for files) and labels, in order."""
@@ -58,13 +67,16 @@ class Examples:
         for x in self.inputs:
             digest.update(_input_bytes(x))
         for label in self.labels or []:
-            digest.update(b"\1" if label is None else label.encode("utf-8") + b"\0")
+            digest.update(b"\1" if label is None else _input_bytes(label) if isinstance(label, list)
+                          else label.encode("utf-8") + b"\0")
         return digest.hexdigest()
 
 
 def _default_id(x: Any, i: int) -> str:
     if isinstance(x, (str, Path)):
         return str(x)
+    if isinstance(x, list):  # a sentence's words: the text their character offsets refer to
+        return " ".join(x)
     return str(i)
 
 
@@ -76,6 +88,8 @@ def _input_bytes(x: Any) -> bytes:
         return f"{x}|{st.st_size}|{st.st_mtime_ns}\0".encode()
     if isinstance(x, str):
         return x.encode("utf-8") + b"\0"
+    if isinstance(x, list):  # a sentence's words or tags; the length keeps ['a b'] apart from ['a', 'b']
+        return f"[{len(x)}]".encode() + b"".join(str(w).encode("utf-8") + b"\0" for w in x)
     if hasattr(x, "tobytes"):  # PIL image
         return x.tobytes()
     raise TypeError(f"cannot fingerprint input of type {type(x).__name__}")

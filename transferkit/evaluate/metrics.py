@@ -1,7 +1,8 @@
 """Metrics as pure functions over arrays, delegating the formulas to scikit-learn and torchmetrics.
 
-Imports only transferkit.core.scores: macro averages run over the classes present in a split's labels or
-predictions, the definition the training loop selects models by (so history.json and metrics.json agree).
+Imports transferkit.core.scores (and transferkit.evaluate.token_metrics for the tokens report): macro averages
+run over the classes present in a split's labels or predictions, the definition the training loop selects
+models by (so history.json and metrics.json agree).
 ``REPORTS`` names the report function of each task (transferkit.tasks), keyed by the task's name.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sklearn.metrics import (
 )
 
 from transferkit.core.scores import macro_labels
+from transferkit.evaluate.token_metrics import token_report
 
 CALIBRATION_BINS = 15
 
@@ -114,7 +116,7 @@ def regression_report(y_true: np.ndarray, y_pred: np.ndarray, label_names: Seque
 
 
 REPORTS: dict[str, Callable[..., dict[str, Any]]] = {"classification": classification_metrics,
-                                                     "regression": regression_report}
+                                                     "regression": regression_report, "tokens": token_report}
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:

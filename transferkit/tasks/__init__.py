@@ -9,8 +9,10 @@ from transferkit.core.registry import lookup
 from transferkit.tasks.base import Task
 from transferkit.tasks.classification import ClassificationHead, ClassificationTask
 from transferkit.tasks.regression import RegressionHead, RegressionTask
+from transferkit.tasks.tokens import TokensHead, TokensTask
 
-TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "regression": RegressionTask}
+TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "regression": RegressionTask,
+                                "tokens": TokensTask}
 
 
 def get_task(name: str) -> Task:
@@ -18,4 +20,5 @@ def get_task(name: str) -> Task:
     return lookup(TASKS, name, "task")()
 
 
-__all__ = ["TASKS", "ClassificationHead", "ClassificationTask", "RegressionHead", "RegressionTask", "Task", "get_task"]
+__all__ = ["TASKS", "ClassificationHead", "ClassificationTask", "RegressionHead", "RegressionTask", "Task",
+           "TokensHead", "TokensTask", "get_task"]

@@ -22,8 +22,13 @@ class TransferModel(nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
         self.task = task if task is not None else get_task(head.task)
+        bind = getattr(self.task, "bind", None)
+        if bind is not None:  # a task that needs the head's state to score (the tag names of tokens)
+            bind(head)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        if getattr(self.head, "per_token", False):  # token classification: one row per word (data.token_loader)
+            return self.head(self.backbone.embed_tokens(batch), batch["word_rows"])
         return self.head(self.backbone.embed(batch))
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
