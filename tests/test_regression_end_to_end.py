@@ -159,3 +159,23 @@ def test_image_regression_on_brightness_with_a_trained_head(tmp_path: Path):
     assert result.metrics["val"]["r2"] > 0.5
     values = Predictor.from_bundle(result.bundle_dir).predict(examples).values
     assert np.corrcoef(values, [float(y) for y in labels])[0, 1] > 0.8
+
+
+def test_transfer_regressor_is_a_scikit_learn_regressor(tmp_path: Path):
+    from sklearn.base import clone, is_regressor
+    from sklearn.metrics import r2_score
+
+    from transferkit import TransferRegressor
+    from transferkit.core.errors import DataError
+
+    rows = regression_texts()
+    texts, y = [t for t, _ in rows], np.array([v for _, v in rows])
+    reg = TransferRegressor(model="minilm", strategy="linear-probe", out=str(tmp_path / "run"))
+    assert is_regressor(reg) and clone(reg).get_params() == reg.get_params()
+    predicted = reg.fit(texts, y).predict(texts)
+    assert predicted.dtype == np.float64 and predicted.shape == (48,)
+    assert reg.score(texts, y) == pytest.approx(r2_score(y, predicted))
+    loaded = TransferRegressor.load(reg.save(tmp_path / "saved"))
+    np.testing.assert_allclose(loaded.predict(texts[:5]), predicted[:5], atol=1e-6)
+    with pytest.raises(DataError, match=r"y\[1\] is nan"):
+        TransferRegressor().fit(texts[:3], [1.0, float("nan"), 2.0])

@@ -199,6 +199,7 @@ def compare(
     strict: bool = typer.Option(False, "--strict", help="Stop on any data-doctor finding (checked before any run)."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Leave out later copies of duplicate inputs (train < val < test)."),
     max_pixels: int | None = typer.Option(None, help="Refuse images decoding to over N pixels, ~4N bytes [default: 250 M]."),
+    task: str | None = typer.Option(None, help="classification | regression [default: detected from the labels]."),
 ) -> None:
     """Compare strategies on identical splits: mean ± std, wall time, trainable parameters, transfer gain."""
     from transferkit.compare import compare as run_comparison
@@ -208,10 +209,12 @@ def compare(
     summary = run_comparison(data, [s.strip() for s in strategies.split(",") if s.strip()], _parse_ks(labels_per_class),
                           seeds=seeds, out=out, budget_minutes=budget_minutes,
                           on_run=lambda line: console.print(f"[compare] {escape(line)}"), **options)
-    table = Table("strategy", "K", "accuracy", "s/run", "trainable", title=f"compare: {summary['data']}")
+    metric = summary.get("metric", "accuracy")
+    table = Table("strategy", "K", "R²" if metric == "r2" else metric, "s/run", "trainable",
+                  title=f"compare: {summary['data']}")
     for r in summary["rows"]:
         table.add_row(r["strategy"], str(r["labels_per_class"] or "all"),
-                      f"{r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}", f"{r['seconds_mean']:.1f}",
+                      f"{r[metric + '_mean']:.4f} ± {r[metric + '_std']:.4f}", f"{r['seconds_mean']:.1f}",
                       f"{r['trainable_params']:,}" if r["trainable_params"] is not None else "-")
     Console().print(table)
     for g in summary["gains"]:

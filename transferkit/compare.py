@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from transferkit import api
+from transferkit import api, task_choice
 from transferkit.api import DataInput
 from transferkit.backbones import DEFAULT_FOR_MODALITY
 from transferkit.config import FitConfig
@@ -20,9 +20,9 @@ from transferkit.core.errors import ConfigError, TrainingDiverged
 from transferkit.core.io import atomic_write_json, atomic_write_text
 from transferkit.data.doctor import DataReport
 from transferkit.data.examples import DataSplits
-from transferkit.data.splits import stratified_split
+from transferkit.data.splits import held_out_split
 from transferkit.evaluate.baselines import reference_metrics, reference_name
-from transferkit.evaluate.comparison import gains, series, summarize
+from transferkit.evaluate.comparison import METRICS, gains, series, summarize
 from transferkit.evaluate.html import render_compare
 from transferkit.strategies import STRATEGIES, build_strategy
 
@@ -49,6 +49,11 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
     base = FitConfig.from_options(**options)
     out_dir = Path(out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
     splits, data_report = _comparison_splits(data, base)
+    base = replace(base, task=data_report.stats["task"])  # given, or detected once for every run
+    for k in labels_per_class:  # a combination the task refuses fails here, before any run
+        for name in strategies:
+            task_choice.check_options(replace(base, strategy=name, labels_per_class=k))
+    first, second = METRICS[base.task]
     plan = sorted(((k, s, seed) for k in labels_per_class for s in strategies for seed in range(seeds)),
                   key=lambda item: (_k_key(item[0]), _cost_rank(item[1]), item[2]))
     runs, skipped, seconds_per_example = [], [], {}
@@ -73,7 +78,7 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
         summary = json.loads((result.run_dir / "metrics.json").read_text())
         seconds_per_example[strategy] = summary["wall_seconds"] / max(n_train, 1)
         runs.append({"strategy": strategy, "labels_per_class": k, "seed": seed, "run_dir": str(result.run_dir),
-                     "accuracy": result.metrics["test"]["accuracy"], "macro_f1": result.metrics["test"]["macro_f1"],
+                     first: result.metrics["test"][first], second: result.metrics["test"][second],
                      "seconds": summary["wall_seconds"], "trainable_params": summary["trainable_params"]})
     runs += _reference_runs(splits, base, labels_per_class, seeds)
     return _write_comparison(out_dir, data, base, splits, runs, skipped, strategies, seeds, data_report)
@@ -93,7 +98,7 @@ def _comparison_splits(data: DataInput, cfg: FitConfig) -> tuple[DataSplits, Dat
     checked, report = api.check_data(data, cfg)  # raises on a fatal finding: nothing has trained yet
     train, test = checked.train, checked.test
     if test is None:
-        train, test = stratified_split(train, 0.2, seed=0)
+        train, test = held_out_split(train, 0.2, 0, report.stats["task"])
     return DataSplits(train=train, val=checked.val, test=test), report
 
 
@@ -106,25 +111,29 @@ def _reference_runs(splits: DataSplits, base: FitConfig, ks: list[int | None], s
                                                     train=replace(base.train, seed=seed)))
             begin = time.perf_counter()
             m = reference_metrics(prepared.train, prepared.test, prepared.label_map)
-            runs.append({"strategy": reference_name(prepared.modality), "labels_per_class": k, "seed": seed,
-                         "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+            first, second = METRICS[prepared.task]
+            runs.append({"strategy": reference_name(prepared.modality, prepared.task), "labels_per_class": k,
+                         "seed": seed, first: m[first], second: m[second],
                          "seconds": time.perf_counter() - begin, "trainable_params": None})
     return runs
 
 
 def _write_comparison(out_dir: Path, data: DataInput, base: FitConfig, splits: DataSplits, runs: list[dict[str, Any]],
                       skipped: list[str], strategies: list[str], seeds: int, data_report: DataReport) -> dict[str, Any]:
-    reference = reference_name(splits.train.modality)
-    rows = summarize(runs)
+    task = base.task or "classification"
+    reference = reference_name(splits.train.modality, task)
+    rows = summarize(runs, task)
     scratch = "scratch" if "scratch" in strategies else None
+    model = "ridge regression" if task == "regression" else "logistic regression"
     summary = {
         "title": out_dir.name, "data": api.data_reference(data) or "in memory",
         "model": base.model if base.model != "auto" else DEFAULT_FOR_MODALITY[splits.train.modality],
-        "seeds": seeds, "n_test": len(splits.test), "rows": rows, "gains": gains(rows, scratch, reference),
-        "skipped": skipped, "series": series(rows), "reference_name": reference,
+        "seeds": seeds, "n_test": len(splits.test), "rows": rows, "gains": gains(rows, scratch, reference, task),
+        "skipped": skipped, "series": series(rows) if task == "classification" else {}, "reference_name": reference,
+        "task": task, "metric": METRICS[task][0], "second_metric": METRICS[task][1],
         "n_skipped": data_report.n_skipped, "skipped_inputs": data_report.skipped(),
         "config": {"strategies": ", ".join(strategies), **asdict(base.train), "image_size": base.image_size,
-                   "reference": f"{reference}: logistic regression on the same training examples, no pretrained weights"},
+                   "reference": f"{reference}: {model} on the same training examples, no pretrained weights"},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "compare.json", {**summary, "runs": runs})

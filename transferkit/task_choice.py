@@ -44,17 +44,20 @@ def resolve_task(cfg: FitConfig, train_labels: Sequence[str | None]) -> tuple[Fi
     if cfg.task is None:
         guess = detect_task(train_labels)
         cfg, note = replace(cfg, task=guess.name), guess.reason
-    check_options(cfg)
+    check_options(cfg, detected=bool(note))
     return cfg, note
 
 
-def check_options(cfg: FitConfig) -> None:
-    """ConfigError for an option the task has no meaning for."""
+def check_options(cfg: FitConfig, detected: bool = False) -> None:
+    """ConfigError for an option the task has no meaning for (``detected``: the task was guessed, say how to
+    override it)."""
     if cfg.task != "regression":
         return
+    how = ("the labels were detected as numeric targets; pass --task classification to treat them as classes"
+           if detected else "--task regression")
     for check, why in _REGRESSION_REFUSALS.values():
         if check(cfg):
-            raise ConfigError(f"{why} (--task regression).")
+            raise ConfigError(f"{why} ({how}).")
 
 
 def bundle_targets(manifest: dict[str, Any], label_map: LabelMap) -> LabelMap | NumericTargets:

@@ -112,6 +112,8 @@ def test_task_option_is_checked_and_detection_fills_it():
     assert cfg.task == "regression" and note.startswith("task: regression (detected: 50 numeric labels")
     cfg, note = resolve_task(FitConfig(task="classification"), [str(i / 7) for i in range(50)])
     assert cfg.task == "classification" and note == ""
+    with pytest.raises(ConfigError, match="detected as numeric targets; pass --task classification"):
+        resolve_task(FitConfig(labels_per_class=5), [str(i / 7) for i in range(50)])
 
 
 def test_regression_validation_split_is_random_and_seeded():

@@ -1,4 +1,5 @@
-"""The plain reference a transfer method has to beat: logistic regression on raw pixels or on TF-IDF.
+"""The plain reference a transfer method has to beat: logistic regression (regression: ridge) on raw pixels or on
+TF-IDF.
 
 Imports transferkit.data. No pretrained weights at all: if a transfer strategy cannot beat this, the
 pretrained model did not help on this data, and the comparison says so.
@@ -9,19 +10,21 @@ from typing import Any
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.preprocessing import StandardScaler
 
 from transferkit.data.examples import Examples
 from transferkit.data.images import load_image
 from transferkit.data.labels import LabelMap
-from transferkit.evaluate.metrics import classification_metrics
+from transferkit.data.targets import NumericTargets
+from transferkit.evaluate.metrics import classification_metrics, regression_report
 
 PIXEL_SIZE = 32  # images are resized to 32 x 32 RGB before flattening
 
 
-def reference_name(modality: str) -> str:
-    return "tfidf-logreg" if modality == "text" else "pixels-logreg"
+def reference_name(modality: str, task: str = "classification") -> str:
+    model = "ridge" if task == "regression" else "logreg"
+    return f"tfidf-{model}" if modality == "text" else f"pixels-{model}"
 
 
 def _pixels(examples: Examples) -> np.ndarray:
@@ -30,16 +33,24 @@ def _pixels(examples: Examples) -> np.ndarray:
     return np.stack(rows)
 
 
-def reference_metrics(train: Examples, test: Examples, label_map: LabelMap) -> dict[str, Any]:
-    """Fit the reference on ``train`` and score it on ``test`` (standardised pixels, or word 1-2-gram TF-IDF)."""
-    y_train = np.array(label_map.encode(train.labels, train.source))
-    y_test = np.array(label_map.encode(test.labels, test.source))
+def _features(train: Examples, test: Examples) -> tuple[Any, Any]:
+    """Word 1-2-gram TF-IDF, or standardised pixels."""
     if train.modality == "text":
         vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2))
-        x_train, x_test = vectorizer.fit_transform(train.inputs), vectorizer.transform(test.inputs)
-    else:
-        scaler = StandardScaler().fit(_pixels(train))
-        x_train, x_test = scaler.transform(_pixels(train)), scaler.transform(_pixels(test))
+        return vectorizer.fit_transform(train.inputs), vectorizer.transform(test.inputs)
+    scaler = StandardScaler().fit(_pixels(train))
+    return scaler.transform(_pixels(train)), scaler.transform(_pixels(test))
+
+
+def reference_metrics(train: Examples, test: Examples, label_map: LabelMap | NumericTargets) -> dict[str, Any]:
+    """Fit the reference on ``train`` and score it on ``test``: logistic regression, or RidgeCV for numeric
+    targets (``label_map`` a NumericTargets)."""
+    y_train = np.array(label_map.encode(train.labels, train.source))
+    y_test = np.array(label_map.encode(test.labels, test.source))
+    x_train, x_test = _features(train, test)
+    if isinstance(label_map, NumericTargets):
+        ridge = RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(x_train, y_train)
+        return regression_report(y_test, ridge.predict(x_test))
     clf = LogisticRegression(max_iter=3000, C=1.0).fit(x_train, y_train)
     probabilities = np.zeros((len(y_test), len(label_map)))
     probabilities[:, clf.classes_] = clf.predict_proba(x_test)

@@ -10,18 +10,23 @@ from typing import Any
 
 import numpy as np
 
+# The headline metric of a comparison and its second column, per task (keys of the runs' test metrics)
+METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("r2", "mae")}
 
-def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (strategy, labels_per_class) over seeds: accuracy/macro-F1 mean and std, mean seconds."""
+
+def summarize(runs: list[dict[str, Any]], task: str = "classification") -> list[dict[str, Any]]:
+    """One row per (strategy, labels_per_class) over seeds: the task's metric (classification: accuracy, macro-F1;
+    regression: R², MAE) mean and std, mean seconds."""
+    first, second = METRICS[task]
     cells: dict[tuple[str, Any], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         cells[(run["strategy"], run["labels_per_class"])].append(run)
     rows = []
     for (strategy, k), group in cells.items():
-        acc = [r["accuracy"] for r in group]
+        acc = [r[first] for r in group]
         rows.append({"strategy": strategy, "labels_per_class": k, "n_runs": len(group),
-                     "accuracy_mean": float(np.mean(acc)), "accuracy_std": float(np.std(acc)),
-                     "macro_f1_mean": float(np.mean([r["macro_f1"] for r in group])),
+                     f"{first}_mean": float(np.mean(acc)), f"{first}_std": float(np.std(acc)),
+                     f"{second}_mean": float(np.mean([r[second] for r in group])),
                      "seconds_mean": float(np.mean([r["seconds"] for r in group])),
                      "trainable_params": group[0].get("trainable_params")})
     return sorted(rows, key=lambda r: (_k_order(r["labels_per_class"]), r["strategy"]))
@@ -31,9 +36,11 @@ def _k_order(k: Any) -> float:
     return float("inf") if k is None else float(k)
 
 
-def gains(rows: list[dict[str, Any]], scratch: str = "scratch", reference: str | None = None) -> list[dict[str, Any]]:
-    """For each K and each transfer strategy: accuracy gain over ``scratch`` and over the plain ``reference``,
-    with a sentence that says plainly when the gain is negative."""
+def gains(rows: list[dict[str, Any]], scratch: str = "scratch", reference: str | None = None,
+          task: str = "classification") -> list[dict[str, Any]]:
+    """For each K and each transfer strategy: accuracy gain (points; regression: R²) over ``scratch`` and over the
+    plain ``reference``, with a sentence that says plainly when the gain is negative."""
+    first = METRICS[task][0]
     by_k: dict[Any, dict[str, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
         by_k[row["labels_per_class"]][row["strategy"]] = row
@@ -46,11 +53,12 @@ def gains(rows: list[dict[str, Any]], scratch: str = "scratch", reference: str |
             for base in (scratch, reference):
                 if base is None or base not in cells:
                     continue
-                gain = 100 * (row["accuracy_mean"] - cells[base]["accuracy_mean"])
+                gain = (100 if first == "accuracy" else 1) * (row[f"{first}_mean"] - cells[base][f"{first}_mean"])
                 negative = gain < 0
-                statement = (f"At {where}, {strategy} is {-gain:.1f} points BELOW {base}: negative transfer, the "
+                amount = f"{abs(gain):.1f} points" if first == "accuracy" else f"{abs(gain):.3f} of R²"
+                statement = (f"At {where}, {strategy} is {amount} BELOW {base}: negative transfer, the "
                              f"pretrained model did not help here." if negative else
-                             f"At {where}, {strategy} gains {gain:+.1f} points over {base}.")
+                             f"At {where}, {strategy} gains {'+' if gain >= 0 else '-'}{amount} over {base}.")
                 out.append({"labels_per_class": k, "strategy": strategy, "baseline": base, "gain_points": gain,
                             "negative": negative, "statement": statement})
     return out

@@ -24,13 +24,12 @@ class RegressionHead(nn.Module):
 
     task = "regression"
 
-    def __init__(self, in_dim: int, n_outputs: int = 1, dropout: float = 0.0, loss: str = "mse"):
+    def __init__(self, in_dim: int, n_outputs: int = 1, dropout: float = 0.0):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_dim, 1)
         nn.init.zeros_(self.linear.weight)  # a fresh head predicts the training mean
         nn.init.zeros_(self.linear.bias)
-        self.loss_name = loss
         self.register_buffer("target_mean", torch.zeros(()))
         self.register_buffer("target_std", torch.ones(()))
 
@@ -49,10 +48,10 @@ class RegressionHead(nn.Module):
         return self.standardised(features) * self.target_std + self.target_mean
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """MSE (or Huber) between standardised prediction and standardised target."""
+        """MSE between standardised prediction and standardised target."""
         z = (outputs.float()[:, 0] - self.target_mean) / self.target_std
         t = (targets.float() - self.target_mean) / self.target_std
-        return F.huber_loss(z, t) if self.loss_name == "huber" else F.mse_loss(z, t)
+        return F.mse_loss(z, t)
 
 
 class RegressionTask(Task):
@@ -63,9 +62,8 @@ class RegressionTask(Task):
     metric_names: ClassVar[tuple[str, ...]] = ("r2", "mae", "rmse")
     row_fields: ClassVar[tuple[str, ...]] = ("value",)
 
-    def head(self, feature_dim: int, n_outputs: int = 1, dropout: float = 0.0, loss: str = "mse",
-             **options: Any) -> RegressionHead:
-        return RegressionHead(feature_dim, 1, dropout, loss=loss)
+    def head(self, feature_dim: int, n_outputs: int = 1, dropout: float = 0.0, **options: Any) -> RegressionHead:
+        return RegressionHead(feature_dim, 1, dropout)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Plain MSE in the user's units (what validation reports; R² selects)."""
