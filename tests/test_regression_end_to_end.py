@@ -179,3 +179,17 @@ def test_transfer_regressor_is_a_scikit_learn_regressor(tmp_path: Path):
     np.testing.assert_allclose(loaded.predict(texts[:5]), predicted[:5], atol=1e-6)
     with pytest.raises(DataError, match=r"y\[1\] is nan"):
         TransferRegressor().fit(texts[:3], [1.0, float("nan"), 2.0])
+
+
+def test_compare_ranks_by_r2_against_a_ridge_reference(text_csv_regression: Path, tmp_path: Path):
+    from transferkit.compare import compare
+
+    summary = compare(str(text_csv_regression), ["linear-probe"], [None], out=tmp_path / "cmp", model="minilm")
+    assert summary["task"] == "regression" and summary["metric"] == "r2"
+    by_name = {r["strategy"]: r for r in summary["rows"]}
+    assert set(by_name) == {"linear-probe", "tfidf-ridge"}
+    assert {"r2_mean", "r2_std", "mae_mean"} <= set(by_name["tfidf-ridge"])
+    assert "of R²" in summary["gains"][0]["statement"]
+    assert "test R²" in (tmp_path / "cmp" / "compare.html").read_text(encoding="utf-8")
+    with pytest.raises(ConfigError, match="--labels-per-class keeps K examples of each class"):
+        compare(str(text_csv_regression), ["linear-probe"], [5], out=tmp_path / "no", model="minilm")
