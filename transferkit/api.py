@@ -51,6 +51,7 @@ from transferkit.train.loop import TrainResult, train
 from transferkit.train.mixing import build_batch_mixer
 
 DataInput = str | Path | Examples | DataSplits
+EVALUATION_SPLITS = ("train", "val", "test")
 @dataclass
 class FitResult:
     run_dir: Path
@@ -384,12 +385,18 @@ def load(bundle: str | Path) -> Bundle:
     return load_bundle(Path(bundle))
 
 
-def _labeled_split(data: DataInput, split: str, columns: TextColumns, doctor: DoctorConfig) -> tuple[Examples,
-                                                                                                     DataReport]:
-    """The split to score, read as fit reads it, without the inputs fit would leave out (DataError if fatal)."""
+def _labeled_split(data: DataInput, split: str, columns: TextColumns,
+                   doctor: DoctorConfig) -> tuple[Examples, DataReport, str]:
+    """The split to score, read as fit reads it, without the inputs fit would leave out (DataError if fatal), and
+    its name: ``split`` for a source with train/val/test parts, "all" for a single-split source (scored whole)."""
+    if split not in EVALUATION_SPLITS:
+        raise ConfigError(f"The 'split' parameter of evaluate must be one of {', '.join(EVALUATION_SPLITS)}. "
+                          f"Got {split!r} instead.")
     splits = as_splits(data, columns, encoding_errors="replace")
     has_splits = splits.val is not None or splits.test is not None
     examples = splits.get(split) if has_splits else splits.train
+    if not has_splits:
+        split = "all"
     if examples is None:
         raise DataError(f"{splits.train.source} has no '{split}' split; choose one of train, val, test that exists.")
     if examples.labels is None:
@@ -400,7 +407,17 @@ def _labeled_split(data: DataInput, split: str, columns: TextColumns, doctor: Do
     if len(left_out) == len(examples):
         raise DataError(f"{examples.source}: none of its {len(examples)} inputs can be read (e.g. "
                         f"{report.skipped()[0]['path']}: {report.skipped()[0]['reason']}); nothing to evaluate.")
-    return examples.subset([i for i in range(len(examples)) if i not in left_out]), report
+    return examples.subset([i for i in range(len(examples)) if i not in left_out]), report, split
+
+
+def _training_data_note(manifest: dict[str, Any], data: DataInput, split: str) -> str | None:
+    """A warning when a single-split source scored whole is the very data the bundle was fitted on."""
+    recorded = (manifest.get("data") or {}).get("source")
+    if split != "all" or recorded is None or data_reference(data) != recorded:
+        return None
+    return (f"{recorded} is the data this bundle was trained on, scored whole: the scores include its training and "
+            "validation examples, so they are not a held-out estimate. Evaluate on data the model has not seen "
+            "(a test folder or file, or a source with a test/ split).")
 
 
 def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_column: str = "text",
@@ -413,14 +430,16 @@ def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_colu
     loaded = load_bundle(Path(bundle))
     spec = loaded.preprocessing
     doctor = DoctorConfig(strict=strict, max_tokens=spec.max_length if spec.modality == "text" else None)
-    examples, report = _labeled_split(data, split, TextColumns(text_column, label_column), doctor)
+    examples, report, split = _labeled_split(data, split, TextColumns(text_column, label_column), doctor)
     precision = recorded_precision(loaded.manifest, loaded.path / MANIFEST)  # as predict and serve use it
     targets = task_choice.bundle_targets(loaded.manifest, loaded.label_map)  # regression: floats, not classes
     metrics = _evaluate_split(loaded.model, examples, targets, spec, precision, progress).metrics
     skipped = report.skipped()
     left_out = {item["path"] for item in skipped}
+    note = _training_data_note(loaded.manifest, data, split)
     return {**metrics, "split": split, "data": examples.source, "n_skipped": report.n_skipped, "skipped": skipped,
-            "warnings": [f.to_dict() for f in report.findings if f.where not in left_out]}
+            "warnings": [f.to_dict() for f in report.findings if f.where not in left_out],
+            **({"note": note} if note else {})}
 
 
 def predict(bundle: str | Path, data: DataInput, out: str | Path | None = None, text_column: str = "text",

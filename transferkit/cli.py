@@ -238,7 +238,8 @@ def _print_left_out(skipped: list[dict[str, str]], where: str) -> None:
 def evaluate(
     bundle: Path = typer.Option(..., help="A run's bundle/ folder."),
     data: str = typer.Option(..., "--data", help="Labeled data to score."),
-    split: str = typer.Option("test", help="Which split of a multi-split source; a single-split source is used whole."),
+    split: str = typer.Option("test", help="train, val or test of a source with those parts; a single-split source "
+                              "is scored whole (reported as split 'all')."),
     text_column: str = typer.Option("text"),
     label_column: str = typer.Option("label"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
@@ -254,7 +255,9 @@ def evaluate(
         print(json.dumps(metrics))
         return
     _print_left_out(metrics["skipped"], "the output of --json")
-    table = Table("metric", "value", title=f"{metrics['data']} [{split}]")
+    if "note" in metrics:
+        console.print(f"[yellow]Note:[/yellow] {escape(metrics['note'])}")
+    table = Table("metric", "value", title=escape(f"{metrics['data']} [{metrics['split']}]"))
     for key, value in headline(metrics).items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
