@@ -34,11 +34,12 @@ from transferkit.data.sources import TextColumns, load_source
 from transferkit.data.splits import held_out_split, subsample_per_class
 from transferkit.data.targets import NumericTargets
 from transferkit.evaluate.metrics import REPORTS, headline
-from transferkit.export.bundle import MANIFEST, Bundle, load_bundle, recorded_precision, save_bundle
+from transferkit.export.bundle import MANIFEST, Bundle, load_bundle, read_manifest, recorded_precision, save_bundle
 from transferkit.export.recorded import data_record
 from transferkit.refit import start_from
 from transferkit.serve.output import predict_to_file
 from transferkit.serve.predictor import Predictions, Predictor
+from transferkit.serve.token_output import TokenPredictions, predict_tokens
 from transferkit.strategies import StrategyContext, build_strategy
 from transferkit.strategies.linear_probe import LinearProbeConfig, fit_probe_head
 from transferkit.tasks import get_task
@@ -134,7 +135,8 @@ def prepare_data(data: DataInput, cfg: FitConfig) -> PreparedData:
         cfg = task_choice.resolve_task(cfg, train_set.labels)[0]
     if val is None:
         train_set, val = held_out_split(train_set, cfg.val_fraction, cfg.train.seed, cfg.task)
-    label_map = task_choice.target_map(cfg.task, train_set.labels, train_set.source)
+    label_map = task_choice.target_map(cfg.task, train_set.labels, train_set.source,
+                                       [y for part in (val, test) if part is not None for y in part.labels or []])
     for part in (val, test):
         if part is not None:
             if part.modality != train_set.modality:
@@ -144,7 +146,8 @@ def prepare_data(data: DataInput, cfg: FitConfig) -> PreparedData:
     return PreparedData(train_set, val, test, label_map, train_set.modality, cfg.task)
 
 
-def _build_model(cfg: FitConfig, modality: str, n_classes: int, pretrained: bool) -> TransferModel:
+def _build_model(cfg: FitConfig, modality: str, n_classes: int, pretrained: bool,
+                 names: tuple[str, ...] = ()) -> TransferModel:
     name = DEFAULT_FOR_MODALITY[modality] if cfg.model == "auto" else cfg.model
     backbone = build_backbone(name, pretrained=pretrained)
     if backbone.modality != modality:
@@ -153,7 +156,7 @@ def _build_model(cfg: FitConfig, modality: str, n_classes: int, pretrained: bool
     if modality == "image":
         backbone.preprocessing = backbone.preprocessing.with_image_size(cfg.image_size)
     task = get_task(cfg.task or "classification")
-    head = task.head(backbone.feature_dim, n_classes, label_smoothing=cfg.train.label_smoothing)
+    head = task.head(backbone.feature_dim, n_classes, label_smoothing=cfg.train.label_smoothing, names=names)
     model = TransferModel(backbone, head, task)
     return model.to(memory_format=torch.channels_last) if modality == "image" else model
 
@@ -199,7 +202,8 @@ def _before_adaptation(model: TransferModel, ctx: StrategyContext, data: Prepare
     Computed before training, while the backbone still holds its pretrained weights (features are cached, so
     strategies that probe anyway pay nothing extra). None when it would compare a model with itself.
     """
-    if not cfg.baseline or not strategy.uses_pretrained_weights or strategy.name == "linear-probe":
+    if not cfg.baseline or not strategy.uses_pretrained_weights or strategy.name == "linear-probe" or \
+            model.task.name == "tokens":  # the probe is on pooled features: none per word (task_choice)
         return None
     split = "test" if data.test is not None else "val"
     head = model.task.head(model.backbone.feature_dim, len(data.label_map))
@@ -243,7 +247,8 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
         refuse_changed_data(Path(resume), recorded, identity, data_reference(data),
                             has_bundle=(Path(resume) / "bundle" / MANIFEST).is_file())
     model = init.model(prepared.label_map, cfg.train.label_smoothing) if init is not None else \
-        _build_model(cfg, prepared.modality, len(prepared.label_map), strategy.uses_pretrained_weights)
+        _build_model(cfg, prepared.modality, len(prepared.label_map), strategy.uses_pretrained_weights,
+                     prepared.label_map.names)
     if isinstance(prepared.label_map, NumericTargets):  # the head learns standardised targets, answers in units
         model.head.set_target_scale(prepared.label_map.mean, prepared.label_map.std)
     device = default_device()
@@ -326,9 +331,9 @@ def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedD
 def _resolve_class_weight(data: PreparedData, t: TrainConfig) -> tuple[dict[str, Any], np.ndarray | None]:
     """Resolve class_weight ('auto' -> balanced at a 1.5x largest/smallest class ratio): (report entry, weights).
     Regression has no classes: no weights ('balanced' is refused earlier, by task_choice)."""
-    if data.task == "regression":
+    if data.task in ("regression", "tokens"):  # tokens: 'balanced' is refused too; 'auto' stays off
         return {"class_weight": "none", "class_weight_setting": t.class_weight, "sampler": t.sampler,
-                "task": "regression"}, None
+                "task": data.task}, None
     counts = np.bincount(data.label_map.encode(data.train.labels, data.train.source), minlength=len(data.label_map))
     present = counts[counts > 0]
     ratio = float(present.max() / present.min())
@@ -432,7 +437,7 @@ def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_colu
     doctor = DoctorConfig(strict=strict, max_tokens=spec.max_length if spec.modality == "text" else None)
     examples, report, split = _labeled_split(data, split, TextColumns(text_column, label_column), doctor)
     precision = recorded_precision(loaded.manifest, loaded.path / MANIFEST)  # as predict and serve use it
-    targets = task_choice.bundle_targets(loaded.manifest, loaded.label_map)  # regression: floats, not classes
+    targets = task_choice.bundle_targets(loaded.manifest, loaded.label_map, examples.labels)  # regression: floats
     metrics = _evaluate_split(loaded.model, examples, targets, spec, precision, progress).metrics
     skipped = report.skipped()
     left_out = {item["path"] for item in skipped}
@@ -444,14 +449,18 @@ def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_colu
 
 def predict(bundle: str | Path, data: DataInput, out: str | Path | None = None, text_column: str = "text",
             progress: bool = True, runtime: str = "auto", top_k: int | None = None, batch_size: int = 64,
-            strict: bool = False) -> Predictions:
+            strict: bool = False) -> Predictions | TokenPredictions:
     """Predict every input of ``data`` (labels not needed) with the bundle's own preprocessing, batch by batch;
     with ``out``, stream CSV/JSONL rows (label, score, optional top-k; an ``error`` for unreadable inputs) to it.
     ``runtime``: torch, onnx (an exported bundle), or auto (onnx when the folder holds model.onnx).
     ``strict``: any unreadable input is a DataError naming them, and ``out`` is not written."""
-    predictor = Predictor.from_bundle(Path(bundle), runtime=runtime, batch_size=batch_size)
+    tokens = read_manifest(Path(bundle)).get("task") == "tokens"  # a tag per word: serve.token_output
+    predictor = None if tokens else Predictor.from_bundle(Path(bundle), runtime=runtime, batch_size=batch_size)
     splits = as_splits(data, TextColumns(text_column, "label"), labeled=False)
     examples = _concat([p for p in (splits.train, splits.val, splits.test) if p is not None])
+    if predictor is None:
+        return predict_tokens(Path(bundle), examples, Path(out) if out is not None else None, runtime, top_k,
+                              batch_size, progress)
     return predict_to_file(predictor, examples, Path(out) if out is not None else None, top_k, progress, strict)
 
 

@@ -138,6 +138,10 @@ def fit(
         if "r2" in m:
             console.print(f"{split}: R² [bold]{m['r2']:.4f}[/], MAE {m['mae']:.4f}, RMSE {m['rmse']:.4f}, "
                           f"Spearman {m.get('spearman', 0.0):.4f} (n={m['n']})")
+        elif "entity_f1" in m:
+            console.print(f"{split}: entity F1 [bold]{m['entity_f1']:.4f}[/], precision {m['entity_precision']:.4f}, "
+                          f"recall {m['entity_recall']:.4f}, token accuracy {m['token_accuracy']:.4f} "
+                          f"(n={m['n']} sentences)")
         else:
             console.print(f"{split}: accuracy [bold]{m['accuracy']:.4f}[/], macro-F1 {m['macro_f1']:.4f} (n={m['n']})")
     console.print(f"bundle: {result.bundle_dir}\nreport: {result.run_dir / 'report.md'}")

@@ -50,6 +50,10 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
     out_dir = Path(out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
     splits, data_report = _comparison_splits(data, base)
     base = replace(base, task=data_report.stats["task"])  # given, or detected once for every run
+    if base.task == "tokens":
+        raise ConfigError("compare does not support token classification yet: its reference (a CRF on word "
+                          "features) and per-entity tables are not built. Fit each strategy with `transferkit fit` "
+                          "and score the bundles with `transferkit evaluate --json` (entity_f1).")
     for k in labels_per_class:  # a combination the task refuses fails here, before any run
         for name in strategies:
             task_choice.check_options(replace(base, strategy=name, labels_per_class=k))

@@ -12,14 +12,14 @@ from typing import Any
 from transferkit.core.errors import ConfigError
 from transferkit.train.config import TrainConfig
 
-TASK_NAMES = ("classification", "regression")  # transferkit.tasks.TASKS; config may not import tasks
+TASK_NAMES = ("classification", "regression", "tokens")  # transferkit.tasks.TASKS; config may not import tasks
 
 
 @dataclass(frozen=True)
 class FitConfig:
     model: str = "auto"  # efficientnet_lite0 for images, minilm for text
     strategy: str = "finetune"
-    task: str | None = None  # classification | regression; None: detected from the labels (data.targets)
+    task: str | None = None  # classification | regression | tokens; None: detected from the labels (data.targets)
     out: str | None = None  # run folder; default runs/<strategy>-<time>
     labels_per_class: int | None = None
     val_data: str | None = None

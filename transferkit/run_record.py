@@ -35,6 +35,7 @@ from transferkit.evaluate.report import (
     render_markdown,
     training_notes,
 )
+from transferkit.evaluate.token_report import render_token_html, render_token_markdown
 from transferkit.refit import init_from_notes
 from transferkit.tasks.model import TransferModel
 from transferkit.train.config import IMBALANCE_RATIO_FOR_WEIGHTS
@@ -100,6 +101,14 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
         _write_regression_report(run_dir, data, result, summary, strategy, evaluations, before, data_report,
                                  {"title": run_dir.name, "model": model_name, "strategy": strategy.name,
                                   "config": config_rows, "metrics": metrics})
+        return
+    if getattr(data, "task", "classification") == "tokens":
+        notes = training_notes(result, "entity F1") + \
+            (data_doctor_notes(data_report.to_dict()) if data_report is not None else [])
+        token_run = {"title": run_dir.name, "model": model_name, "strategy": strategy.name, "metrics": metrics,
+                     "history": result.history, "notes": notes}
+        atomic_write_text(run_dir / "report.md", render_token_markdown(token_run))
+        atomic_write_text(run_dir / "report.html", render_token_html(token_run))
         return
     run = {
         "title": run_dir.name, "model": model_name, "strategy": strategy.name,

@@ -1,5 +1,9 @@
 """Which task a fit runs (``--task``, or detected from the labels), the options each task refuses, and the
-target encoder the loaders use (a LabelMap for classification, NumericTargets for regression).
+target encoder the loaders use (a LabelMap for classification, NumericTargets for regression, a TagMap for tokens).
+
+Token classification is detected from the data's layout (sentences of words with a tag list each: a CoNLL file or
+JSONL with ``tokens``/``tags``), never from label values; ``--task tokens`` on other data, or another task on
+such data, is a ConfigError.
 
 Top-level module beside api (imports transferkit.config, core and data; api calls it). Refusals are ConfigErrors
 that name the option and say why it has no meaning for the task; options that only have a classification default
@@ -13,6 +17,7 @@ from typing import Any
 
 from transferkit.config import FitConfig
 from transferkit.core.errors import ConfigError
+from transferkit.data.conll import TagMap
 from transferkit.data.labels import LabelMap
 from transferkit.data.targets import NumericTargets, detect_task
 
@@ -38,9 +43,41 @@ _REGRESSION_REFUSALS = {
 }
 
 
+# option -> (is it set?, why token classification refuses it)
+_TOKENS_REFUSALS = {
+    **{k: _REGRESSION_REFUSALS[k] for k in ("labels_per_class", "mixup", "sampler", "class_weight")},
+    "label_smoothing": (lambda c: c.train.label_smoothing > 0,
+                        "--label-smoothing is not supported for token classification yet; drop it"),
+    "probe": (lambda c: c.strategy in ("linear-probe", "lp-ft"),
+              "--strategy {strategy} fits a closed-form head on pooled (one per text) features; token "
+              "classification needs one per word, which it does not compute yet. Use --strategy head (a per-token "
+              "head trained on the frozen backbone) or finetune"),
+    "distill": (lambda c: c.strategy == "distill" or c.teacher is not None or c.unlabeled_data is not None,
+                "--strategy distill trains on a teacher's soft class probabilities per text; per-word soft targets "
+                "are not supported yet. Use --strategy finetune (or lora)"),
+    "init_from": (lambda c: c.init_from is not None,
+                  "--init-from extends a classifier's classes; for token classification it is not supported yet. "
+                  "Fit from the backbone instead"),
+}
+_TOKEN_STRATEGIES = ("head", "partial", "gradual", "prompt", "ia3", "adapter", "lora", "finetune", "l2sp", "scratch")
+
+
+def _is_tokens(train_labels: Sequence[object]) -> bool:
+    return bool(train_labels) and isinstance(train_labels[0], list)
+
+
 def resolve_task(cfg: FitConfig, train_labels: Sequence[str | None]) -> tuple[FitConfig, str]:
     """``cfg`` with its task set (detected when not given) and the sentence saying it was detected ('' if not)."""
     note = ""
+    tokens = _is_tokens(train_labels)
+    if cfg.task == "tokens" and not tokens:
+        raise ConfigError("--task tokens needs tagged tokens, but the data holds one label per input; pass a CoNLL "
+                          "file or a JSONL with tokens + tags lists.")
+    if tokens and cfg.task not in (None, "tokens"):
+        raise ConfigError(f"--task {cfg.task} needs one label per input, but the data holds sentences of tagged "
+                          "tokens; drop --task (token classification is detected from the layout).")
+    if cfg.task is None and tokens:
+        cfg = replace(cfg, task="tokens")
     if cfg.task is None:
         guess = detect_task(train_labels)
         cfg, note = replace(cfg, task=guess.name), guess.reason
@@ -51,6 +88,14 @@ def resolve_task(cfg: FitConfig, train_labels: Sequence[str | None]) -> tuple[Fi
 def check_options(cfg: FitConfig, detected: bool = False) -> None:
     """ConfigError for an option the task has no meaning for (``detected``: the task was guessed, say how to
     override it)."""
+    if cfg.task == "tokens":
+        for check, why in _TOKENS_REFUSALS.values():
+            if check(cfg):
+                raise ConfigError(f"{why.format(strategy=cfg.strategy)} (token classification).")
+        if cfg.strategy not in _TOKEN_STRATEGIES:
+            raise ConfigError(f"--strategy {cfg.strategy} does not support token classification; use one of "
+                              f"{', '.join(_TOKEN_STRATEGIES)}.")
+        return
     if cfg.task != "regression":
         return
     how = ("the labels were detected as numeric targets; pass --task classification to treat them as classes"
@@ -60,15 +105,24 @@ def check_options(cfg: FitConfig, detected: bool = False) -> None:
             raise ConfigError(f"{why} ({how}).")
 
 
-def bundle_targets(manifest: dict[str, Any], label_map: LabelMap) -> LabelMap | NumericTargets:
-    """What encodes labels for a saved bundle: its classes, or its recorded targets (regression)."""
+def bundle_targets(manifest: dict[str, Any], label_map: LabelMap,
+                   labels: Sequence[Any] = ()) -> LabelMap | NumericTargets | TagMap:
+    """What encodes labels for a saved bundle: its classes, its recorded targets (regression) or its tags (tokens:
+    followed by the tags of ``labels`` it lacks, which it never predicts: their entities are scored as missed)."""
+    if manifest.get("task") == "tokens":
+        unseen = sorted({t for seq in labels if seq for t in seq} - set(label_map.names))
+        return TagMap((*label_map.names, *unseen))
     if manifest.get("task") == "regression":
         return NumericTargets(**manifest.get("targets", {}))
     return label_map
 
 
-def target_map(task: str, labels: Sequence[str | None], source: str) -> LabelMap | NumericTargets:
-    """What encodes the training labels for the loaders: class indices, or floats with their mean/std."""
+def target_map(task: str, labels: Sequence[str | None], source: str,
+               held_out: Sequence[Any] = ()) -> LabelMap | NumericTargets | TagMap:
+    """What encodes the training labels for the loaders: class indices, floats with their mean/std, or tag ids
+    (tokens: the entity types only ``held_out`` labels have get tags too, so they are scored as missed)."""
+    if task == "tokens":
+        return TagMap.from_labels(labels, source, held_out)
     if task == "regression":
         return NumericTargets.from_labels(labels, source)
     return LabelMap.from_labels(labels, source)

@@ -31,7 +31,7 @@ def rows(sentences: list[list[str]]) -> np.ndarray:
 def test_registry_head_and_loss_ignoring_unlabelled_words():
     assert TASKS["tokens"] is TokensTask
     task = get_task("tokens")
-    head = task.head(8, len(TAGS), tags=TAGS)
+    head = task.head(8, len(TAGS), names=TAGS)
     assert isinstance(head, TokensHead) and task.tags == TAGS
     hidden = torch.randn(2, 5, 8)
     logits = head(hidden, torch.tensor([1, 2, 6]))  # window 0 positions 1, 2; window 1 position 1
@@ -115,7 +115,7 @@ def test_model_outputs_one_row_per_word_and_a_sentence_response_with_offsets():
     backbone = minilm()
     backbone.preprocessing = PreprocessSpec(modality="text", tokenizer=backbone.preprocessing.tokenizer, max_length=8)
     task = TokensTask(TAGS)
-    model = TransferModel(backbone, task.head(backbone.feature_dim, len(TAGS), tags=TAGS))
+    model = TransferModel(backbone, task.head(backbone.feature_dim, len(TAGS), names=TAGS))
     sentences = [["Anna", "lives", "in", "Rome", "near", "the", "Colosseum", "since", "2019", "."], ["Hi", "!"]]
     examples = Examples("text", sentences, None, "mem")
     logits, labels = predict_logits(model, make_token_loader(examples, backbone.preprocessing, None, 2), "fp32")

@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from transferkit.core.errors import DataError
 from transferkit.data.examples import Examples
 
-TOKEN_SUFFIXES = (".conll", ".conllu", ".bio", ".iob", ".tsv", ".txt")
 _PREFIX_MAP = {"L": "E", "U": "S"}  # BILOU -> BIOES
 
 
@@ -129,9 +129,20 @@ def read_raw_lines(path: str | Path) -> Examples:
     return Examples("text", words, None, str(path), ids=ids, lines=lines)
 
 
+def read_token_file(path: str | Path, labeled: bool = True, strict: bool = False) -> Examples:
+    """A token-classification file: JSONL with ``tokens``, else CoNLL; unlabeled (``labeled=False``) .txt that is
+    not CoNLL is raw text, one sentence per line."""
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        return read_token_jsonl(path, labeled, strict)
+    if not labeled and path.suffix.lower() == ".txt" and not is_token_file(path):
+        return read_raw_lines(path)
+    return read_conll(path, labeled, strict)
+
+
 def is_token_file(path: str | Path) -> bool:
-    """A CoNLL-style file (.conll etc., or a .txt/.tsv whose first lines are 'token<sep>TAG') or a JSONL whose
-    first row has a ``tokens`` list."""
+    """A CoNLL-style file (.conll/.conllu/.bio/.iob, or a .txt/.tsv whose first lines are 'token<sep>TAG') or a
+    JSONL whose first row has a ``tokens`` list."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
@@ -156,6 +167,39 @@ def is_token_file(path: str | Path) -> bool:
 
 def _looks_like_tag(tag: str) -> bool:
     return tag == "O" or bool(re.fullmatch(r"[BIESLU]-\S+", tag))
+
+
+@dataclass(frozen=True)
+class TagMap:
+    """Tag name <-> index for token classification: 'O', then B- and I- of every entity type (both, even when the
+    data has only one of them, so any IOB2 tag of a known type can be scored and predicted), by type. The bundle
+    saves ``names`` as its labels. ``encode`` maps each sentence's tags to indices."""
+
+    names: tuple[str, ...]
+
+    @classmethod
+    def from_labels(cls, sequences: Iterable[Sequence[str] | None], source: str,
+                    also: Iterable[Sequence[str] | None] = ()) -> TagMap:
+        """The tags of ``sequences`` (training), plus the types only ``also`` (validation/test) has: the model
+        never predicts those, and their entities count as missed rather than stopping the run."""
+        types = {t[2:] for seq in sequences if seq for t in seq if t != "O"}
+        if not types:
+            raise DataError(f"{source}: every token is tagged 'O'; token classification needs entity tags such as "
+                            "B-PER/I-PER on some tokens.")
+        types |= {t[2:] for seq in also if seq for t in seq if t != "O"}
+        return cls(("O", *(f"{p}-{kind}" for kind in sorted(types) for p in "BI")))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def encode(self, sequences: Sequence[Sequence[str] | None], source: str = "data") -> list[list[int]]:
+        index = {n: i for i, n in enumerate(self.names)}
+        unknown = sorted({t for seq in sequences if seq is not None for t in seq} - set(index))
+        if unknown:
+            raise DataError(f"{source}: tag(s) {', '.join(repr(u) for u in unknown[:5])} are not among the model's "
+                            f"tags ({', '.join(self.names)}); the model cannot score an entity type it never saw. "
+                            "Use data with the same tag set (or map those tags to 'O').")
+        return [[index[t] for t in seq] if seq is not None else [] for seq in sequences]
 
 
 # ---- tag schemes ----------------------------------------------------------------------------------------------

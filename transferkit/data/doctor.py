@@ -15,7 +15,8 @@ metric), so every finding names a file (and line, for text rows), a kind and a s
   `evaluate`, so every command leaves out the same files.
 - labels: ``no-examples``, ``single-class``, ``small-class`` (fewer than a validation split needs),
   ``empty-class``, ``similar-class-names`` (case/space/plural/one edit), ``imbalance``, ``unknown-label``;
-  for regression (``task``) instead: ``bad-target`` (not a finite number), ``constant-target``.
+  for regression (``task``) instead: ``bad-target`` (not a finite number), ``constant-target``; for tokens:
+  ``empty-tags``/``tag-count`` (not one tag per word), ``no-entities``, ``unseen-tag`` (val/test, file:line).
 - text: ``non-utf8`` (file and line; the source is read with U+FFFD in place, and the bytes are counted),
   ``empty-text``, ``long-text`` (over the backbone's token limit: counted with ``DoctorConfig.count_tokens``, the
   backbone's tokenizer, else estimated by ``fingerprints.estimated_tokens``, which counts CJK/Thai by character).
@@ -66,7 +67,7 @@ class DoctorConfig:
     imbalance_warning: float = 10.0  # largest/smallest class ratio that is worth a finding
     near_duplicates: bool = True
     needs_val_split: bool | None = None  # None: when the data has no val split of its own
-    task: str = "classification"  # regression checks targets (numbers, not constant) instead of classes
+    task: str = "classification"  # regression checks targets (numbers, not constant), tokens tags, not classes
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_pixels, int) or self.max_pixels < 1:
@@ -266,10 +267,10 @@ class _Doctor:
                 self.add("non-utf8", str(source), f"{len(found)} byte(s) ({shown}) are not valid UTF-8 and were read "
                          "as U+FFFD; re-save the file as UTF-8", line=line, split=split)
         for i, text in enumerate(examples.inputs):
-            if not str(text).strip():
+            if not (" ".join(text) if isinstance(text, list) else str(text)).strip():
                 path, line = locate(examples, i)
                 self.add("empty-text", path, "empty text; it trains as a blank input", line=line, split=split)
-        if self.config.max_tokens is not None and len(examples):
+        if self.config.max_tokens is not None and len(examples) and not examples.is_tokens:  # tokens: windowed
             self._long_texts(split, examples, self.config.max_tokens)
 
     def _long_texts(self, split: str, examples: Examples, limit: int) -> None:
@@ -294,6 +295,9 @@ class _Doctor:
     def _labels(self, usable: dict[str, Examples], needs_split: bool) -> None:
         if self.config.task == "regression":
             self._targets(usable)
+            return
+        if self.config.task == "tokens":
+            self._tags(usable)
             return
         train = usable["train"]
         counts = Counter(train.labels or [])
@@ -346,6 +350,32 @@ class _Doctor:
         if len(set(values)) == 1:
             self.add("constant-target", usable["train"].source, f"every training target is {values[0]:g}; a constant "
                      "cannot be learned. Check --label-column or add rows with other values", fatal=True, split="train")
+
+    def _tags(self, usable: dict[str, Examples]) -> None:
+        """Tokens: one tag per word in every sentence, entity tags in training, val/test tags seen in training."""
+        for name, examples in usable.items():
+            for i, (words, tags) in enumerate(zip(examples.inputs, examples.labels or [])):
+                if not tags or len(tags) != len(words):
+                    path, line = locate(examples, i)
+                    self.add("empty-tags" if not tags else "tag-count", path, f"{len(words)} words but "
+                             f"{len(tags or [])} tags; give one tag per word", fatal=True, line=line, split=name)
+        counts = Counter(t for seq in usable["train"].labels or [] for t in seq)
+        self.stats["tag_counts"] = dict(sorted(counts.items()))
+        if not set(counts) - {"O"}:
+            self.add("no-entities", usable["train"].source, "no training token has an entity tag (B-X/I-X); the "
+                     "model would only learn 'O'. Check the tag column (the last one)", fatal=True, split="train")
+        for name in ("val", "test"):
+            seen: set[str] = set()
+            for i, tags in enumerate(usable[name].labels or [] if name in usable else []):
+                for position, tag in enumerate(tags):
+                    if tag in counts or tag in seen:
+                        continue
+                    seen.add(tag)
+                    path, line = locate(usable[name], i)
+                    line = line + position if line is not None and not path.endswith(".jsonl") else line
+                    self.add("unseen-tag", path, f"tag '{tag}' does not occur in the training data; the model "
+                             "cannot learn it, so such entities count as missed. Fix the tag or add training "
+                             "sentences with it", line=line, split=name)
 
     def _empty_classes(self, usable: dict[str, Examples], counts: Counter) -> set[str]:
         """Class folders with no usable image; in train such a class is left out of the model."""

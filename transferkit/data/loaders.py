@@ -123,6 +123,10 @@ def make_loader(
         augment = "light" if augment else "none"
     labeled = label_map is not None and examples.labels is not None
     targets = label_map.encode(examples.labels, examples.source) if labeled else None
+    if examples.is_tokens:  # sentences of words -> sub-word windows, one output row per word
+        from transferkit.data.token_loader import make_token_loader  # it imports this module's sampler
+
+        return make_token_loader(examples, spec, targets, batch_size, shuffle_seed)
     if examples.modality == "image":
         dataset, collate = ImageDataset(examples, targets, spec, augment, hflip), None
     else:

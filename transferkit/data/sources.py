@@ -1,7 +1,8 @@
-"""Turn a SRC string (image folder, .csv/.jsonl of texts, or builtin:NAME) into DataSplits.
+"""Turn a SRC string (image folder, .csv/.jsonl of texts, a token-classification file, or builtin:NAME) into DataSplits.
 
 Imports only transferkit.core and transferkit.data. Every user mistake raises DataError naming the
-file, line or field and the fix. CSV/JSONL files are read by transferkit.data.tables.
+file, line or field and the fix. CSV/JSONL files are read by transferkit.data.tables; CoNLL files and JSONL with a
+``tokens`` list (and, to predict, raw .txt lines) by transferkit.data.conll.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from transferkit.core.errors import DataError
 from transferkit.core.registry import lookup
 from transferkit.data.builtins import DATASETS
+from transferkit.data.conll import is_token_file, read_token_file
 from transferkit.data.examples import DataSplits, Examples
 from transferkit.data.folders import SPLIT_DIRS, images_under, list_class_folder
 from transferkit.data.images import IMAGE_EXTENSIONS
@@ -30,9 +32,12 @@ def load_source(src: str | Path, columns: TextColumns = TextColumns(), labeled: 
         )
     if path.is_dir():
         return _image_folder_splits(path, labeled)
+    if is_token_file(path) or (not labeled and path.suffix.lower() == ".txt"):
+        return DataSplits(train=read_token_file(path, labeled))
     if path.suffix.lower() in (".csv", ".jsonl"):
         return DataSplits(train=read_text_file(path, columns, labeled, encoding_errors))
-    raise DataError(f"'{path}' is neither a folder of images nor a .csv/.jsonl file; pass one of those.")
+    raise DataError(f"'{path}' is neither a folder of images, a .csv/.jsonl file nor a CoNLL file of tagged tokens "
+                    "(.conll, or .txt with 'token<TAB>TAG' lines); pass one of those.")
 
 
 def _image_folder_splits(root: Path, labeled: bool) -> DataSplits:

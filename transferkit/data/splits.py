@@ -60,6 +60,6 @@ def random_split(examples: Examples, fraction: float, seed: int) -> tuple[Exampl
 
 def held_out_split(examples: Examples, fraction: float, seed: int, task: str = "classification",
                    ) -> tuple[Examples, Examples]:
-    """The validation split fit draws: stratified by class, or at random for regression."""
-    split = random_split if task == "regression" else stratified_split
+    """The validation split fit draws: stratified by class, or at random (regression; tokens: whole sentences)."""
+    split = stratified_split if task == "classification" else random_split
     return split(examples, fraction, seed)

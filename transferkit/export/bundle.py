@@ -107,7 +107,8 @@ def load_bundle(folder: Path) -> Bundle:
         backbone = backbone_from_architecture(manifest["backbone"]["architecture"], folder)
         label_map = LabelMap(tuple(manifest["labels"]))
         task = bundle_task(manifest, folder)
-        head = task.head(backbone.feature_dim, len(label_map), manifest.get("head_dropout", 0.0))
+        head = task.head(backbone.feature_dim, len(label_map), manifest.get("head_dropout", 0.0),
+                         names=label_map.names)  # tokens: the tag names it scores and answers with
     except (KeyError, TypeError) as exc:
         raise BundleError(f"{folder / MANIFEST} lacks or garbles the entry {exc}; the bundle is damaged.") from None
     model = TransferModel(backbone, head, task)

@@ -217,6 +217,10 @@ def export_onnx(bundle_dir: Path, out_dir: Path, int8: bool = False, opset: int 
     """Export ``bundle_dir`` to ``out_dir`` (a new ONNX bundle); returns the manifest's ``onnx`` entry."""
     bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
     _check_destination(bundle_dir, out_dir)
+    if read_manifest(bundle_dir).get("task") == "tokens":
+        raise BundleError(f"{bundle_dir} is a token-classification bundle: its output has one row per word, "
+                          "gathered at positions the tokenizer picks, which the ONNX export and its parity check do "
+                          "not support yet. Predict with the bundle itself (`transferkit predict`).")
     bundle = load_bundle(bundle_dir)
     model, spec = bundle.model.float().eval(), bundle.preprocessing
     names = _input_names(spec)

@@ -92,6 +92,10 @@ class Predictor:
                               f"Got {precision!r} instead.")
         self.bundle, self.batch_size = bundle, batch_size
         self.task = bundle_task(bundle.manifest, bundle.path)
+        if self.task.name == "tokens":
+            raise ConfigError(f"{bundle.path} is a token-classification bundle (a tag per word); the Predictor, serve "
+                              "and ONNX answer one row per input and do not support it yet. Tag files with "
+                              "`transferkit predict` (api.predict).")
         self.runtime = "onnx" if isinstance(bundle, OnnxBundle) else "torch"
         self.precision = precision or recorded_precision(bundle.manifest, bundle.path / MANIFEST)
 

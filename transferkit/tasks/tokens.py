@@ -89,9 +89,10 @@ class TokensTask(Task):
         if not self.tags:
             self.tags = tuple(getattr(head, "tags", ()))
 
-    def head(self, feature_dim: int, n_outputs: int, dropout: float = 0.0, tags: Sequence[str] = (),
+    def head(self, feature_dim: int, n_outputs: int, dropout: float = 0.0, names: Sequence[str] = (),
              **options: Any) -> TokensHead:
-        tags = tuple(tags) or self.tags
+        """A fresh head; ``names`` are the tag names (the label map's, or the bundle's labels)."""
+        tags = tuple(names) or self.tags
         if tags and len(tags) != n_outputs:
             raise ValueError(f"{len(tags)} tag names for {n_outputs} outputs")
         self.tags = tags

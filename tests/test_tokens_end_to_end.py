@@ -1,0 +1,130 @@
+"""Token classification end to end, offline and tiny: MiniLM fine-tuned for 3 epochs on 60 generated CoNLL
+sentences ("<name> lives in <city> ."). fit (detected from the layout) -> bundle -> evaluate --json with the
+contract keys -> predict (CoNLL, raw text lines; JSONL and CSV) with entities at character offsets; the
+report's per-type table; the refusals (strategies, options, serve/ONNX, mismatched --task) with their reasons."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import transferkit
+from tests.conftest import VENV_BIN
+from transferkit.compare import compare
+from transferkit.core.errors import BundleError, ConfigError
+from transferkit.serve.predictor import Predictor
+
+NAMES = ("Anna", "Bruno", "Chen", "Dana", "Emil", "Fatima", "Goran", "Hana")
+CITIES = ("Rome", "Paris", "Oslo", "Lima", "Quito", "Kyiv", "Hanoi", "Dakar")
+VERBS = ("lives in", "works in", "flew to", "loves")
+
+
+def sentences(n: int, seed: int) -> list[list[tuple[str, str]]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        verb = rng.choice(VERBS).split()
+        out.append([(rng.choice(NAMES), "B-PER"), *[(w, "O") for w in verb], (rng.choice(CITIES), "B-LOC"),
+                    (".", "O")])
+    return out
+
+
+def write_conll(path: Path, data: list[list[tuple[str, str]]]) -> Path:
+    path.write_text("\n\n".join("\n".join(f"{w}\t{t}" for w, t in s) for s in data) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ner")
+    return {"train": write_conll(root / "train.conll", sentences(60, 0)),
+            "test": write_conll(root / "test.conll", sentences(12, 1)), "root": root}
+
+
+@pytest.fixture(scope="module")
+def run(files) -> transferkit.api.FitResult:
+    return transferkit.fit(str(files["train"]), model="minilm", strategy="finetune", epochs=3, lr=3e-3,
+                           out=str(files["root"] / "run"), progress=False)
+
+
+def test_fit_detects_tokens_and_learns_the_entities(run, files):
+    summary = json.loads((run.run_dir / "metrics.json").read_text())
+    assert summary["task"] == "tokens"
+    metrics = transferkit.evaluate(run.bundle_dir, str(files["test"]), progress=False)
+    for key in ("entity_f1", "entity_precision", "entity_recall", "token_accuracy", "per_type", "n"):
+        assert key in metrics
+    assert metrics["n"] == 12 and set(metrics["per_type"]) == {"LOC", "PER"}
+    assert metrics["entity_f1"] > 0.5  # two unambiguous entity slots; an untrained head scores about 0
+    report = (run.run_dir / "report.md").read_text()
+    assert "| PER |" in report and "| LOC |" in report and "micro avg" in report
+
+
+def test_evaluate_json_on_the_cli_prints_the_contract_keys(run, files, cli_env):
+    done = subprocess.run([str(VENV_BIN / "transferkit"), "evaluate", "--bundle", str(run.bundle_dir), "--data",
+                           str(files["test"]), "--json"], capture_output=True, text=True, env=cli_env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout)
+    assert {"entity_f1", "entity_precision", "entity_recall", "token_accuracy", "per_type", "n"} <= set(metrics)
+
+
+def test_predict_writes_words_tags_and_entities_with_offsets(run, files):
+    out = files["root"] / "pred.jsonl"
+    transferkit.predict(run.bundle_dir, str(files["test"]), out=out, progress=False)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 12
+    for row in rows:
+        assert len(row["words"]) == len(row["tags"]) in (4, 5)
+        for entity in row["entities"]:
+            assert row["text"][entity["start"]:entity["end"]] == entity["text"]
+            assert set(entity) == {"text", "type", "start", "end", "score"}
+    raw = files["root"] / "raw.txt"
+    raw.write_text("  Dana   flew to Oslo.\n\nHana loves Lima!\n", encoding="utf-8")
+    csv_out = files["root"] / "pred.csv"
+    transferkit.predict(run.bundle_dir, str(raw), out=csv_out, progress=False)
+    with open(csv_out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["text"] for r in rows] == ["  Dana   flew to Oslo.", "Hana loves Lima!"]
+    entities = json.loads(rows[0]["entities"])
+    assert all(rows[0]["text"][e["start"]:e["end"]] == e["text"] for e in entities)
+    assert json.loads(rows[0]["words"]) == ["Dana", "flew", "to", "Oslo", "."]
+
+
+def test_serve_onnx_and_top_k_refuse_token_bundles_with_the_reason(run, files, tmp_path):
+    with pytest.raises(ConfigError, match="token-classification bundle"):
+        Predictor.from_bundle(run.bundle_dir)
+    with pytest.raises(BundleError, match="one row per word"):
+        transferkit.api.export(run.bundle_dir, tmp_path / "onnx")
+    with pytest.raises(ConfigError, match="--top-k"):
+        transferkit.predict(run.bundle_dir, str(files["test"]), top_k=2, progress=False)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"strategy": "linear-probe"}, "closed-form head on pooled"),
+    ({"strategy": "distill"}, "per-word soft targets"),
+    ({"labels_per_class": 2}, "labels-per-class"),
+    ({"task": "classification"}, "drop --task"),
+])
+def test_options_that_do_not_fit_tokens_are_refused(files, options, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        transferkit.fit(str(files["train"]), model="minilm", out=str(tmp_path / "r"), progress=False, **options)
+
+
+def test_task_tokens_on_texts_is_refused(text_csv, tmp_path):
+    with pytest.raises(ConfigError, match="--task tokens needs tagged tokens"):
+        transferkit.fit(str(text_csv), model="minilm", task="tokens", out=str(tmp_path / "r"), progress=False)
+
+
+def test_doctor_names_a_test_tag_never_seen_in_training(files, tmp_path):
+    test = write_conll(tmp_path / "t.conll", [[("Rome", "B-LOC"), ("FC", "B-ORG"), (".", "O")]])
+    report = transferkit.api.doctor(str(files["train"]), test_data=str(test), model="minilm")
+    found = [f for f in report.findings if f.kind == "unseen-tag"]
+    assert found and found[0].line == 2 and "B-ORG" in found[0].message
+
+
+def test_compare_refuses_token_data_before_any_run(files, tmp_path):
+    with pytest.raises(ConfigError, match="compare does not support token classification"):
+        compare(str(files["train"]), ["finetune"], [None], out=str(tmp_path / "c"), model="minilm")
