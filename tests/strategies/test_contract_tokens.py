@@ -1,0 +1,73 @@
+"""The strategy contract for token classification: every strategy task_choice allows for tokens trains MiniLM's
+per-word head through the task's loss on 16 generated CoNLL-style sentences (one batch, train = val). The output
+has one row per word; a few steps lower the loss; the finalized model (adapters merged) predicts like the trained
+one. The strategies it refuses (pooled-feature probes, distillation) are exactly the loop strategies left out."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.strategies.helpers import LOOP_STRATEGIES, eval_logits, finalized_copy, optimizer_for, train_steps
+from tests.test_tokens_end_to_end import sentences
+from transferkit.backbones import build_backbone
+from transferkit.config import FitConfig
+from transferkit.core.errors import ConfigError
+from transferkit.data.conll import TagMap
+from transferkit.data.examples import Examples
+from transferkit.data.loaders import make_loader
+from transferkit.strategies import STRATEGIES, StrategyContext, build_strategy
+from transferkit.task_choice import check_options
+from transferkit.tasks import TokensTask
+from transferkit.tasks.model import TransferModel
+
+TOKEN_STRATEGIES = [name for name in sorted(STRATEGIES) if name not in ("linear-probe", "lp-ft", "distill")]
+LR = {"head": 1e-1, "scratch": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[Examples, TagMap]:
+    rows = sentences(16, 3)
+    examples = Examples("text", [[w for w, _ in s] for s in rows], [[t for _, t in s] for s in rows], "mem")
+    return examples, TagMap.from_labels(examples.labels, "mem")
+
+
+@pytest.mark.parametrize("name", TOKEN_STRATEGIES)
+def test_tokens_train_through_the_task_loss(name: str, data):
+    examples, tags = data
+    check_options(FitConfig(task="tokens", strategy=name))  # allowed
+    strategy = build_strategy(name)
+    torch.manual_seed(0)
+    backbone = build_backbone("minilm", pretrained=strategy.uses_pretrained_weights)
+    task = TokensTask()
+    model = TransferModel(backbone, task.head(backbone.feature_dim, len(tags), names=tags.names), task)
+    ctx = StrategyContext(n_classes=len(tags), seed=0)
+    strategy.prepare(model, ctx)
+    batch = next(iter(make_loader(examples, backbone.preprocessing, tags, 16)))
+    n_words = sum(len(s) for s in examples.inputs)
+    strategy.on_epoch_start(model, 0)
+    strategy.train_mode(model)
+    with torch.no_grad():
+        step0 = strategy.training_step(model, batch, ctx).item()
+    assert step0 == pytest.approx(math.log(len(tags)), abs=0.3)  # a fresh head predicts about uniformly
+    optimizer = optimizer_for(strategy, model, lr=LR.get(name, 3e-3), weight_decay=0.0)
+    losses = train_steps(model, strategy, ctx, batch, optimizer, steps=8, clip=1.0)
+    assert all(math.isfinite(x) for x in losses)
+    assert min(losses) < step0, f"{name}: the loss never went below its step-0 value {step0}: {losses}"
+    reference = eval_logits(model, batch)
+    assert reference.shape == (n_words, len(tags))
+    final = finalized_copy(strategy, model)
+    with torch.inference_mode():
+        np.testing.assert_allclose(final(batch).numpy(), reference.numpy(), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["linear-probe", "lp-ft", "distill"])
+def test_the_other_strategies_are_refused_for_tokens_with_the_reason(name: str):
+    with pytest.raises(ConfigError, match="token classification"):
+        check_options(FitConfig(task="tokens", strategy=name))
+
+
+def test_token_strategies_are_the_loop_strategies_but_lp_ft_and_distill():
+    assert set(LOOP_STRATEGIES) - set(TOKEN_STRATEGIES) == {"distill", "lp-ft"}
