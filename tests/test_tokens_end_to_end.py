@@ -103,7 +103,6 @@ def test_serve_onnx_and_top_k_refuse_token_bundles_with_the_reason(run, files, t
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"strategy": "linear-probe"}, "closed-form head on pooled"),
     ({"strategy": "distill"}, "per-word soft targets"),
     ({"labels_per_class": 2}, "labels-per-class"),
     ({"task": "classification"}, "drop --task"),
@@ -111,6 +110,12 @@ def test_serve_onnx_and_top_k_refuse_token_bundles_with_the_reason(run, files, t
 def test_options_that_do_not_fit_tokens_are_refused(files, options, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
         transferkit.fit(str(files["train"]), model="minilm", out=str(tmp_path / "r"), progress=False, **options)
+
+
+def test_linear_probe_fits_a_per_token_logistic_head(files, tmp_path):
+    result = transferkit.fit(str(files["train"]), model="minilm", strategy="linear-probe", out=str(tmp_path / "lp"),
+                             progress=False)
+    assert transferkit.evaluate(result.bundle_dir, str(files["test"]), progress=False)["entity_f1"] > 0.8
 
 
 def test_task_tokens_on_texts_is_refused(text_csv, tmp_path):

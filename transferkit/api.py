@@ -167,7 +167,8 @@ def _feature_source(model: TransferModel, data: PreparedData, cfg: FitConfig, pr
 
     def features(split: str) -> tuple[np.ndarray, np.ndarray]:
         examples = {"train": data.train, "val": data.val, "test": data.test}[split]
-        labels = np.array(data.label_map.encode(examples.labels, examples.source))
+        encoded = data.label_map.encode(examples.labels, examples.source)
+        labels = np.array([t for seq in encoded for t in seq] if data.task == "tokens" else encoded)  # per word
         if backbone.weights_sha256 is None:  # random weights: nothing worth caching
             loader = make_loader(examples, backbone.preprocessing, None, 64)
             return extract_features(backbone, loader, precision, f"{split} features"), labels

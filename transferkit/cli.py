@@ -64,7 +64,7 @@ def fit(
     data: str | None = typer.Option(None, "--data", help="Image folder, .csv/.jsonl of texts, or builtin:NAME."),
     model: str | None = typer.Option(None, help="Backbone: a name from `list models`, timm:NAME or hf:ID."),
     strategy: str | None = typer.Option(None, help="How to adapt: a name from `list strategies` [default: finetune]."),
-    task: str | None = typer.Option(None, help="classification | regression | tokens [default: detected from the labels or layout]."),
+    task: str | None = typer.Option(None, help="classification | regression | tokens [default: detected from the data]."),
     out: Path | None = typer.Option(None, help="Run folder (bundle, metrics, report, checkpoints, TensorBoard)."),
     resume: Path | None = typer.Option(None, help="Continue the run in this folder from its newest checkpoint."),
     epochs: int | None = typer.Option(None, help="Maximum epochs (early stopping may end sooner)."),
@@ -203,7 +203,7 @@ def compare(
     strict: bool = typer.Option(False, "--strict", help="Stop on any data-doctor finding (checked before any run)."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Leave out later copies of duplicate inputs (train < val < test)."),
     max_pixels: int | None = typer.Option(None, help="Refuse images decoding to over N pixels, ~4N bytes [default: 250 M]."),
-    task: str | None = typer.Option(None, help="classification | regression | tokens [default: detected from the labels or layout]."),
+    task: str | None = typer.Option(None, help="classification | regression | tokens [default: detected from the data]."),
 ) -> None:
     """Compare strategies on identical splits: mean ± std, wall time, trainable parameters, transfer gain."""
     from transferkit.compare import compare as run_comparison
@@ -426,7 +426,7 @@ def doctor(
     test_data: str | None = typer.Option(None, help="Test data, checked with the rest (leakage across splits)."),
     text_column: str | None = typer.Option(None, help="CSV/JSONL column with the text [default: text]."),
     label_column: str | None = typer.Option(None, help="CSV/JSONL column with the label [default: label]."),
-    task: str | None = typer.Option(None, help="classification | regression | tokens [default: detected from the labels or layout]."),
+    task: str | None = typer.Option(None, help="classification | regression | tokens [default: detected from the data]."),
     strict: bool = typer.Option(False, "--strict", help="Treat every finding as fatal (exit 2 on any)."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Mark later copies of duplicates as left out, as fit --dedupe."),
     max_pixels: int | None = typer.Option(None, help="Refuse images decoding to over N pixels, ~4N bytes [default: 250 M]."),

@@ -48,10 +48,6 @@ _TOKENS_REFUSALS = {
     **{k: _REGRESSION_REFUSALS[k] for k in ("labels_per_class", "mixup", "sampler", "class_weight")},
     "label_smoothing": (lambda c: c.train.label_smoothing > 0,
                         "--label-smoothing is not supported for token classification yet; drop it"),
-    "probe": (lambda c: c.strategy in ("linear-probe", "lp-ft"),
-              "--strategy {strategy} fits a closed-form head on pooled (one per text) features; token "
-              "classification needs one per word, which it does not compute yet. Use --strategy head (a per-token "
-              "head trained on the frozen backbone) or finetune"),
     "distill": (lambda c: c.strategy == "distill" or c.teacher is not None or c.unlabeled_data is not None,
                 "--strategy distill trains on a teacher's soft class probabilities per text; per-word soft targets "
                 "are not supported yet. Use --strategy finetune (or lora)"),
@@ -59,7 +55,8 @@ _TOKENS_REFUSALS = {
                   "--init-from extends a classifier's classes; for token classification it is not supported yet. "
                   "Fit from the backbone instead"),
 }
-_TOKEN_STRATEGIES = ("head", "partial", "gradual", "prompt", "ia3", "adapter", "lora", "finetune", "l2sp", "scratch")
+_TOKEN_STRATEGIES = ("linear-probe", "head", "partial", "gradual", "prompt", "ia3", "adapter", "lora", "finetune",
+                     "lp-ft", "l2sp", "scratch")
 
 
 def _is_tokens(train_labels: Sequence[object]) -> bool:

@@ -1,7 +1,8 @@
 """Frozen-feature extraction and its on-disk cache, keyed by weights hash + preprocessing + data fingerprint.
 
 Imports transferkit.core, transferkit.data and transferkit.backbones. A second run on the same data with the
-same backbone reads the features back instead of running the network again.
+same backbone reads the features back instead of running the network again. A token-classification loader
+(batches with ``word_rows``) gives one feature row per word: what the per-token linear probe fits.
 """
 from __future__ import annotations
 
@@ -33,7 +34,12 @@ def extract_features(backbone: Backbone, loader: DataLoader, precision: str, des
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with autocast(precision, device):
-            chunks.append(backbone.embed(batch).float().cpu().numpy())
+            if "word_rows" in batch:  # token classification: one row per word, at its first sub-word
+                hidden = backbone.embed_tokens(batch)
+                features = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch["word_rows"])
+            else:
+                features = backbone.embed(batch)
+            chunks.append(features.float().cpu().numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, backbone.feature_dim), np.float32)
 
 
