@@ -364,18 +364,19 @@ class _Doctor:
         if not set(counts) - {"O"}:
             self.add("no-entities", usable["train"].source, "no training token has an entity tag (B-X/I-X); the "
                      "model would only learn 'O'. Check the tag column (the last one)", fatal=True, split="train")
+        types = {t[2:] for t in counts if t != "O"}  # the model has B- and I- of each (data.conll.TagMap)
         for name in ("val", "test"):
             seen: set[str] = set()
             for i, tags in enumerate(usable[name].labels or [] if name in usable else []):
                 for position, tag in enumerate(tags):
-                    if tag in counts or tag in seen:
+                    if tag == "O" or tag[2:] in types or tag[2:] in seen:
                         continue
-                    seen.add(tag)
+                    seen.add(tag[2:])
                     path, line = locate(usable[name], i)
                     line = line + position if line is not None and not path.endswith(".jsonl") else line
-                    self.add("unseen-tag", path, f"tag '{tag}' does not occur in the training data; the model "
-                             "cannot learn it, so such entities count as missed. Fix the tag or add training "
-                             "sentences with it", line=line, split=name)
+                    self.add("unseen-tag", path, f"entity type '{tag[2:]}' ({tag}) does not occur in the training "
+                             "data; the model cannot learn it, so such entities count as missed. Fix the tag or add "
+                             "training sentences with it", line=line, split=name)
 
     def _empty_classes(self, usable: dict[str, Examples], counts: Counter) -> set[str]:
         """Class folders with no usable image; in train such a class is left out of the model."""
@@ -436,7 +437,8 @@ class _Doctor:
         there = _label(locate(other, j))
         labels = ""
         if ex.labels is not None and other.labels is not None and ex.labels[i] != other.labels[j]:
-            labels = f", but labelled '{ex.labels[i]}' here and '{other.labels[j]}' there"
+            labels = ", but tagged differently here and there" if isinstance(ex.labels[i], list) else \
+                f", but labelled '{ex.labels[i]}' here and '{other.labels[j]}' there"
         action = "--dedupe leaves this copy out" if not self.config.dedupe else "left out (--dedupe)"
         self.duplicates[split].append(i)
         self.reasons[split][i] = (kind, f"{how} {there}{labels}")
