@@ -15,7 +15,7 @@ import pytest
 import transferkit
 from tests.conftest import VENV_BIN
 from transferkit.compare import compare
-from transferkit.core.errors import BundleError, ConfigError
+from transferkit.core.errors import BundleError, ConfigError, DataError
 from transferkit.serve.predictor import Predictor
 
 NAMES = ("Anna", "Bruno", "Chen", "Dana", "Emil", "Fatima", "Goran", "Hana")
@@ -134,3 +134,14 @@ def test_doctor_names_a_test_entity_type_never_seen_in_training(files, tmp_path)
 def test_compare_refuses_token_data_before_any_run(files, tmp_path):
     with pytest.raises(ConfigError, match="compare does not support token classification"):
         compare(str(files["train"]), ["finetune"], [None], out=str(tmp_path / "c"), model="minilm")
+
+
+def test_strict_refuses_a_tag_that_does_not_fit_the_scheme_default_reads_it(files, tmp_path):
+    rows = sentences(20, 2) + [[("Anna", "B-PER"), ("in", "O"), ("Rome", "B-LOC"), ("Smith", "I-PER")]]
+    path = write_conll(tmp_path / "mixed.conll", rows)
+    line = sum(len(s) + 1 for s in rows[:-1]) + 4
+    with pytest.raises(DataError, match=rf"mixed\.conll:{line}: tag 'I-PER' follows 'B-LOC'"):
+        transferkit.fit(str(path), model="minilm", strict=True, out=str(tmp_path / "r"), progress=False)
+    report = transferkit.api.doctor(str(path), model="minilm")
+    # default: the I-PER after B-LOC starts an entity (conlleval), so Anna and Smith are both B-PER
+    assert report.stats["task"] == "tokens" and report.stats["tag_counts"]["B-PER"] == 20 + 2

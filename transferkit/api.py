@@ -75,12 +75,14 @@ class PreparedData:
     task: str = "classification"
 
 
-def as_splits(data: DataInput, columns: TextColumns, labeled: bool = True, encoding_errors: str = "strict") -> DataSplits:
+def as_splits(data: DataInput, columns: TextColumns, labeled: bool = True, encoding_errors: str = "strict",
+              strict_tags: bool = False) -> DataSplits:
+    """``strict_tags`` (fit/evaluate --strict): an I- tag that cannot continue its entity is a DataError."""
     if isinstance(data, DataSplits):
         return data
     if isinstance(data, Examples):
         return DataSplits(train=data)
-    return load_source(data, columns, labeled=labeled, encoding_errors=encoding_errors)
+    return load_source(data, columns, labeled=labeled, encoding_errors=encoding_errors, strict_tags=strict_tags)
 
 
 def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> tuple[DataSplits, DataReport]:
@@ -90,9 +92,11 @@ def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> 
     so every epoch sees exactly the usable examples. Fatal findings raise DataError before any training.
     """
     columns = TextColumns(cfg.text_column, cfg.label_column)
-    splits = as_splits(data, columns, encoding_errors="replace")
-    val = as_splits(cfg.val_data, columns, encoding_errors="replace").train if cfg.val_data else splits.val
-    test = as_splits(cfg.test_data, columns, encoding_errors="replace").train if cfg.test_data else splits.test
+    splits = as_splits(data, columns, encoding_errors="replace", strict_tags=cfg.strict)
+    val = as_splits(cfg.val_data, columns, encoding_errors="replace", strict_tags=cfg.strict).train \
+        if cfg.val_data else splits.val
+    test = as_splits(cfg.test_data, columns, encoding_errors="replace", strict_tags=cfg.strict).train \
+        if cfg.test_data else splits.test
     full = DataSplits(splits.train, val, test)
     if full.train.labels is None:
         raise DataError(f"{full.train.source}: training data needs labels.")
@@ -398,7 +402,7 @@ def _labeled_split(data: DataInput, split: str, columns: TextColumns,
     if split not in EVALUATION_SPLITS:
         raise ConfigError(f"The 'split' parameter of evaluate must be one of {', '.join(EVALUATION_SPLITS)}. "
                           f"Got {split!r} instead.")
-    splits = as_splits(data, columns, encoding_errors="replace")
+    splits = as_splits(data, columns, encoding_errors="replace", strict_tags=doctor.strict)
     has_splits = splits.val is not None or splits.test is not None
     examples = splits.get(split) if has_splits else splits.train
     if not has_splits:

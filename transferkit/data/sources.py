@@ -19,8 +19,9 @@ from transferkit.data.tables import EncodingErrors, TextColumns, read_text_file
 
 
 def load_source(src: str | Path, columns: TextColumns = TextColumns(), labeled: bool = True,
-                encoding_errors: EncodingErrors = "strict") -> DataSplits:
-    """Read ``src``. With ``labeled=False`` (predict), unlabeled folders/files are accepted too."""
+                encoding_errors: EncodingErrors = "strict", strict_tags: bool = False) -> DataSplits:
+    """Read ``src``. With ``labeled=False`` (predict), unlabeled folders/files are accepted too. ``strict_tags``:
+    token tags that do not fit their scheme are a DataError instead of being read as conlleval reads them."""
     text = str(src)
     if text.startswith("builtin:"):
         return lookup(DATASETS, text.removeprefix("builtin:"), "dataset")()
@@ -33,7 +34,7 @@ def load_source(src: str | Path, columns: TextColumns = TextColumns(), labeled: 
     if path.is_dir():
         return _image_folder_splits(path, labeled)
     if is_token_file(path) or (not labeled and path.suffix.lower() == ".txt"):
-        return DataSplits(train=read_token_file(path, labeled))
+        return DataSplits(train=read_token_file(path, labeled, strict_tags))
     if path.suffix.lower() in (".csv", ".jsonl"):
         return DataSplits(train=read_text_file(path, columns, labeled, encoding_errors))
     raise DataError(f"'{path}' is neither a folder of images, a .csv/.jsonl file nor a CoNLL file of tagged tokens "
