@@ -125,7 +125,7 @@ def test_auto_class_weight_on_balanced_data(digits_folder: Path, tmp_path: Path)
 def _prepared(counts: dict[str, int]) -> SimpleNamespace:
     labels = [name for name, n in counts.items() for _ in range(n)]
     train = Examples("image", [f"/x/{i}.png" for i in range(len(labels))], labels, "train")
-    return SimpleNamespace(train=train, label_map=LabelMap.from_labels(labels, "train"))
+    return SimpleNamespace(train=train, label_map=LabelMap.from_labels(labels, "train"), task="classification")
 
 
 @pytest.mark.parametrize("counts,setting,sampler,expected", [
