@@ -35,9 +35,10 @@ from transferkit.evaluate.report import (
     render_markdown,
     training_notes,
 )
-from transferkit.evaluate.token_report import render_token_html, render_token_markdown
+from transferkit.evaluate.token_report import render_token_html, render_token_markdown, worst_sentences
 from transferkit.refit import init_from_notes
 from transferkit.tasks.model import TransferModel
+from transferkit.tasks.tokens import TokensTask
 from transferkit.train.config import IMBALANCE_RATIO_FOR_WEIGHTS
 from transferkit.train.loop import TrainResult
 
@@ -105,8 +106,12 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
     if getattr(data, "task", "classification") == "tokens":
         notes = training_notes(result, "entity F1") + \
             (data_doctor_notes(data_report.to_dict()) if data_report is not None else [])
+        task = TokensTask(data.label_map.names)
+        worst = {name: worst_sentences(parts[name].inputs, task.tag_sequences(e.labels[:, 0], e.labels[:, 1]),
+                                       task.tag_sequences(e.probabilities.argmax(1), e.labels[:, 1]))
+                 for name, e in evaluations.items()}
         token_run = {"title": run_dir.name, "model": model_name, "strategy": strategy.name, "metrics": metrics,
-                     "history": result.history, "notes": notes}
+                     "history": result.history, "notes": notes, "worst": worst}
         atomic_write_text(run_dir / "report.md", render_token_markdown(token_run))
         atomic_write_text(run_dir / "report.html", render_token_html(token_run))
         return

@@ -14,6 +14,7 @@ from transferkit.data.examples import Examples
 from transferkit.data.preprocess import PreprocessSpec
 from transferkit.data.token_loader import TokenCollator, make_token_loader, plan_windows
 from transferkit.evaluate.metrics import REPORTS
+from transferkit.evaluate.token_report import worst_sentences
 from transferkit.tasks import TASKS, TokensHead, TokensTask, get_task
 from transferkit.tasks.model import TransferModel
 from transferkit.train.inference import predict_logits
@@ -126,3 +127,12 @@ def test_model_outputs_one_row_per_word_and_a_sentence_response_with_offsets():
     row = task.sentence_response(text, ["Bob", "waves"], probabilities, TAGS, digits=3)
     assert row["tags"] == ["B-PER", "O"]
     assert row["entities"] == [{"text": "Bob", "type": "PER", "start": 2, "end": 5, "score": 0.75}]
+
+
+def test_worst_sentences_mark_gold_and_predicted_spans():
+    words = [["Anna", "Smith", "in", "Rome"], ["ok"], ["New", "York", "!"]]
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O"], ["B-LOC", "I-LOC", "O"]]
+    guess = [["B-PER", "O", "O", "B-ORG"], ["O"], ["B-LOC", "I-LOC", "O"]]
+    worst = worst_sentences(words, gold, guess)
+    assert worst == [{"errors": 4, "gold": "[Anna Smith]PER in [Rome]LOC",
+                      "predicted": "[Anna]PER Smith in [Rome]ORG"}]  # 2 gold spans missed, 2 wrong ones predicted

@@ -1,13 +1,16 @@
-"""report.md / report.html of a token-classification run: the CoNLL paper table per split, entity-type confusion
-and the validation history.
+"""report.md / report.html of a token-classification run: the CoNLL paper table per split, entity-type confusion,
+the worst sentences (gold vs predicted spans) and the validation history.
 
-Imports nothing from transferkit (plain dicts in, text out). The metrics are transferkit.evaluate.token_metrics'
-report per split; the HTML is the same tables, escaped, with no scripts or plots.
+Imports nothing from transferkit (plain dicts in, text out; seqeval reads the spans). The metrics are
+transferkit.evaluate.token_metrics' report per split; the HTML is the same tables, escaped, with no scripts.
 """
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from typing import Any
+
+from seqeval.metrics.sequence_labeling import get_entities
 
 _COLUMNS = ("precision", "recall", "f1", "support")
 
@@ -21,6 +24,27 @@ def _rows(metrics: dict[str, Any]) -> list[tuple[str, list[str]]]:
         if f"{prefix}_f1" in metrics:
             rows.append((name, [f"{metrics[f'{prefix}_{c}']:.3f}" for c in _COLUMNS[:3]] + [support]))
     return rows
+
+
+def worst_sentences(words: Sequence[Sequence[str]], gold: Sequence[Sequence[str]], guess: Sequence[Sequence[str]],
+                    k: int = 5) -> list[dict[str, Any]]:
+    """The ``k`` sentences with the most entity errors (gold spans missed + predicted spans not in gold), each with
+    its text marked up both ways: ``[New York]geo-loc``."""
+    rows = []
+    for w, g, p in zip(words, gold, guess):
+        gold_spans, guess_spans = set(get_entities(list(g))), set(get_entities(list(p)))
+        errors = len(gold_spans ^ guess_spans)
+        if errors:
+            rows.append({"errors": errors, "gold": _marked(w, gold_spans), "predicted": _marked(w, guess_spans)})
+    return sorted(rows, key=lambda r: -r["errors"])[:k]
+
+
+def _marked(words: Sequence[str], spans: set[tuple[str, int, int]]) -> str:
+    out = list(words)
+    for kind, start, end in spans:
+        out[start] = "[" + out[start]
+        out[end] = out[end] + "]" + kind
+    return " ".join(out)
 
 
 def render_token_markdown(run: dict[str, Any]) -> str:
@@ -37,6 +61,11 @@ def render_token_markdown(run: dict[str, Any]) -> str:
             lines += ["", "Gold entity type -> predicted type of the same span ('-': no entity with that span):", ""]
             lines += [f"- {gold}: " + ", ".join(f"{k} {n}" for k, n in counts.items())
                       for gold, counts in confusion.items()]
+        worst = run.get("worst", {}).get(split, [])
+        if worst:
+            lines += ["", "Worst sentences (most entity errors), gold then predicted:", ""]
+            for row in worst:
+                lines += [f"- {row['errors']} error(s): gold `{row['gold']}`", f"  predicted `{row['predicted']}`"]
         lines.append("")
     if run.get("history"):
         lines += ["## history", "", "| epoch | train loss | val loss | val entity F1 |", "|---|---|---|---|"]
