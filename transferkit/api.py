@@ -44,6 +44,7 @@ from transferkit.strategies import StrategyContext, build_strategy
 from transferkit.strategies.linear_probe import LinearProbeConfig, fit_probe_head
 from transferkit.tasks import get_task
 from transferkit.tasks.model import TransferModel
+from transferkit.tasks.multilabel import tune_thresholds
 from transferkit.train.checkpoint import unfinished_run
 from transferkit.train.config import IMBALANCE_RATIO_FOR_WEIGHTS, TrainConfig
 from transferkit.train.data_identity import data_identity, refuse_changed_data
@@ -91,7 +92,7 @@ def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> 
     Returns the splits without what the report leaves out (unreadable images; duplicates with ``cfg.dedupe``),
     so every epoch sees exactly the usable examples. Fatal findings raise DataError before any training.
     """
-    columns = TextColumns(cfg.text_column, cfg.label_column)
+    columns = task_choice.text_columns(cfg)  # multi-label: --label-sep / --label-columns
     splits = as_splits(data, columns, encoding_errors="replace", strict_tags=cfg.strict)
     val = as_splits(cfg.val_data, columns, encoding_errors="replace", strict_tags=cfg.strict).train \
         if cfg.val_data else splits.val
@@ -126,7 +127,7 @@ def doctor(data: DataInput, **options: Any) -> DataReport:
 def prepare_data(data: DataInput, cfg: FitConfig) -> PreparedData:
     """Resolve train/val/test, subsample K labels per class, build the label map (regression: the numeric
     targets' encoder), check label sets agree. ``cfg.task`` None: detected from the training labels."""
-    columns = TextColumns(cfg.text_column, cfg.label_column)
+    columns = task_choice.text_columns(cfg)  # multi-label: --label-sep / --label-columns
     splits = as_splits(data, columns)
     train_set = splits.train
     if train_set.labels is None:
@@ -196,7 +197,8 @@ def _evaluate_split(model: TransferModel, examples: Examples, label_map: LabelMa
     loader = make_loader(examples, spec, label_map, 64)
     logits, labels = predict_logits(model, loader, precision, progress=progress, desc=f"evaluate {examples.source}")
     probabilities = model.task.probabilities(torch.from_numpy(logits)).numpy()
-    metrics = REPORTS[model.task.name](labels, model.task.decode(logits), label_map.names, probabilities)
+    extra = {"thresholds": model.head.thresholds()} if model.task.name == "multilabel" else {}  # per-label table
+    metrics = REPORTS[model.task.name](labels, model.task.decode(logits), label_map.names, probabilities, **extra)
     return SplitEvaluation(metrics, probabilities, labels)
 
 
@@ -285,6 +287,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     n_trainable = _trainable_count(model, strategy)  # before finalize: merging adapters removes their parameters
     adapter = strategy.adapter_state(model)
     model = strategy.finalize(model)
+    thresholds = tune_multilabel_thresholds(model, prepared, inference) if cfg.task == "multilabel" else None
 
     evaluations = {name: _evaluate_split(model, part, prepared.label_map, spec, inference, cfg.train.progress)
                    for name, part in (("test", prepared.test), ("val", prepared.val)) if part is not None}
@@ -295,6 +298,9 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
                "train_seconds": round(result.seconds, 2), "wall_seconds": round(time.perf_counter() - start, 2)}
     manifest = run_record.manifest(cfg, model, prepared, strategy, spec, summary, inference)
     manifest["data"] = data_record(data, cfg.val_data, cfg.test_data)  # export and --init-from find it again
+    if thresholds is not None:  # multi-label: the per-label decision thresholds (folded into the head too)
+        manifest["thresholds"] = dict(zip(prepared.label_map.names, thresholds))
+        manifest["label_fields"] = {"label_sep": cfg.label_sep, "label_columns": list(cfg.label_columns)}
     if init is not None:
         manifest["init_from"] = init.record(prepared.label_map)
     bundle_dir = save_bundle(run_dir / "bundle", model, manifest, adapter)
@@ -322,6 +328,16 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     return FitResult(run_dir, bundle_dir, metrics, result.history, time.perf_counter() - start)
 
 
+def tune_multilabel_thresholds(model: TransferModel, data: PreparedData, precision: str) -> list[float]:
+    """Per-label decision thresholds that maximise each label's F1 on the validation split, folded into the head
+    (transferkit.tasks.multilabel); returned for the manifest."""
+    logits, targets = predict_logits(model, make_loader(data.val, model.backbone.preprocessing, data.label_map, 64),
+                                     precision)
+    thresholds = tune_thresholds(model.task.probabilities(torch.from_numpy(logits)).numpy(), targets)
+    model.head.set_thresholds(thresholds)
+    return [float(t) for t in thresholds]
+
+
 def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedData, cfg: FitConfig, run_dir: Path,
            resume: bool) -> TrainResult:
     spec, t = model.backbone.preprocessing, cfg.train
@@ -336,7 +352,7 @@ def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedD
 def _resolve_class_weight(data: PreparedData, t: TrainConfig) -> tuple[dict[str, Any], np.ndarray | None]:
     """Resolve class_weight ('auto' -> balanced at a 1.5x largest/smallest class ratio): (report entry, weights).
     Regression has no classes: no weights ('balanced' is refused earlier, by task_choice)."""
-    if data.task in ("regression", "tokens"):  # tokens: 'balanced' is refused too; 'auto' stays off
+    if data.task in ("regression", "tokens", "multilabel"):  # tokens, multilabel: 'balanced' is refused too
         return {"class_weight": "none", "class_weight_setting": t.class_weight, "sampler": t.sampler,
                 "task": data.task}, None
     counts = np.bincount(data.label_map.encode(data.train.labels, data.train.source), minlength=len(data.label_map))
@@ -440,7 +456,8 @@ def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_colu
     loaded = load_bundle(Path(bundle))
     spec = loaded.preprocessing
     doctor = DoctorConfig(strict=strict, max_tokens=spec.max_length if spec.modality == "text" else None)
-    examples, report, split = _labeled_split(data, split, TextColumns(text_column, label_column), doctor)
+    columns = task_choice.bundle_columns(loaded.manifest, text_column, label_column)  # multi-label: as fitted
+    examples, report, split = _labeled_split(data, split, columns, doctor)
     precision = recorded_precision(loaded.manifest, loaded.path / MANIFEST)  # as predict and serve use it
     targets = task_choice.bundle_targets(loaded.manifest, loaded.label_map, examples.labels)  # regression: floats
     metrics = _evaluate_split(loaded.model, examples, targets, spec, precision, progress).metrics

@@ -19,6 +19,10 @@ app = typer.Typer(cls=TransferkitGroup, add_completion=False, no_args_is_help=Tr
                   help="Adapt pretrained models to your labeled data: fit, compare, evaluate, predict.")
 console = Console(stderr=True)
 
+TASK_HELP = "classification | multilabel | regression | tokens [default: detected from the data]."
+LABEL_SEP_HELP = "Multi-label CSV: the separator between labels in a label cell [default: |]."
+LABEL_COLUMNS_HELP = "Multi-label: one 0/1 column per label, comma-separated names (instead of --label-column)."
+
 FIT_EXAMPLES = """
 Examples:
 
@@ -64,7 +68,7 @@ def fit(
     data: str | None = typer.Option(None, "--data", help="Image folder, .csv/.jsonl of texts, or builtin:NAME."),
     model: str | None = typer.Option(None, help="Backbone: a name from `list models`, timm:NAME or hf:ID."),
     strategy: str | None = typer.Option(None, help="How to adapt: a name from `list strategies` [default: finetune]."),
-    task: str | None = typer.Option(None, help="classification | regression | tokens [default: detected from the data]."),
+    task: str | None = typer.Option(None, help=TASK_HELP),
     out: Path | None = typer.Option(None, help="Run folder (bundle, metrics, report, checkpoints, TensorBoard)."),
     resume: Path | None = typer.Option(None, help="Continue the run in this folder from its newest checkpoint."),
     epochs: int | None = typer.Option(None, help="Maximum epochs (early stopping may end sooner)."),
@@ -74,6 +78,8 @@ def fit(
     test_data: str | None = typer.Option(None, help="Test data (default: the source's own test split, if any)."),
     text_column: str | None = typer.Option(None, help="CSV/JSONL column with the text [default: text]."),
     label_column: str | None = typer.Option(None, help="CSV/JSONL column with the label [default: label]."),
+    label_sep: str | None = typer.Option(None, help=LABEL_SEP_HELP),
+    label_columns: str | None = typer.Option(None, help=LABEL_COLUMNS_HELP),
     image_size: int | None = typer.Option(None, help="Resize images to PX (default: the backbone's size)."),
     batch_size: int | None = typer.Option(None, help="Training batch size [default: 8 below 1,000 examples, else 32]."),
     grad_accum: int | None = typer.Option(None, help="Micro-batches per optimizer step [default: 1]."),
@@ -138,6 +144,9 @@ def fit(
         if "r2" in m:
             console.print(f"{split}: R² [bold]{m['r2']:.4f}[/], MAE {m['mae']:.4f}, RMSE {m['rmse']:.4f}, "
                           f"Spearman {m.get('spearman', 0.0):.4f} (n={m['n']})")
+        elif "micro_f1" in m:
+            console.print(f"{split}: micro-F1 [bold]{m['micro_f1']:.4f}[/], macro-F1 {m['macro_f1']:.4f}, "
+                          f"subset accuracy {m['subset_accuracy']:.4f}, mAP {m['map'] or 0:.4f} (n={m['n']})")
         elif "entity_f1" in m:
             console.print(f"{split}: entity F1 [bold]{m['entity_f1']:.4f}[/], precision {m['entity_precision']:.4f}, "
                           f"recall {m['entity_recall']:.4f}, token accuracy {m['token_accuracy']:.4f} "
@@ -203,7 +212,7 @@ def compare(
     strict: bool = typer.Option(False, "--strict", help="Stop on any data-doctor finding (checked before any run)."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Leave out later copies of duplicate inputs (train < val < test)."),
     max_pixels: int | None = typer.Option(None, help="Refuse images decoding to over N pixels, ~4N bytes [default: 250 M]."),
-    task: str | None = typer.Option(None, help="classification | regression | tokens [default: detected from the data]."),
+    task: str | None = typer.Option(None, help=TASK_HELP),
 ) -> None:
     """Compare strategies on identical splits: mean ± std, wall time, trainable parameters, transfer gain."""
     from transferkit.compare import compare as run_comparison
@@ -426,7 +435,9 @@ def doctor(
     test_data: str | None = typer.Option(None, help="Test data, checked with the rest (leakage across splits)."),
     text_column: str | None = typer.Option(None, help="CSV/JSONL column with the text [default: text]."),
     label_column: str | None = typer.Option(None, help="CSV/JSONL column with the label [default: label]."),
-    task: str | None = typer.Option(None, help="classification | regression | tokens [default: detected from the data]."),
+    task: str | None = typer.Option(None, help=TASK_HELP),
+    label_sep: str | None = typer.Option(None, help=LABEL_SEP_HELP),
+    label_columns: str | None = typer.Option(None, help=LABEL_COLUMNS_HELP),
     strict: bool = typer.Option(False, "--strict", help="Treat every finding as fatal (exit 2 on any)."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Mark later copies of duplicates as left out, as fit --dedupe."),
     max_pixels: int | None = typer.Option(None, help="Refuse images decoding to over N pixels, ~4N bytes [default: 250 M]."),
@@ -437,7 +448,8 @@ def doctor(
     from transferkit import api
 
     options = {k: v for k, v in {"val_data": val_data, "test_data": test_data, "text_column": text_column,
-                                 "label_column": label_column, "max_pixels": max_pixels, "task": task}.items()
+                                 "label_column": label_column, "max_pixels": max_pixels, "task": task,
+                                 "label_sep": label_sep, "label_columns": label_columns}.items()
                if v is not None}
     report = api.doctor(data, strict=strict, dedupe=dedupe, **options).to_dict()
     if as_json:

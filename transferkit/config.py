@@ -12,20 +12,23 @@ from typing import Any
 from transferkit.core.errors import ConfigError
 from transferkit.train.config import TrainConfig
 
-TASK_NAMES = ("classification", "regression", "tokens")  # transferkit.tasks.TASKS; config may not import tasks
+# transferkit.tasks.TASKS (config may not import tasks)
+TASK_NAMES = ("classification", "multilabel", "regression", "tokens")
 
 
 @dataclass(frozen=True)
 class FitConfig:
     model: str = "auto"  # efficientnet_lite0 for images, minilm for text
     strategy: str = "finetune"
-    task: str | None = None  # classification | regression | tokens; None: detected from the labels (data.targets)
+    task: str | None = None  # a TASK_NAMES name; None: detected from the labels (task_choice)
     out: str | None = None  # run folder; default runs/<strategy>-<time>
     labels_per_class: int | None = None
     val_data: str | None = None
     test_data: str | None = None
     text_column: str = "text"
     label_column: str = "label"
+    label_sep: str | None = None  # multi-label CSV: the separator in a label cell; None: '|' when task is multilabel
+    label_columns: tuple[str, ...] = ()  # multi-label: one 0/1 column per label name (instead of label_column)
     image_size: int | None = None  # default: the backbone's own input size
     val_fraction: float = 0.15
     strategy_options: dict[str, Any] = field(default_factory=dict)
@@ -40,6 +43,8 @@ class FitConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.label_columns, str):  # 'a,b,c' as the CLI passes it
+            object.__setattr__(self, "label_columns", tuple(c.strip() for c in self.label_columns.split(",") if c.strip()))
         if self.task is not None and self.task not in TASK_NAMES:
             raise ConfigError(f"The 'task' parameter must be one of {', '.join(TASK_NAMES)} (or unset: detected from "
                               f"the labels). Got {self.task!r} instead.")

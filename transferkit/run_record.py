@@ -21,6 +21,7 @@ from transferkit.core.runtime import default_device
 from transferkit.data.doctor import DataReport
 from transferkit.evaluate.html import confident_errors, inputs_summary, render_report
 from transferkit.evaluate.metrics import headline
+from transferkit.evaluate.multilabel_report import render_multilabel_html, render_multilabel_markdown
 from transferkit.evaluate.regression_report import (
     regression_before_after,
     render_regression_html,
@@ -85,7 +86,7 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
 
         with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as writer:
             for split in ("val", "test"):
-                for key in ("accuracy", "macro_f1", "r2", "mae"):
+                for key in ("accuracy", "macro_f1", "micro_f1", "r2", "mae"):
                     if key in summary.get(split, {}):
                         writer.add_scalar(f"{split}/{key}", summary[split][key], 0)
     model_name = cfg.model if cfg.model != "auto" else DEFAULT_FOR_MODALITY[data.modality]
@@ -102,6 +103,18 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
         _write_regression_report(run_dir, data, result, summary, strategy, evaluations, before, data_report,
                                  {"title": run_dir.name, "model": model_name, "strategy": strategy.name,
                                   "config": config_rows, "metrics": metrics})
+        return
+    if getattr(data, "task", "classification") == "multilabel":
+        detected = [summary["task_detected"]] if summary.get("task_detected") else []
+        run = {"title": run_dir.name, "model": model_name, "strategy": strategy.name, "config": config_rows,
+               "metrics": metrics, "history": result.history,
+               "notes": detected + training_notes(result, "micro-F1")
+               + (data_doctor_notes(data_report.to_dict()) if data_report is not None else []),
+               "data_doctor": data_report.to_dict() if data_report is not None else None,
+               "data": {"sizes": {k: len(v) if v is not None else 0 for k, v in parts.items()},
+                        "label_counts": data.train.class_counts()}}
+        atomic_write_text(run_dir / "report.md", render_multilabel_markdown(run))
+        atomic_write_text(run_dir / "report.html", render_multilabel_html(run))
         return
     if getattr(data, "task", "classification") == "tokens":
         notes = training_notes(result, "entity F1") + \

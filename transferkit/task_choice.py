@@ -19,6 +19,8 @@ from transferkit.config import FitConfig
 from transferkit.core.errors import ConfigError
 from transferkit.data.conll import TagMap
 from transferkit.data.labels import LabelMap
+from transferkit.data.multilabels import DEFAULT_SEP, MultiLabelMap, is_label_set
+from transferkit.data.tables import TextColumns
 from transferkit.data.targets import NumericTargets, detect_task
 
 # option -> (is it set?, why regression refuses it)
@@ -55,12 +57,50 @@ _TOKENS_REFUSALS = {
                   "--init-from extends a classifier's classes; for token classification it is not supported yet. "
                   "Fit from the backbone instead"),
 }
+# option -> (is it set?, why multi-label refuses it)
+_MULTILABEL_REFUSALS = {
+    "labels_per_class": (lambda c: c.labels_per_class is not None,
+                         "--labels-per-class keeps K examples of each class, and a multi-label row belongs to several "
+                         "labels at once; drop it (pass a smaller training file to try fewer labels)"),
+    "label_smoothing": (lambda c: c.train.label_smoothing > 0,
+                        "--label-smoothing softens one-hot class targets; multi-label targets are per-label 0/1; "
+                        "drop it"),
+    "mixup": (lambda c: c.train.mixup > 0 or c.train.cutmix > 0,
+              "--mixup/--cutmix mix one-hot class targets; for multi-label they are not supported; drop them"),
+    "sampler": (lambda c: c.train.sampler == "balanced",
+                "--sampler balanced draws every class equally often, and a multi-label row has several; drop it"),
+    "class_weight": (lambda c: c.train.class_weight == "balanced",
+                     "--class-weight balanced weights single classes; multi-label is not supported; drop it"),
+    "distill": (lambda c: c.strategy == "distill" or c.teacher is not None or c.unlabeled_data is not None,
+                "--strategy distill trains on a teacher's softmax over classes; per-label soft targets are not "
+                "supported yet. Use --strategy finetune (or lora, linear-probe)"),
+    "init_from": (lambda c: c.init_from is not None,
+                  "--init-from extends a classifier's classes; for multi-label it is not supported yet. Fit from "
+                  "the backbone instead"),
+}
 _TOKEN_STRATEGIES = ("linear-probe", "head", "partial", "gradual", "prompt", "ia3", "adapter", "lora", "finetune",
                      "lp-ft", "l2sp", "scratch")
 
 
 def _is_tokens(train_labels: Sequence[object]) -> bool:
     return bool(train_labels) and isinstance(train_labels[0], list)
+
+
+def _multilabel(cfg: FitConfig, train_labels: Sequence[Any]) -> tuple[FitConfig, str]:
+    """Multi-label is detected from label sets (a JSON list, --label-sep, --label-columns); --task multilabel on
+    single labels, or another task on label sets, is a ConfigError."""
+    sets = any(is_label_set(y) for y in train_labels)
+    if cfg.task == "multilabel" and not sets:
+        raise ConfigError("--task multilabel needs a set of labels per row: a JSON list in the label field (JSONL), "
+                          "labels joined by --label-sep in a CSV cell, or --label-columns a,b,c (one 0/1 column each).")
+    if sets and cfg.task not in (None, "multilabel"):
+        raise ConfigError(f"--task {cfg.task} needs one label per row, but the label field holds lists of labels; "
+                          "drop --task (multi-label is detected from the lists) or pass one label per row.")
+    if sets and cfg.task is None:
+        n = sum(1 for y in train_labels if y is not None)
+        return replace(cfg, task="multilabel"), (f"task: multilabel (detected: {n:,} rows with a list of labels; "
+                                                 "pass one label per row for classification)")
+    return cfg, ""
 
 
 def resolve_task(cfg: FitConfig, train_labels: Sequence[str | None]) -> tuple[FitConfig, str]:
@@ -75,6 +115,8 @@ def resolve_task(cfg: FitConfig, train_labels: Sequence[str | None]) -> tuple[Fi
                           "tokens; drop --task (token classification is detected from the layout).")
     if cfg.task is None and tokens:
         cfg = replace(cfg, task="tokens")
+    if not tokens:
+        cfg, note = _multilabel(cfg, train_labels)
     if cfg.task is None:
         guess = detect_task(train_labels)
         cfg, note = replace(cfg, task=guess.name), guess.reason
@@ -93,6 +135,12 @@ def check_options(cfg: FitConfig, detected: bool = False) -> None:
             raise ConfigError(f"--strategy {cfg.strategy} does not support token classification; use one of "
                               f"{', '.join(_TOKEN_STRATEGIES)}.")
         return
+    if cfg.task == "multilabel":
+        how = "the labels were detected as lists (multi-label)" if detected else "--task multilabel"
+        for check, why in _MULTILABEL_REFUSALS.values():
+            if check(cfg):
+                raise ConfigError(f"{why} ({how}).")
+        return
     if cfg.task != "regression":
         return
     how = ("the labels were detected as numeric targets; pass --task classification to treat them as classes"
@@ -103,7 +151,7 @@ def check_options(cfg: FitConfig, detected: bool = False) -> None:
 
 
 def bundle_targets(manifest: dict[str, Any], label_map: LabelMap,
-                   labels: Sequence[Any] = ()) -> LabelMap | NumericTargets | TagMap:
+                   labels: Sequence[Any] = ()) -> LabelMap | MultiLabelMap | NumericTargets | TagMap:
     """What encodes labels for a saved bundle: its classes, its recorded targets (regression) or its tags (tokens:
     followed by the tags of ``labels`` it lacks, which it never predicts: their entities are scored as missed)."""
     if manifest.get("task") == "tokens":
@@ -111,15 +159,34 @@ def bundle_targets(manifest: dict[str, Any], label_map: LabelMap,
         return TagMap((*label_map.names, *unseen))
     if manifest.get("task") == "regression":
         return NumericTargets(**manifest.get("targets", {}))
+    if manifest.get("task") == "multilabel":
+        return MultiLabelMap(tuple(label_map.names))
     return label_map
 
 
 def target_map(task: str, labels: Sequence[str | None], source: str,
-               held_out: Sequence[Any] = ()) -> LabelMap | NumericTargets | TagMap:
+               held_out: Sequence[Any] = ()) -> LabelMap | MultiLabelMap | NumericTargets | TagMap:
     """What encodes the training labels for the loaders: class indices, floats with their mean/std, or tag ids
     (tokens: the entity types only ``held_out`` labels have get tags too, so they are scored as missed)."""
     if task == "tokens":
         return TagMap.from_labels(labels, source, held_out)
     if task == "regression":
         return NumericTargets.from_labels(labels, source)
+    if task == "multilabel":
+        return MultiLabelMap.from_labels(labels, source)
     return LabelMap.from_labels(labels, source)
+
+
+def text_columns(cfg: FitConfig) -> TextColumns:
+    """The CSV/JSONL fields fit reads: a multi-label CSV cell is split on --label-sep ('|' by default)."""
+    sep = cfg.label_sep if cfg.label_sep is not None else (DEFAULT_SEP if cfg.task == "multilabel" else None)
+    return TextColumns(cfg.text_column, cfg.label_column, sep, tuple(cfg.label_columns))
+
+
+def bundle_columns(manifest: dict[str, Any], text_column: str, label_column: str) -> TextColumns:
+    """The fields evaluate reads for a bundle: a multi-label bundle reads label sets as it was fitted on them."""
+    if manifest.get("task") != "multilabel":
+        return TextColumns(text_column, label_column)
+    read = manifest.get("label_fields", {})
+    return TextColumns(text_column, label_column, read.get("label_sep") or DEFAULT_SEP,
+                       tuple(read.get("label_columns", ())))

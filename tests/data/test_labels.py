@@ -84,9 +84,14 @@ def test_missing_labels_are_fine_for_prediction(tmp_path: Path):
     assert load_source(path, labeled=False).train.inputs == ["a", "b"]
 
 
-def test_list_label_is_an_error(tmp_path: Path):
-    path = _write(tmp_path, "t.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": ["x", "y"]}\n')
-    with pytest.raises(DataError, match=r"t.jsonl:2: the 'label' value \[\"x\", \"y\"\] is not one class label"):
+def test_list_label_makes_every_row_a_label_set(tmp_path: Path):  # multi-label (issue 13)
+    path = _write(tmp_path, "t.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": ["y", "x", "x"]}\n')
+    assert load_source(path).train.labels == [("x",), ("x", "y")]
+
+
+def test_object_label_is_an_error(tmp_path: Path):
+    path = _write(tmp_path, "t.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": {"x": 1}}\n')
+    with pytest.raises(DataError, match=r"t.jsonl:2: the 'label' value \{\"x\": 1\} is not one class label"):
         load_source(path)
 
 

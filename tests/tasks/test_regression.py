@@ -106,7 +106,7 @@ def test_options_regression_refuses_say_why(options, words):
 
 
 def test_task_option_is_checked_and_detection_fills_it():
-    with pytest.raises(ConfigError, match="'task' parameter must be one of classification, regression"):
+    with pytest.raises(ConfigError, match="'task' parameter must be one of classification, multilabel, regression"):
         FitConfig(task="regresion")
     cfg, note = resolve_task(FitConfig(), [str(i / 7) for i in range(50)])
     assert cfg.task == "regression" and note.startswith("task: regression (detected: 50 numeric labels")

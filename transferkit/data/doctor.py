@@ -16,7 +16,8 @@ metric), so every finding names a file (and line, for text rows), a kind and a s
 - labels: ``no-examples``, ``single-class``, ``small-class`` (fewer than a validation split needs),
   ``empty-class``, ``similar-class-names`` (case/space/plural/one edit), ``imbalance``, ``unknown-label``;
   for regression (``task``) instead: ``bad-target`` (not a finite number), ``constant-target``; for tokens:
-  ``empty-tags``/``tag-count`` (not one tag per word), ``no-entities``, ``unseen-tag`` (val/test, file:line).
+  ``empty-tags``/``tag-count`` (not one tag per word), ``no-entities``, ``unseen-tag`` (val/test, file:line); for
+  multi-label: ``no-labels`` (a row with an empty label set: a warning), ``single-class``, ``unknown-label``.
 - text: ``non-utf8`` (file and line; the source is read with U+FFFD in place, and the bytes are counted),
   ``empty-text``, ``long-text`` (over the backbone's token limit: counted with ``DoctorConfig.count_tokens``, the
   backbone's tokenizer, else estimated by ``fingerprints.estimated_tokens``, which counts CJK/Thai by character).
@@ -299,6 +300,9 @@ class _Doctor:
         if self.config.task == "tokens":
             self._tags(usable)
             return
+        if self.config.task == "multilabel":
+            self._label_sets(usable)
+            return
         train = usable["train"]
         counts = Counter(train.labels or [])
         self.stats["class_counts"] = dict(sorted(counts.items()))
@@ -350,6 +354,31 @@ class _Doctor:
         if len(set(values)) == 1:
             self.add("constant-target", usable["train"].source, f"every training target is {values[0]:g}; a constant "
                      "cannot be learned. Check --label-column or add rows with other values", fatal=True, split="train")
+
+    def _label_sets(self, usable: dict[str, Examples]) -> None:
+        """Multi-label: a row with no label (a warning: it teaches "none of these"), at least 2 label names in
+        training, and val/test names seen in training (fatal, as for classes)."""
+        for name, examples in usable.items():
+            empty = [i for i, y in enumerate(examples.labels or []) if not y]
+            if empty:
+                path, line = locate(examples, empty[0])
+                more = f" ({len(empty)} such rows in {name})" if len(empty) > 1 else ""
+                self.add("no-labels", path, f"this row has no label{more}; it is read as 'none of the labels'. Add "
+                         "its labels if it has some", line=line, split=name)
+        counts = Counter(n for y in usable["train"].labels or [] if y for n in y)
+        self.stats["class_counts"] = dict(sorted(counts.items()))
+        if len(counts) < 2:
+            self.add("single-class", usable["train"].source, f"{len(counts)} label name(s) in training; multi-label "
+                     "needs at least 2. Check --label-column, --label-sep or --label-columns", fatal=True, split="train")
+        for name in ("val", "test"):
+            for i, y in enumerate(usable[name].labels or [] if name in usable else []):
+                unseen = [n for n in y or () if n not in counts]
+                if unseen:
+                    path, line = locate(usable[name], i)
+                    self.add("unknown-label", path, f"label '{unseen[0]}' does not occur in the training data; the "
+                             "model cannot predict it. Fix the label or add training examples", fatal=True, line=line,
+                             split=name)
+                    break
 
     def _tags(self, usable: dict[str, Examples]) -> None:
         """Tokens: one tag per word in every sentence, entity tags in training, val/test tags seen in training."""

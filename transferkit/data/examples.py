@@ -57,8 +57,8 @@ class Examples:
         return bool(self.inputs) and isinstance(self.inputs[0], list)
 
     def class_counts(self) -> dict[str, int]:
-        """Examples per label (token classification: tags per tag)."""
-        flat = (t for y in self.labels or [] if y is not None for t in (y if isinstance(y, list) else [y]))
+        """Examples per label (token classification: tags per tag; multi-label: rows per label name)."""
+        flat = (t for y in self.labels or [] if y is not None for t in (y if isinstance(y, (list, tuple)) else [y]))
         return dict(sorted(Counter(flat).items()))
 
     def fingerprint(self) -> str:
@@ -68,6 +68,7 @@ class Examples:
             digest.update(_input_bytes(x))
         for label in self.labels or []:
             digest.update(b"\1" if label is None else _input_bytes(label) if isinstance(label, list)
+                          else b"\2" + _input_bytes(list(label)) if isinstance(label, tuple)  # a multi-label set
                           else label.encode("utf-8") + b"\0")
         return digest.hexdigest()
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from transferkit.core.errors import DataError
 from transferkit.data.examples import Examples
 from transferkit.data.labels import label_name
+from transferkit.data.multilabels import indicator_set, label_set
 
 # 'strict' refuses a text file with bytes that are not UTF-8 (naming file and line); 'replace' reads it with
 # U+FFFD in their place, for the data doctor to report and count (transferkit.data.doctor).
@@ -37,21 +38,26 @@ Row = tuple[int, dict[str, Any]]  # (physical line where the record starts, its 
 class TextColumns:
     text: str = "text"
     label: str = "label"
+    # Multi-label (transferkit.data.multilabels): a CSV label cell split on ``label_sep`` (a JSON list in JSONL
+    # needs nothing), or one 0/1 column per label name (``label_columns``, instead of ``label``).
+    label_sep: str | None = None
+    label_columns: tuple[str, ...] = ()
 
 
 def read_text_file(path: Path, columns: TextColumns, labeled: bool, encoding_errors: EncodingErrors = "strict") -> Examples:
     text = decode(path, encoding_errors)
     if path.suffix.lower() == ".csv":
-        rows = read_csv(path, text, [columns.text, columns.label] if labeled else [columns.text])
+        label_fields = list(columns.label_columns) or [columns.label]
+        rows = read_csv(path, text, [columns.text, *label_fields] if labeled else [columns.text])
     else:
         rows = read_jsonl(path, text)
         _require_field(path, rows, columns.text, "--text-column")
-        if labeled:
-            _require_field(path, rows, columns.label, "--label-column")
+        for field in (columns.label_columns or [columns.label]) if labeled else ():
+            _require_field(path, rows, field, "--label-columns" if columns.label_columns else "--label-column")
     if not rows:
         raise DataError(f"'{path}' has no data rows.")
     texts = [_text_value(path, line, row[columns.text], columns.text) for line, row in rows]
-    labels = _labels(path, rows, columns.label) if labeled else None
+    labels = _labels(path, rows, columns) if labeled else None
     return Examples("text", texts, labels, str(path), list(texts), [line for line, _ in rows])
 
 
@@ -289,11 +295,17 @@ def _text_value(path: Path, line: int, value: Any, column: str) -> str:
     raise DataError(f"{path}:{line}: the '{column}' value is {what}, not a string; write the text in double quotes.")
 
 
-def _labels(path: Path, rows: list[Row], column: str) -> list[str]:
+def _labels(path: Path, rows: list[Row], columns: TextColumns) -> list[Any]:
+    """One class name per row, or (multi-label: a JSON list in any row, --label-sep or --label-columns) a tuple
+    of names per row (transferkit.data.multilabels)."""
+    column = columns.label
+    if columns.label_columns:
+        return [_indicator_row(path, line, row, columns.label_columns) for line, row in rows]
+    sets = columns.label_sep is not None or any(isinstance(row.get(column), list) for _, row in rows)
     names, missing = [], []
     for line, row in rows:
         try:
-            name = label_name(row[column])
+            name = label_set(row[column], columns.label_sep) if sets else label_name(row[column])
         except TypeError:
             raise DataError(f"{path}:{line}: the '{column}' value {json.dumps(row[column])[:60]} is not one class "
                             "label; each record needs exactly one label (a string, number or true/false).") from None
@@ -304,6 +316,14 @@ def _labels(path: Path, rows: list[Row], column: str) -> list[str]:
         raise DataError(f"{path}:{missing[0]}: no label (the '{column}' value is empty or null){_more(missing)}; "
                         "every row needs a label. Fill it in, or remove the row (predict reads files without labels).")
     return names
+
+
+def _indicator_row(path: Path, line: int, row: dict[str, Any], label_columns: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return indicator_set(row, label_columns)
+    except ValueError as exc:
+        raise DataError(f"{path}:{line}: the '{exc}' value {json.dumps(row.get(str(exc)))[:40]} is not 0 or 1; "
+                        "each --label-columns column holds 1 (the row has that label) or 0.") from None
 
 
 def _more(lines: list[int]) -> str:

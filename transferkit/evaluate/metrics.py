@@ -25,6 +25,7 @@ from sklearn.metrics import (
 )
 
 from transferkit.core.scores import macro_labels
+from transferkit.evaluate.multilabel_metrics import multilabel_report
 from transferkit.evaluate.token_metrics import token_report
 
 CALIBRATION_BINS = 15
@@ -116,6 +117,7 @@ def regression_report(y_true: np.ndarray, y_pred: np.ndarray, label_names: Seque
 
 
 REPORTS: dict[str, Callable[..., dict[str, Any]]] = {"classification": classification_metrics,
+                                                     "multilabel": multilabel_report,
                                                      "regression": regression_report, "tokens": token_report}
 
 

@@ -185,7 +185,8 @@ def _torch_export(model: TransferModel, spec: PreprocessSpec, names: list[str], 
 
 
 def compare_logits(reference: np.ndarray, other: np.ndarray, task: Task) -> dict[str, float]:
-    """Largest output difference, and how often ``task`` decodes both to the same prediction (regression: the
+    """Largest output difference, and how often ``task`` decodes both to the same prediction (multi-label: the same
+    label set; regression: the
     R² of ``other``'s values against ``reference``'s, 1.0 when they are the same numbers)."""
     if task.name == "regression":
         values, others = reference[:, 0].astype(np.float64), other[:, 0].astype(np.float64)
@@ -193,6 +194,8 @@ def compare_logits(reference: np.ndarray, other: np.ndarray, task: Task) -> dict
         r2 = 1.0 - float(np.sum((values - others) ** 2)) / spread if spread > 0 else 1.0
         return {"max_abs_diff": float(np.abs(values - others).max()) if len(values) else 0.0, "r2_vs_reference": r2}
     same = task.decode(reference) == task.decode(other)
+    if same.ndim > 1:  # multi-label: the whole label set must agree
+        same = same.all(axis=1)
     return {"max_abs_diff": float(np.abs(reference - other).max()) if reference.size else 0.0,
             "top1_agreement": float(same.mean()) if len(reference) else 1.0}
 

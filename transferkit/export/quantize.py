@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from transferkit.data.examples import Examples
+from transferkit.data.multilabels import MultiLabelMap
 from transferkit.data.stream import inference_batches
 from transferkit.data.targets import NumericTargets
 from transferkit.export.bundle import Bundle
@@ -126,16 +127,20 @@ def _regression_accuracy(bundle: Bundle, fp32, int8, names: list[str], labeled: 
 def _accuracy(bundle: Bundle, fp32, int8, names: list[str], labeled: Examples) -> dict[str, Any]:
     if bundle.model.task.name == "regression":
         return _regression_accuracy(bundle, fp32, int8, names, labeled)
-    known = [i for i, y in enumerate(labeled.labels or []) if y in bundle.label_map.names]
+    names_known = set(bundle.label_map.names)
+    known = [i for i, y in enumerate(labeled.labels or [])
+             if (set(y) <= names_known if isinstance(y, tuple) else y in names_known)]  # tuple: a multi-label set
     examples = spread(labeled.subset(known), N_ACCURACY)
-    truth = np.array(bundle.label_map.encode(examples.labels, examples.source))
+    encoder = MultiLabelMap(tuple(bundle.label_map.names)) if bundle.model.task.name == "multilabel" else bundle.label_map
+    truth = np.array(encoder.encode(examples.labels, examples.source))
     hits = {"fp32": [], "int8": []}
     for batch in inference_batches(examples, bundle.preprocessing, 32):
         if batch.inputs is None:
             continue
         for name, session in (("fp32", fp32), ("int8", int8)):
             predicted = bundle.model.task.decode(run_session(session, names, batch.inputs))
-            hits[name] += list(predicted == truth[batch.positions])
+            same = predicted == truth[batch.positions]
+            hits[name] += list(same.all(axis=1) if same.ndim > 1 else same)  # multi-label: subset accuracy
     fp32_acc, int8_acc = float(np.mean(hits["fp32"])), float(np.mean(hits["int8"]))
     return {"n": len(hits["fp32"]), "accuracy_fp32": round(fp32_acc, 4), "accuracy_int8": round(int8_acc, 4),
             "accuracy_drop_points": round(100 * (fp32_acc - int8_acc), 2)}

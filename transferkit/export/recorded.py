@@ -16,6 +16,7 @@ import numpy as np
 
 from transferkit.core.errors import TransferkitError
 from transferkit.data.examples import Examples
+from transferkit.data.multilabels import DEFAULT_SEP
 from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
 from transferkit.data.sources import TextColumns, load_source
 from transferkit.data.splits import held_out_split, subsample_per_class
@@ -61,7 +62,10 @@ def recorded_split(manifest: dict[str, Any], bundle_dir: Path) -> tuple[Recorded
     if not record.get("source"):
         return None, "the bundle does not record its data (it was fitted on data passed in memory)"
     fit_config, train_config = manifest.get("fit_config", {}), manifest.get("train_config", {})
-    columns = TextColumns(fit_config.get("text_column", "text"), fit_config.get("label_column", "label"))
+    multilabel = manifest.get("task") == "multilabel"  # a CSV label cell split as fit split it
+    columns = TextColumns(fit_config.get("text_column", "text"), fit_config.get("label_column", "label"),
+                          fit_config.get("label_sep") or (DEFAULT_SEP if multilabel else None),
+                          tuple(fit_config.get("label_columns") or ()))
     try:
         splits = load_source(record["source"], columns)
         if record.get("test_data"):

@@ -19,6 +19,7 @@ import numpy as np
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.io import atomic_write
 from transferkit.data.examples import Examples
+from transferkit.data.multilabels import DEFAULT_SEP
 from transferkit.serve.predictor import BatchPredictions, Predictions, Predictor
 from transferkit.tasks import Task
 
@@ -47,14 +48,18 @@ class _CsvRows:
     """CSV with the top-k flattened into label_1, score_1, ..., label_K, score_K."""
 
     def __init__(self, fh: TextIO, id_field: str, top_k: int | None, with_error: bool,
-                 row_fields: tuple[str, ...] = ("label", "score")):
+                 row_fields: tuple[str, ...] = ("label", "score"), label_names: tuple[str, ...] = ()):
         ranked = [f"{kind}_{i}" for i in range(1, (top_k or 0) + 1) for kind in ("label", "score")]
-        fields = [id_field, *row_fields, *ranked] + (["error"] if with_error else [])
+        # multi-label: the label set joined by DEFAULT_SEP (what fit reads), and one score_<label> column per label
+        fields = [f for name in row_fields for f in ([f"score_{n}" for n in label_names] if name == "scores" else [name])]
+        fields = [id_field, *fields, *ranked] + (["error"] if with_error else [])
         self.writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         self.writer.writeheader()
 
     def write(self, row: dict[str, Any]) -> None:
-        flat = {k: ("" if v is None else v) for k, v in row.items() if k != "top_k"}
+        flat = {k: ("" if v is None else DEFAULT_SEP.join(v) if isinstance(v, list) else v)
+                for k, v in row.items() if k not in ("top_k", "scores")}
+        flat.update({f"score_{n}": v for n, v in (row.get("scores") or {}).items()})
         for i, item in enumerate(row.get("top_k") or [], start=1):
             flat[f"label_{i}"], flat[f"score_{i}"] = item["label"], item["score"]
         self.writer.writerow(flat)
@@ -105,7 +110,7 @@ def predict_to_file(predictor: Predictor, examples: Examples, out: Path | None, 
         if fh is not None:
             writer = _JsonlRows(fh) if Path(out).suffix.lower() == ".jsonl" else \
                 _CsvRows(fh, id_field, top_k, with_error=examples.modality == "image",
-                         row_fields=predictor.task.row_fields)
+                         row_fields=predictor.task.row_fields, label_names=predictor.label_names)
         bar, task = _progress(progress, len(examples))
         with bar:
             for batch in predictor.iter_batches(examples):

@@ -1,4 +1,5 @@
-"""Linear probe: frozen backbone, cached features, multinomial logistic regression (regression: ridge) as the head.
+"""Linear probe: frozen backbone, cached features, multinomial logistic regression (regression: ridge; multi-label:
+one-vs-rest logistic) as the head.
 
 Imports transferkit.core, transferkit.backbones and transferkit.strategies.base. The regularisation strength
 is chosen on the validation features; the fitted scikit-learn model is folded into the torch head so the
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.metrics import r2_score
+from sklearn.metrics import f1_score, r2_score
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
@@ -73,7 +74,38 @@ def fit_probe_head(head: nn.Module, ctx: StrategyContext, config: LinearProbeCon
     """The task's closed-form head on cached features: ridge for a regression head, logistic otherwise."""
     if getattr(head, "task", "classification") == "regression":
         return fit_ridge_head(head, ctx, config)
+    if getattr(head, "task", "classification") == "multilabel":
+        return fit_one_vs_rest_head(head, ctx, config)
     return fit_logistic_head(head, ctx, config)
+
+
+def fit_one_vs_rest_head(head: nn.Module, ctx: StrategyContext, config: LinearProbeConfig) -> dict[str, float]:
+    """One binary logistic regression per label on standardised features (one C for all, chosen by validation
+    micro-F1), written into ``head.linear``; a label constant in training gets a constant logit."""
+    x_train, y_train = ctx.features("train")
+    x_val, y_val = ctx.features("val")
+    scaler = _scaler(x_train, config)
+    xt, xv = scaler.transform(x_train), scaler.transform(x_val)
+    y_train, y_val = np.asarray(y_train) > 0.5, np.asarray(y_val) > 0.5
+    best: tuple[float, float, np.ndarray, np.ndarray] | None = None
+    for c in config.c_grid:
+        coef, intercept = np.zeros((y_train.shape[1], xt.shape[1])), np.zeros(y_train.shape[1])
+        for j in range(y_train.shape[1]):
+            if y_train[:, j].all() or not y_train[:, j].any():
+                intercept[j] = 10.0 if y_train[:, j].all() else -10.0
+                continue
+            clf = LogisticRegression(C=c, max_iter=config.max_iter).fit(xt, y_train[:, j])
+            coef[j], intercept[j] = clf.coef_[0], clf.intercept_[0]
+        score = f1_score(y_val, (xv @ coef.T + intercept) > 0, average="micro", zero_division=0.0)
+        if best is None or score > best[0]:
+            best = (float(score), c, coef, intercept)
+    score, c, coef, intercept = best
+    weight = coef / scaler.scale_
+    bias = intercept - weight @ scaler.mean_
+    with torch.no_grad():
+        head.linear.weight.copy_(torch.as_tensor(weight, dtype=head.linear.weight.dtype))
+        head.linear.bias.copy_(torch.as_tensor(bias, dtype=head.linear.bias.dtype))
+    return {"C": c, "val_micro_f1": score}
 
 
 def fit_ridge_head(head: nn.Module, ctx: StrategyContext, config: LinearProbeConfig) -> dict[str, float]:

@@ -8,11 +8,12 @@ from __future__ import annotations
 from transferkit.core.registry import lookup
 from transferkit.tasks.base import Task
 from transferkit.tasks.classification import ClassificationHead, ClassificationTask
+from transferkit.tasks.multilabel import MultilabelHead, MultilabelTask
 from transferkit.tasks.regression import RegressionHead, RegressionTask
 from transferkit.tasks.tokens import TokensHead, TokensTask
 
-TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "regression": RegressionTask,
-                                "tokens": TokensTask}
+TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "multilabel": MultilabelTask,
+                                "regression": RegressionTask, "tokens": TokensTask}
 
 
 def get_task(name: str) -> Task:
@@ -20,5 +21,6 @@ def get_task(name: str) -> Task:
     return lookup(TASKS, name, "task")()
 
 
-__all__ = ["TASKS", "ClassificationHead", "ClassificationTask", "RegressionHead", "RegressionTask", "Task",
+__all__ = ["TASKS", "ClassificationHead", "ClassificationTask", "MultilabelHead", "MultilabelTask", "RegressionHead",
+           "RegressionTask", "Task",
            "TokensHead", "TokensTask", "get_task"]

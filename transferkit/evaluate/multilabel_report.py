@@ -1,0 +1,65 @@
+"""report.md and report.html of a multi-label run: micro/macro/samples F1, subset accuracy, Hamming loss and mAP per
+split, and a per-label table (precision, recall, F1, support and the label's tuned decision threshold). The
+classification report's confusion matrix and calibration have no single-label meaning here and are not drawn.
+
+Imports transferkit.evaluate. ``run`` is the dict transferkit.run_record builds (metrics as
+transferkit.evaluate.multilabel_metrics.multilabel_report returns them).
+"""
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from transferkit.evaluate.html import _css
+from transferkit.evaluate.report import _fmt, _table, data_doctor_section
+
+HEADLINE = ("micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss", "map", "n")
+PER_LABEL = ("label", "precision", "recall", "f1", "support", "threshold")
+
+
+def _headline_line(split: str, m: dict[str, Any]) -> str:
+    return f"- **{split}**: " + ", ".join(f"{k} {_fmt(m.get(k))}" for k in HEADLINE)
+
+
+def _per_label_rows(m: dict[str, Any]) -> list[list[Any]]:
+    return [[_fmt(row.get(k)) for k in PER_LABEL] for row in m.get("per_label", [])]
+
+
+def render_multilabel_markdown(run: dict[str, Any]) -> str:
+    parts = [f"# transferkit run: {run['title']}", ""]
+    parts += [_headline_line(split, m) for split, m in run["metrics"].items()]
+    parts += [f"- {note}" for note in run.get("notes", [])] + [""]
+    data = run["data"]
+    parts += ["## Data", "", _table(["split", "examples"], [[k, v] for k, v in data["sizes"].items()]), ""]
+    if data.get("label_counts"):
+        parts += [_table(["label", "training rows"], [[k, v] for k, v in data["label_counts"].items()]), ""]
+    if run.get("data_doctor"):
+        parts += data_doctor_section(run["data_doctor"])
+    parts += ["## Configuration", "", _table(["setting", "value"], [[k, v] for k, v in run["config"].items()]), ""]
+    if run.get("history"):
+        keys = list(dict.fromkeys(k for row in run["history"] for k in row))
+        parts += ["## Training curve", "", _table(keys, [[_fmt(r.get(k)) for k in keys] for r in run["history"]]), ""]
+    parts += ["## Results", ""]
+    for split, m in run["metrics"].items():
+        parts += [f"### {split} (n = {m['n']})", "", _table(list(PER_LABEL), _per_label_rows(m)), ""]
+    return "\n".join(parts)
+
+
+def _html_table(header: list[str] | tuple[str, ...], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_multilabel_html(run: dict[str, Any]) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(run['title'])}</title>"
+             f"<style>{_css()}</style></head><body><h1>transferkit run: {escape(run['title'])}</h1>"]
+    parts += ["<ul>" + "".join(f"<li>{escape(n)}</li>" for n in run.get("notes", [])) + "</ul>"]
+    parts += ["<h2>Headline</h2>", _html_table(("split", *HEADLINE), [[s, *(_fmt(m.get(k)) for k in HEADLINE)]
+                                                                    for s, m in run["metrics"].items()])]
+    if run.get("data", {}).get("label_counts"):
+        parts += ["<h2>Data</h2>", _html_table(("label", "training rows"), list(run["data"]["label_counts"].items()))]
+    for split, m in run["metrics"].items():
+        parts += [f"<h2>{escape(split)}: per label</h2>", _html_table(PER_LABEL, _per_label_rows(m))]
+    parts += ["<h2>Configuration</h2>", _html_table(("setting", "value"), list(run["config"].items())), "</body></html>"]
+    return "".join(parts)
