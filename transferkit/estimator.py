@@ -6,7 +6,9 @@ Accepts texts (strings), image paths, or image arrays (a list, or an [n, H, W(, 
 get_params/set_params, clone and GridSearchCV. Labels keep their type: ``classes_`` holds values of ``y`` (ints,
 floats, bools, numpy scalars, strings, in y's dtype) sorted as np.unique sorts them, ``predict`` returns them, and
 ``save``/``load`` round-trip them through ``estimator_classes.json`` beside the bundle (whose label map has the
-class names: labels.label_name of each value, as for labels read from files).
+class names: labels.label_name of each value, as for labels read from files). Multi-label: ``y`` a list of label
+lists (``classes_`` the sorted label names) or a 2-D 0/1 indicator array (``classes_`` its column numbers) fits
+``--task multilabel``; ``predict`` then returns the 0/1 indicator array and ``score`` is subset accuracy.
 """
 from __future__ import annotations
 
@@ -85,6 +87,26 @@ def _learn_classes(y: Any) -> tuple[list[str], np.ndarray]:
     return names, _as_array(ordered, _y_dtype(y, values))
 
 
+def _learn_label_sets(y: Any) -> tuple[list[tuple[str, ...]], np.ndarray] | None:
+    """Multi-label y -> (each row's label names, classes_), or None for one label per row. A 2-D array is a 0/1
+    indicator (classes_ its column numbers); a list of lists/tuples/sets holds label values (classes_ their names)."""
+    if getattr(y, "ndim", 1) == 2:
+        matrix = np.asarray(y)
+        if not np.isin(matrix, (0, 1)).all():
+            raise DataError("a 2-D y is read as a multi-label 0/1 indicator array, but it holds other values.")
+        return [tuple(str(j) for j in np.flatnonzero(row)) for row in matrix], np.arange(matrix.shape[1])
+    values = list(y)
+    if not values or not all(isinstance(v, (list, tuple, set, frozenset)) for v in values):
+        return None
+    rows = [tuple(sorted({_class_name(v, i) for v in row})) for i, row in enumerate(values)]
+    return rows, np.array(sorted({n for row in rows for n in row}), dtype=object)
+
+
+def _indicator_class(name: str, classes: np.ndarray) -> Any:
+    """The classes_ entry a label name stands for (a column number for an indicator y)."""
+    return int(name) if classes.dtype.kind in "iu" else name
+
+
 def _as_array(values: list[Any], dtype: np.dtype) -> np.ndarray:
     if dtype.kind != "O":
         return np.array(values, dtype=dtype)
@@ -128,12 +150,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.lr, self.image_size, self.seed, self.out, self.progress = lr, image_size, seed, out, progress
 
     def fit(self, X: Any, y: Any) -> TransferClassifier:
-        names, classes = _learn_classes(y)
+        sets = _learn_label_sets(y)  # multi-label: a list of label lists, or a 2-D 0/1 indicator array
+        names, classes = sets if sets is not None else _learn_classes(y)
         examples = _to_examples(X, names, "X")
         out = self.out or tempfile.mkdtemp(prefix="transferkit-")
         result = api.fit(examples, model=self.model, strategy=self.strategy, epochs=self.epochs,
                          batch_size=self.batch_size, lr=self.lr, image_size=self.image_size, seed=self.seed,
-                         out=out, progress=self.progress, task="classification")  # many numeric classes stay classes
+                         out=out, progress=self.progress,  # many numeric classes stay classes
+                         task="multilabel" if sets is not None else "classification")
         atomic_write_json(Path(result.bundle_dir) / CLASSES_FILE, _encode_classes(classes))
         self._set_model(Predictor.from_bundle(result.bundle_dir), classes)
         self.result_ = result
@@ -155,11 +179,25 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return self._check_fitted().predict(_to_examples(X, None, "X")).probabilities[:, self.columns_]
 
     def predict(self, X: Any) -> np.ndarray:
+        """The class of each input; multi-label: a 0/1 indicator array [n, len(classes_)] (scikit-learn's form)."""
         probabilities = self.predict_proba(X)  # first: it raises NotFittedError
+        if self.predictor_.task.name == "multilabel":
+            return self.predictor_.task.decode_scores(probabilities)
         return self.classes_[self.predictor_.task.decode_scores(probabilities)]
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Accuracy; labels compare as Python values, so a list mixing 1 and 'a' is not turned into strings."""
+        """Accuracy; labels compare as Python values, so a list mixing 1 and 'a' is not turned into strings.
+        Multi-label: subset accuracy (the whole label set right), as scikit-learn scores multi-label."""
+        if self._check_fitted().task.name == "multilabel":
+            sets = _learn_label_sets(y)
+            if sets is None:
+                raise DataError("this classifier is multi-label; score it with label lists or a 0/1 indicator array.")
+            index = {c: j for j, c in enumerate(self.classes_.tolist())}
+            truth = np.zeros((len(sets[0]), len(self.classes_)), dtype=np.int64)
+            for i, row in enumerate(sets[0]):
+                truth[i, [index[_indicator_class(n, self.classes_)] for n in row]] = 1
+            hits = list((self.predict(X) == truth).all(axis=1))
+            return float(np.average(hits, weights=sample_weight))
         hits = [bool(p == t) for p, t in zip(self.predict(X), list(y))]
         return float(np.average(hits, weights=sample_weight))
 

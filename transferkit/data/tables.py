@@ -15,7 +15,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +51,9 @@ def read_text_file(path: Path, columns: TextColumns, labeled: bool, encoding_err
         rows = read_csv(path, text, [columns.text, *label_fields] if labeled else [columns.text])
     else:
         rows = read_jsonl(path, text)
+        if columns.label == "label" and rows and not any("label" in r for _, r in rows) and \
+                all("labels" in r for _, r in rows):  # the default field, plural: {"text": ..., "labels": [...]}
+            columns = replace(columns, label="labels")
         _require_field(path, rows, columns.text, "--text-column")
         for field in (columns.label_columns or [columns.label]) if labeled else ():
             _require_field(path, rows, field, "--label-columns" if columns.label_columns else "--label-column")

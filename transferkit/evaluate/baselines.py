@@ -16,8 +16,10 @@ from sklearn.preprocessing import StandardScaler
 from transferkit.data.examples import Examples
 from transferkit.data.images import load_image
 from transferkit.data.labels import LabelMap
+from transferkit.data.multilabels import MultiLabelMap
 from transferkit.data.targets import NumericTargets
 from transferkit.evaluate.metrics import classification_metrics, regression_report
+from transferkit.evaluate.multilabel_metrics import multilabel_report
 
 PIXEL_SIZE = 32  # images are resized to 32 x 32 RGB before flattening
 
@@ -42,15 +44,22 @@ def _features(train: Examples, test: Examples) -> tuple[Any, Any]:
     return scaler.transform(_pixels(train)), scaler.transform(_pixels(test))
 
 
-def reference_metrics(train: Examples, test: Examples, label_map: LabelMap | NumericTargets) -> dict[str, Any]:
-    """Fit the reference on ``train`` and score it on ``test``: logistic regression, or RidgeCV for numeric
-    targets (``label_map`` a NumericTargets)."""
+def reference_metrics(train: Examples, test: Examples, label_map: LabelMap | MultiLabelMap | NumericTargets,
+                      ) -> dict[str, Any]:
+    """Fit the reference on ``train`` and score it on ``test``: logistic regression, RidgeCV for numeric
+    targets (``label_map`` a NumericTargets), one-vs-rest logistic regression for label sets (a MultiLabelMap)."""
     y_train = np.array(label_map.encode(train.labels, train.source))
     y_test = np.array(label_map.encode(test.labels, test.source))
     x_train, x_test = _features(train, test)
     if isinstance(label_map, NumericTargets):
         ridge = RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(x_train, y_train)
         return regression_report(y_test, ridge.predict(x_test))
+    if isinstance(label_map, MultiLabelMap):  # one-vs-rest logistic; a label constant in training stays constant
+        scores = np.tile(y_train.mean(0), (len(y_test), 1))
+        for j in np.flatnonzero(y_train.min(0) != y_train.max(0)):
+            clf = LogisticRegression(max_iter=3000, C=1.0).fit(x_train, y_train[:, j])
+            scores[:, j] = clf.predict_proba(x_test)[:, 1]
+        return multilabel_report(y_test, (scores > 0.5).astype(np.int64), label_map.names, scores)
     clf = LogisticRegression(max_iter=3000, C=1.0).fit(x_train, y_train)
     probabilities = np.zeros((len(y_test), len(label_map)))
     probabilities[:, clf.classes_] = clf.predict_proba(x_test)

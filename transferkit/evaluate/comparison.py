@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 # The headline metric of a comparison and its second column, per task (keys of the runs' test metrics)
-METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("r2", "mae")}
+METRICS = {"classification": ("accuracy", "macro_f1"), "multilabel": ("micro_f1", "map"),
+           "regression": ("r2", "mae")}
 
 
 def summarize(runs: list[dict[str, Any]], task: str = "classification") -> list[dict[str, Any]]:
@@ -55,7 +56,8 @@ def gains(rows: list[dict[str, Any]], scratch: str = "scratch", reference: str |
                     continue
                 gain = (100 if first == "accuracy" else 1) * (row[f"{first}_mean"] - cells[base][f"{first}_mean"])
                 negative = gain < 0
-                amount = f"{abs(gain):.1f} points" if first == "accuracy" else f"{abs(gain):.3f} of R²"
+                amount = f"{abs(gain):.1f} points" if first == "accuracy" else \
+                    f"{abs(gain):.3f} of {'R²' if first == 'r2' else 'micro-F1'}"
                 statement = (f"At {where}, {strategy} is {amount} BELOW {base}: negative transfer, the "
                              f"pretrained model did not help here." if negative else
                              f"At {where}, {strategy} gains {'+' if gain >= 0 else '-'}{amount} over {base}.")

@@ -47,13 +47,18 @@ class Predictions:
 
     @property
     def indices(self) -> np.ndarray:
-        """Predicted class per row; -1 for rows in ``errors``."""
+        """Predicted class per row (multi-label: a 0/1 row); -1 for rows in ``errors``."""
         valid = ~np.isnan(self.probabilities).any(1) if self.probabilities.size else np.zeros(0, bool)
-        return np.where(valid, self.task.decode_scores(np.nan_to_num(self.probabilities, nan=-1.0)), -1)
+        decoded = self.task.decode_scores(np.nan_to_num(self.probabilities, nan=-1.0))
+        return np.where(valid[:, None] if decoded.ndim > 1 else valid, decoded, -1)
 
     @property
-    def labels(self) -> list[str | None]:
-        return [self.label_names[i] if i >= 0 else None for i in self.indices]
+    def labels(self) -> list[Any]:
+        """The label per row (multi-label: the list of labels); None for rows in ``errors``."""
+        indices = self.indices
+        if indices.ndim > 1:
+            return [None if row[0] < 0 else [self.label_names[j] for j in np.flatnonzero(row == 1)] for row in indices]
+        return [self.label_names[i] if i >= 0 else None for i in indices]
 
     @property
     def values(self) -> np.ndarray:
