@@ -23,60 +23,53 @@ from transferkit.data.multilabels import DEFAULT_SEP, MultiLabelMap, is_label_se
 from transferkit.data.tables import TextColumns
 from transferkit.data.targets import NumericTargets, detect_task
 
-# option -> (is it set?, why regression refuses it)
-_REGRESSION_REFUSALS = {
-    "labels_per_class": (lambda c: c.labels_per_class is not None,
-                         "--labels-per-class keeps K examples of each class, and a regression target has no classes; "
-                         "drop it (pass a smaller training file to try fewer labels)"),
-    "label_smoothing": (lambda c: c.train.label_smoothing > 0,
-                        "--label-smoothing softens one-hot class targets; a regression target is a number; drop it"),
-    "mixup": (lambda c: c.train.mixup > 0 or c.train.cutmix > 0,
-              "--mixup/--cutmix mix class targets; for regression they are not supported; drop them"),
-    "sampler": (lambda c: c.train.sampler == "balanced",
-                "--sampler balanced draws every class equally often; a regression target has no classes; drop it"),
-    "class_weight": (lambda c: c.train.class_weight == "balanced",
-                     "--class-weight balanced weights classes; a regression target has no classes; drop it"),
-    "distill": (lambda c: c.strategy == "distill" or c.teacher is not None or c.unlabeled_data is not None,
-                "--strategy distill trains on a teacher's soft class probabilities (KD); regression has none. Use "
-                "--strategy finetune (or lora) on the labeled data"),
-    "init_from": (lambda c: c.init_from is not None,
-                  "--init-from extends a classifier's classes (old classes first, new ones added); for regression "
-                  "it is not supported yet. Fit from the backbone instead"),
+# option -> is it set? (the same test for every task that refuses the option)
+_IS_SET = {
+    "labels_per_class": lambda c: c.labels_per_class is not None,
+    "label_smoothing": lambda c: c.train.label_smoothing > 0,
+    "mixup": lambda c: c.train.mixup > 0 or c.train.cutmix > 0,
+    "sampler": lambda c: c.train.sampler == "balanced",
+    "class_weight": lambda c: c.train.class_weight == "balanced",
+    "distill": lambda c: c.strategy == "distill" or c.teacher is not None or c.unlabeled_data is not None,
+    "init_from": lambda c: c.init_from is not None,
 }
 
+# option -> why regression refuses it
+_REGRESSION_REFUSALS = {
+    "labels_per_class": "--labels-per-class keeps K examples of each class, and a regression target has no classes; "
+                        "drop it (pass a smaller training file to try fewer labels)",
+    "label_smoothing": "--label-smoothing softens one-hot class targets; a regression target is a number; drop it",
+    "mixup": "--mixup/--cutmix mix class targets; for regression they are not supported; drop them",
+    "sampler": "--sampler balanced draws every class equally often; a regression target has no classes; drop it",
+    "class_weight": "--class-weight balanced weights classes; a regression target has no classes; drop it",
+    "distill": "--strategy distill trains on a teacher's soft class probabilities (KD); regression has none. Use "
+               "--strategy finetune (or lora) on the labeled data",
+    "init_from": "--init-from extends a classifier's classes (old classes first, new ones added); for regression "
+                 "it is not supported yet. Fit from the backbone instead",
+}
 
-# option -> (is it set?, why token classification refuses it)
+# option -> why token classification refuses it
 _TOKENS_REFUSALS = {
     **{k: _REGRESSION_REFUSALS[k] for k in ("labels_per_class", "mixup", "sampler", "class_weight")},
-    "label_smoothing": (lambda c: c.train.label_smoothing > 0,
-                        "--label-smoothing is not supported for token classification yet; drop it"),
-    "distill": (lambda c: c.strategy == "distill" or c.teacher is not None or c.unlabeled_data is not None,
-                "--strategy distill trains on a teacher's soft class probabilities per text; per-word soft targets "
-                "are not supported yet. Use --strategy finetune (or lora)"),
-    "init_from": (lambda c: c.init_from is not None,
-                  "--init-from extends a classifier's classes; for token classification it is not supported yet. "
-                  "Fit from the backbone instead"),
+    "label_smoothing": "--label-smoothing is not supported for token classification yet; drop it",
+    "distill": "--strategy distill trains on a teacher's soft class probabilities per text; per-word soft targets "
+               "are not supported yet. Use --strategy finetune (or lora)",
+    "init_from": "--init-from extends a classifier's classes; for token classification it is not supported yet. "
+                 "Fit from the backbone instead",
 }
-# option -> (is it set?, why multi-label refuses it)
+# option -> why multi-label refuses it
 _MULTILABEL_REFUSALS = {
-    "labels_per_class": (lambda c: c.labels_per_class is not None,
-                         "--labels-per-class keeps K examples of each class, and a multi-label row belongs to several "
-                         "labels at once; drop it (pass a smaller training file to try fewer labels)"),
-    "label_smoothing": (lambda c: c.train.label_smoothing > 0,
-                        "--label-smoothing softens one-hot class targets; multi-label targets are per-label 0/1; "
-                        "drop it"),
-    "mixup": (lambda c: c.train.mixup > 0 or c.train.cutmix > 0,
-              "--mixup/--cutmix mix one-hot class targets; for multi-label they are not supported; drop them"),
-    "sampler": (lambda c: c.train.sampler == "balanced",
-                "--sampler balanced draws every class equally often, and a multi-label row has several; drop it"),
-    "class_weight": (lambda c: c.train.class_weight == "balanced",
-                     "--class-weight balanced weights single classes; multi-label is not supported; drop it"),
-    "distill": (lambda c: c.strategy == "distill" or c.teacher is not None or c.unlabeled_data is not None,
-                "--strategy distill trains on a teacher's softmax over classes; per-label soft targets are not "
-                "supported yet. Use --strategy finetune (or lora, linear-probe)"),
-    "init_from": (lambda c: c.init_from is not None,
-                  "--init-from extends a classifier's classes; for multi-label it is not supported yet. Fit from "
-                  "the backbone instead"),
+    "labels_per_class": "--labels-per-class keeps K examples of each class, and a multi-label row belongs to several "
+                        "labels at once; drop it (pass a smaller training file to try fewer labels)",
+    "label_smoothing": "--label-smoothing softens one-hot class targets; multi-label targets are per-label 0/1; "
+                       "drop it",
+    "mixup": "--mixup/--cutmix mix one-hot class targets; for multi-label they are not supported; drop them",
+    "sampler": "--sampler balanced draws every class equally often, and a multi-label row has several; drop it",
+    "class_weight": "--class-weight balanced weights single classes; multi-label is not supported; drop it",
+    "distill": "--strategy distill trains on a teacher's softmax over classes; per-label soft targets are not "
+               "supported yet. Use --strategy finetune (or lora, linear-probe)",
+    "init_from": "--init-from extends a classifier's classes; for multi-label it is not supported yet. Fit from "
+                 "the backbone instead",
 }
 _TOKEN_STRATEGIES = ("linear-probe", "head", "partial", "gradual", "prompt", "ia3", "adapter", "lora", "finetune",
                      "lp-ft", "l2sp", "scratch")
@@ -128,8 +121,8 @@ def check_options(cfg: FitConfig, detected: bool = False) -> None:
     """ConfigError for an option the task has no meaning for (``detected``: the task was guessed, say how to
     override it)."""
     if cfg.task == "tokens":
-        for check, why in _TOKENS_REFUSALS.values():
-            if check(cfg):
+        for option, why in _TOKENS_REFUSALS.items():
+            if _IS_SET[option](cfg):
                 raise ConfigError(f"{why.format(strategy=cfg.strategy)} (token classification).")
         if cfg.strategy not in _TOKEN_STRATEGIES:
             raise ConfigError(f"--strategy {cfg.strategy} does not support token classification; use one of "
@@ -137,16 +130,16 @@ def check_options(cfg: FitConfig, detected: bool = False) -> None:
         return
     if cfg.task == "multilabel":
         how = "the labels were detected as lists (multi-label)" if detected else "--task multilabel"
-        for check, why in _MULTILABEL_REFUSALS.values():
-            if check(cfg):
+        for option, why in _MULTILABEL_REFUSALS.items():
+            if _IS_SET[option](cfg):
                 raise ConfigError(f"{why} ({how}).")
         return
     if cfg.task != "regression":
         return
     how = ("the labels were detected as numeric targets; pass --task classification to treat them as classes"
            if detected else "--task regression")
-    for check, why in _REGRESSION_REFUSALS.values():
-        if check(cfg):
+    for option, why in _REGRESSION_REFUSALS.items():
+        if _IS_SET[option](cfg):
             raise ConfigError(f"{why} ({how}).")
 
 

@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 
 from transferkit.evaluate.html import _css
-from transferkit.evaluate.report import _fmt, _table, data_doctor_section
+from transferkit.evaluate.report import _fmt, _table, config_and_curve_sections, data_doctor_section
 
 HEADLINE = ("micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss", "map", "n")
 PER_LABEL = ("label", "precision", "recall", "f1", "support", "threshold")
@@ -35,10 +35,7 @@ def render_multilabel_markdown(run: dict[str, Any]) -> str:
         parts += [_table(["label", "training rows"], [[k, v] for k, v in data["label_counts"].items()]), ""]
     if run.get("data_doctor"):
         parts += data_doctor_section(run["data_doctor"])
-    parts += ["## Configuration", "", _table(["setting", "value"], [[k, v] for k, v in run["config"].items()]), ""]
-    if run.get("history"):
-        keys = list(dict.fromkeys(k for row in run["history"] for k in row))
-        parts += ["## Training curve", "", _table(keys, [[_fmt(r.get(k)) for k in keys] for r in run["history"]]), ""]
+    parts += config_and_curve_sections(run)
     parts += ["## Results", ""]
     for split, m in run["metrics"].items():
         parts += [f"### {split} (n = {m['n']})", "", _table(list(PER_LABEL), _per_label_rows(m)), ""]

@@ -12,7 +12,7 @@ from typing import Any
 from transferkit.evaluate import plots
 from transferkit.evaluate.html import _css, _template, fmt
 from transferkit.evaluate.metrics import headline
-from transferkit.evaluate.report import _fmt, _table, data_doctor_section
+from transferkit.evaluate.report import _fmt, _table, config_and_curve_sections, data_doctor_section
 
 HEADLINE = ("r2", "mae", "rmse", "spearman", "n")
 
@@ -52,10 +52,7 @@ def render_regression_markdown(run: dict[str, Any]) -> str:
         parts += [_table(["target", "value"], [[k, _fmt(v)] for k, v in data["targets"].items()]), ""]
     if run.get("data_doctor"):
         parts += data_doctor_section(run["data_doctor"])
-    parts += ["## Configuration", "", _table(["setting", "value"], [[k, v] for k, v in run["config"].items()]), ""]
-    if run.get("history"):
-        keys = list(dict.fromkeys(k for row in run["history"] for k in row))
-        parts += ["## Training curve", "", _table(keys, [[_fmt(r.get(k)) for k in keys] for r in run["history"]]), ""]
+    parts += config_and_curve_sections(run)
     parts += ["## Results", ""]
     for split, m in run["metrics"].items():
         parts += [f"### {split} (n = {m['n']})", "", ", ".join(f"{k} **{_fmt(v)}**" for k, v in headline(m).items()),

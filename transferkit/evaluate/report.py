@@ -104,6 +104,15 @@ def data_doctor_notes(report: dict[str, Any]) -> list[str]:
     return [f"Data doctor: {n} finding(s) ({kinds}){left}; all of them in data_report.json."]
 
 
+def config_and_curve_sections(run: dict[str, Any]) -> list[str]:
+    """The configuration table and the training curve (one row per epoch): the same in every task's report.md."""
+    parts = ["## Configuration", "", _table(["setting", "value"], [[k, v] for k, v in run["config"].items()]), ""]
+    if run.get("history"):
+        keys = list(dict.fromkeys(k for row in run["history"] for k in row))
+        parts += ["## Training curve", "", _table(keys, [[_fmt(r.get(k)) for k in keys] for r in run["history"]]), ""]
+    return parts
+
+
 def data_doctor_section(report: dict[str, Any], limit: int = 20) -> list[str]:
     """report.md's data-doctor table: the first ``limit`` findings (all are in data_report.json)."""
     findings = report["findings"]
@@ -160,10 +169,7 @@ def render_markdown(run: dict[str, Any]) -> str:
                                                               for n in names]), ""]
     if run.get("data_doctor"):
         parts += data_doctor_section(run["data_doctor"])
-    parts += ["## Configuration", "", _table(["setting", "value"], [[k, v] for k, v in run["config"].items()]), ""]
-    if run.get("history"):
-        keys = list(dict.fromkeys(k for row in run["history"] for k in row))
-        parts += ["## Training curve", "", _table(keys, [[_fmt(r.get(k)) for k in keys] for r in run["history"]]), ""]
+    parts += config_and_curve_sections(run)
     parts += ["## Results", ""]
     for split, m in run["metrics"].items():
         scalars = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
