@@ -68,18 +68,24 @@ def to_data_uri(fig: plt.Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _loss_panel(ax, history: Sequence[dict[str, Any]], train_label: str, val_label: str) -> None:
+    """Train loss (epochs that trained) and validation loss per epoch, on one axis: every task's left panel."""
+    train = [(row["epoch"], row["train_loss"]) for row in history if row.get("train_loss") is not None]
+    if train:
+        ax.plot(*zip(*train), marker="o", label=train_label, color=PALETTE[0])
+    ax.plot([row["epoch"] for row in history], [row["val_loss"] for row in history], marker="o", label=val_label,
+            color=PALETTE[1])
+    ax.set_title("loss")
+    ax.legend()
+
+
 @_any_script
 def learning_curves(history: Sequence[dict[str, Any]]) -> str:
     """Loss (train, val) and validation accuracy / macro-F1 per epoch; epoch 0 is before training."""
     epochs = [row["epoch"] for row in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
-    train = [(row["epoch"], row["train_loss"]) for row in history if row.get("train_loss") is not None]
-    if train:
-        left.plot(*zip(*train), marker="o", label="train loss", color=PALETTE[0])
-    left.plot(epochs, [row["val_loss"] for row in history], marker="o", label="val loss", color=PALETTE[1])
+    _loss_panel(left, history, "train loss", "val loss")
     left.set_xlabel("epoch")
-    left.set_title("loss")
-    left.legend()
     right.plot(epochs, [row["val_accuracy"] for row in history], marker="o", label="val accuracy", color=PALETTE[2])
     right.plot(epochs, [row["val_macro_f1"] for row in history], marker="s", label="val macro-F1", color=PALETTE[3])
     right.set_xlabel("epoch")
@@ -208,12 +214,7 @@ def regression_curves(history: Sequence[dict[str, Any]]) -> str:
     """Loss (train, val) and validation R² per epoch; epoch 0 is before training."""
     epochs = [row["epoch"] for row in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
-    train = [(row["epoch"], row["train_loss"]) for row in history if row.get("train_loss") is not None]
-    if train:
-        left.plot(*zip(*train), marker="o", label="train loss (standardised)", color=PALETTE[0])
-    left.plot(epochs, [row["val_loss"] for row in history], marker="o", label="val MSE", color=PALETTE[1])
-    left.set_title("loss")
-    left.legend()
+    _loss_panel(left, history, "train loss (standardised)", "val MSE")
     right.plot(epochs, [row["val_r2"] for row in history], marker="o", label="val R²", color=PALETTE[2])
     right.set_title("validation")
     right.legend()
