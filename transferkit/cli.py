@@ -34,6 +34,12 @@ Examples:
 
     transferkit fit --data reviews.csv --text-column body --label-column stars --strategy lp-ft
 
+    transferkit fit --data valence.csv --task regression --model minilm --strategy linear-probe
+
+    transferkit fit --data tags.csv --task multilabel --label-sep "|" --model minilm
+
+    transferkit fit --data train.conll --model minilm --strategy finetune --epochs 4   # NER (--task tokens)
+
     transferkit fit --data photos/ --strategy l2sp -o alpha=0.1 -o beta=0.01 --class-weight balanced
 
     transferkit fit --data news.csv --model minilm-l3 --strategy distill --teacher runs/big/bundle
