@@ -207,18 +207,26 @@ def _before_adaptation(model: TransferModel, ctx: StrategyContext, data: Prepare
     """The frozen-feature linear probe's metrics on the report's split: the "before" of before-vs-after.
 
     Computed before training, while the backbone still holds its pretrained weights (features are cached, so
-    strategies that probe anyway pay nothing extra). None when it would compare a model with itself.
+    strategies that probe anyway pay nothing extra). None when it would compare a model with itself. Tokens: the
+    per-word logistic probe on per-word features (rows and positions as TokensTask lays them out); multi-label:
+    its per-label scores too, for mAP.
     """
-    if not cfg.baseline or not strategy.uses_pretrained_weights or strategy.name == "linear-probe" or \
-            model.task.name == "tokens":  # the probe is on pooled features: none per word (task_choice)
+    if not cfg.baseline or not strategy.uses_pretrained_weights or strategy.name == "linear-probe":
         return None
     split = "test" if data.test is not None else "val"
-    head = model.task.head(model.backbone.feature_dim, len(data.label_map))
+    names = data.label_map.names
+    head = model.task.head(model.backbone.feature_dim, len(data.label_map), names=names)
     fit_probe_head(head, ctx, LinearProbeConfig())
     x, y = ctx.features(split)
+    tokens = model.task.name == "tokens"
     with torch.inference_mode():
-        predicted = model.task.decode(head(torch.from_numpy(x).float())).numpy()
-    return {"split": split, **REPORTS[model.task.name](y, predicted, data.label_map.names)}
+        logits = (head.linear if tokens else head)(torch.from_numpy(x).float())
+        predicted = model.task.decode(logits).numpy()
+    if tokens:  # targets [words, 2]: tag id, position of the word in its sentence
+        sentences = (data.test if split == "test" else data.val).inputs
+        y = np.stack([y, np.concatenate([np.arange(len(words)) for words in sentences])], axis=1)
+    scores = model.task.probabilities(logits).numpy() if model.task.name == "multilabel" else None
+    return {"split": split, **REPORTS[model.task.name](y, predicted, names, scores)}
 
 
 def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: str | Path | None = None,
@@ -246,7 +254,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     cfg = distillation.with_teacher_image_size(cfg, prepared.modality)
     init = start_from(cfg.init_from, cfg.model, cfg.image_size, prepared.modality, strategy) if cfg.init_from else None
     if init is not None:  # fit --init-from BUNDLE: its backbone and head; its classes first, then the new ones
-        prepared.label_map = init.labels(prepared.label_map)
+        prepared.label_map = init.labels(prepared.label_map, cfg)
     identity = data_identity({"train": prepared.train, "val": prepared.val, "test": prepared.test},
                              prepared.label_map.names)
     if resume is not None:  # only on the data it started with: else a DataError that says what changed
@@ -341,8 +349,9 @@ def tune_multilabel_thresholds(model: TransferModel, data: PreparedData, precisi
 def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedData, cfg: FitConfig, run_dir: Path,
            resume: bool) -> TrainResult:
     spec, t = model.backbone.preprocessing, cfg.train
-    train_set = data.train if ctx.unlabeled is None else distillation.with_unlabeled(data.train, ctx.unlabeled)
-    train_loader = make_loader(train_set, spec, data.label_map, t.batch_size_for(len(train_set)),
+    train_set, targets = (data.train, data.label_map) if ctx.unlabeled is None else \
+        distillation.transfer_set(data.train, ctx.unlabeled, data.label_map, model.task)  # unlabeled: no hard target
+    train_loader = make_loader(train_set, spec, targets, t.batch_size_for(len(train_set)),
                                shuffle_seed=t.seed, augment=t.augment, hflip=t.hflip, balanced=t.sampler == "balanced")
     val_loader = make_loader(data.val, spec, data.label_map, 64)
     mixer = build_batch_mixer(t, len(data.label_map)) if data.modality == "image" else None
@@ -447,7 +456,8 @@ def _training_data_note(manifest: dict[str, Any], data: DataInput, split: str) -
 
 
 def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_column: str = "text",
-             label_column: str = "label", progress: bool = True, strict: bool = False) -> dict[str, Any]:
+             label_column: str = "label", progress: bool = True, strict: bool = False,
+             image_column: str | None = None) -> dict[str, Any]:
     """Metrics of a saved bundle on labeled data (a split of a multi-split source, or the whole source).
 
     Inputs fit would leave out (unreadable or refused images) are left out here too, listed in ``skipped`` and
@@ -456,7 +466,7 @@ def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_colu
     loaded = load_bundle(Path(bundle))
     spec = loaded.preprocessing
     doctor = DoctorConfig(strict=strict, max_tokens=spec.max_length if spec.modality == "text" else None)
-    columns = task_choice.bundle_columns(loaded.manifest, text_column, label_column)  # multi-label: as fitted
+    columns = task_choice.bundle_columns(loaded.manifest, text_column, label_column, image_column)  # as fitted
     examples, report, split = _labeled_split(data, split, columns, doctor)
     precision = recorded_precision(loaded.manifest, loaded.path / MANIFEST)  # as predict and serve use it
     targets = task_choice.bundle_targets(loaded.manifest, loaded.label_map, examples.labels)  # regression: floats
@@ -466,23 +476,25 @@ def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_colu
     note = _training_data_note(loaded.manifest, data, split)
     return {**metrics, "split": split, "data": examples.source, "n_skipped": report.n_skipped, "skipped": skipped,
             "warnings": [f.to_dict() for f in report.findings if f.where not in left_out],
-            **({"note": note} if note else {})}
+            **({"note": note} if note else {}), **({"image_column": examples.image_column} if examples.image_column
+                                                   else {})}
 
 
 def predict(bundle: str | Path, data: DataInput, out: str | Path | None = None, text_column: str = "text",
             progress: bool = True, runtime: str = "auto", top_k: int | None = None, batch_size: int = 64,
-            strict: bool = False) -> Predictions | TokenPredictions:
+            strict: bool = False, image_column: str | None = None) -> Predictions | TokenPredictions:
     """Predict every input of ``data`` (labels not needed) with the bundle's own preprocessing, batch by batch;
     with ``out``, stream CSV/JSONL rows (label, score, optional top-k; an ``error`` for unreadable inputs) to it.
     ``runtime``: torch, onnx (an exported bundle), or auto (onnx when the folder holds model.onnx).
-    ``strict``: any unreadable input is a DataError naming them, and ``out`` is not written."""
-    tokens = read_manifest(Path(bundle)).get("task") == "tokens"  # a tag per word: serve.token_output
-    predictor = None if tokens else Predictor.from_bundle(Path(bundle), runtime=runtime, batch_size=batch_size)
-    splits = as_splits(data, TextColumns(text_column, "label"), labeled=False)
+    ``strict``: any unreadable input is a DataError naming them, and ``out`` is not written. ``image_column``: a
+    table's column of image paths (default: the one the bundle was fitted on, else a text column holding them)."""
+    manifest = read_manifest(Path(bundle))
+    predictor = Predictor.from_bundle(Path(bundle), runtime=runtime, batch_size=batch_size)
+    image = image_column or (manifest.get("fit_config") or {}).get("image_column")
+    splits = as_splits(data, TextColumns(text_column, "label", image=image), labeled=False)
     examples = _concat([p for p in (splits.train, splits.val, splits.test) if p is not None])
-    if predictor is None:
-        return predict_tokens(Path(bundle), examples, Path(out) if out is not None else None, runtime, top_k,
-                              batch_size, progress)
+    if predictor.task.per_word:  # a tag per word: serve.token_output
+        return predict_tokens(predictor, examples, Path(out) if out is not None else None, top_k, progress)
     return predict_to_file(predictor, examples, Path(out) if out is not None else None, top_k, progress, strict)
 
 

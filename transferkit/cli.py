@@ -22,6 +22,8 @@ console = Console(stderr=True)
 TASK_HELP = "classification | multilabel | regression | tokens [default: detected from the data]."
 LABEL_SEP_HELP = "Multi-label CSV: the separator between labels in a label cell [default: |]."
 LABEL_COLUMNS_HELP = "Multi-label: one 0/1 column per label, comma-separated names (instead of --label-column)."
+IMAGE_COLUMN_HELP = ("CSV/JSONL column of image file paths, relative to the file's folder [default: the text column "
+                     "when its values are image files].")
 
 FIT_EXAMPLES = """
 Examples:
@@ -83,6 +85,7 @@ def fit(
     val_data: str | None = typer.Option(None, help="Validation data (default: a stratified split of --data)."),
     test_data: str | None = typer.Option(None, help="Test data (default: the source's own test split, if any)."),
     text_column: str | None = typer.Option(None, help="CSV/JSONL column with the text [default: text]."),
+    image_column: str | None = typer.Option(None, help=IMAGE_COLUMN_HELP),
     label_column: str | None = typer.Option(None, help="CSV/JSONL column with the label [default: label]."),
     label_sep: str | None = typer.Option(None, help=LABEL_SEP_HELP),
     label_columns: str | None = typer.Option(None, help=LABEL_COLUMNS_HELP),
@@ -146,6 +149,9 @@ def fit(
     summary = json.loads((result.run_dir / "metrics.json").read_text())
     if summary.get("task_detected"):
         console.print(escape(summary["task_detected"]), highlight=False)
+    doctor_file = result.run_dir / "data_report.json"
+    doctor_report = json.loads(doctor_file.read_text()) if doctor_file.is_file() else {"findings": []}
+    _print_image_columns(doctor_report.get("stats", {}).get("image_columns"))
     for split, m in result.metrics.items():
         if "r2" in m:
             console.print(f"{split}: R² [bold]{m['r2']:.4f}[/], MAE {m['mae']:.4f}, RMSE {m['rmse']:.4f}, "
@@ -160,8 +166,6 @@ def fit(
         else:
             console.print(f"{split}: accuracy [bold]{m['accuracy']:.4f}[/], macro-F1 {m['macro_f1']:.4f} (n={m['n']})")
     console.print(f"bundle: {result.bundle_dir}\nreport: {result.run_dir / 'report.md'}")
-    doctor_file = result.run_dir / "data_report.json"
-    doctor_report = json.loads(doctor_file.read_text()) if doctor_file.is_file() else {"findings": []}
     if doctor_report["findings"]:
         console.print(f"data doctor: {len(doctor_report['findings'])} finding(s); see {escape(str(doctor_file))}")
     _print_left_out(doctor_report.get("skipped", []), str(doctor_file))
@@ -207,6 +211,7 @@ def compare(
     val_data: str | None = typer.Option(None, help="Validation data (default: a split of each K-subsample)."),
     test_data: str | None = typer.Option(None, help="Test data (default: the source's test split or a fixed 20 %)."),
     text_column: str | None = typer.Option(None, help="CSV/JSONL text column."),
+    image_column: str | None = typer.Option(None, help=IMAGE_COLUMN_HELP),
     label_column: str | None = typer.Option(None, help="CSV/JSONL label column."),
     image_size: int | None = typer.Option(None, help="Resize images to PX."),
     epochs: int | None = typer.Option(None, help="Maximum epochs per run."),
@@ -244,6 +249,14 @@ def compare(
     console.print(f"wrote {summary['out']}/compare.html and compare.json")
 
 
+def _print_image_columns(columns: dict[str, str] | None) -> None:
+    """The line fit, doctor and evaluate print when a table's column was read as image paths (split -> column)."""
+    for column in dict.fromkeys((columns or {}).values()):
+        splits = ", ".join(s for s, c in columns.items() if c == column)
+        console.print(f"images: column '{escape(column)}' read as image paths ({splits}; relative to the table's "
+                      "folder)", highlight=False)
+
+
 def _print_left_out(skipped: list[dict[str, str]], where: str) -> None:
     """The line every command that reads a dataset prints: how many inputs it left out (n_skipped), and why."""
     if skipped:
@@ -260,6 +273,7 @@ def evaluate(
     split: str = typer.Option("test", help="train, val or test of a source with those parts; a single-split source "
                               "is scored whole (reported as split 'all')."),
     text_column: str = typer.Option("text"),
+    image_column: str | None = typer.Option(None, help=IMAGE_COLUMN_HELP),
     label_column: str = typer.Option("label"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on any unreadable input or other per-input "
@@ -269,10 +283,12 @@ def evaluate(
     from transferkit import api
     from transferkit.evaluate.metrics import headline
 
-    metrics = api.evaluate(bundle, data, split, text_column, label_column, progress=not as_json, strict=strict)
+    metrics = api.evaluate(bundle, data, split, text_column, label_column, progress=not as_json, strict=strict,
+                           image_column=image_column)
     if as_json:
         print(json.dumps(metrics))
         return
+    _print_image_columns({metrics["split"]: metrics["image_column"]} if "image_column" in metrics else None)
     _print_left_out(metrics["skipped"], "the output of --json")
     if "note" in metrics:
         console.print(f"[yellow]Note:[/yellow] {escape(metrics['note'])}")
@@ -302,6 +318,7 @@ def predict(
     data: str = typer.Option(..., "--data", help="Images (folder) or texts (.csv/.jsonl); labels not needed."),
     out: Path = typer.Option(Path("predictions.csv"), help="Output .csv or .jsonl: one row per input."),
     text_column: str = typer.Option("text"),
+    image_column: str | None = typer.Option(None, help=IMAGE_COLUMN_HELP),
     top_k: int | None = typer.Option(None, help="Also write the K most probable labels with their scores."),
     runtime: str = typer.Option("auto", help="torch | onnx | auto (onnx when the bundle holds model.onnx)."),
     batch_size: int = typer.Option(64, help="Inputs per batch (memory holds one batch of decoded inputs)."),
@@ -311,7 +328,7 @@ def predict(
     from transferkit import api
 
     predictions = api.predict(bundle, data, out, text_column, runtime=runtime, top_k=top_k, batch_size=batch_size,
-                              strict=strict)
+                              strict=strict, image_column=image_column)
     console.print(f"wrote {len(predictions.ids)} predictions to {escape(str(out))}; n_skipped: "
                   f"{len(predictions.errors)}", highlight=False)
     if predictions.errors:
@@ -440,6 +457,7 @@ def doctor(
     val_data: str | None = typer.Option(None, help="Validation data, checked with the rest (leakage across splits)."),
     test_data: str | None = typer.Option(None, help="Test data, checked with the rest (leakage across splits)."),
     text_column: str | None = typer.Option(None, help="CSV/JSONL column with the text [default: text]."),
+    image_column: str | None = typer.Option(None, help=IMAGE_COLUMN_HELP),
     label_column: str | None = typer.Option(None, help="CSV/JSONL column with the label [default: label]."),
     task: str | None = typer.Option(None, help=TASK_HELP),
     label_sep: str | None = typer.Option(None, help=LABEL_SEP_HELP),
@@ -455,7 +473,8 @@ def doctor(
 
     options = {k: v for k, v in {"val_data": val_data, "test_data": test_data, "text_column": text_column,
                                  "label_column": label_column, "max_pixels": max_pixels, "task": task,
-                                 "label_sep": label_sep, "label_columns": label_columns}.items()
+                                 "label_sep": label_sep, "label_columns": label_columns,
+                                 "image_column": image_column}.items()
                if v is not None}
     report = api.doctor(data, strict=strict, dedupe=dedupe, **options).to_dict()
     if as_json:
@@ -484,6 +503,7 @@ def _print_doctor(report: dict, data: str, limit: int) -> None:
     kinds = ", ".join(f"{k} {v}" for k, v in report["by_kind"].items()) or "none"
     stats = report.get("stats", {})
     out.print(escape(stats.get("task_detected") or f"task: {stats.get('task', 'classification')}"), highlight=False)
+    _print_image_columns(stats.get("image_columns"))
     if stats.get("targets"):
         t = stats["targets"]
         out.print(f"targets: {t['n']} numbers, {t['distinct']} distinct, from {t['min']:g} to {t['max']:g} "

@@ -26,6 +26,7 @@ class FitConfig:
     val_data: str | None = None
     test_data: str | None = None
     text_column: str = "text"
+    image_column: str | None = None  # a CSV/JSONL column of image paths; None: the text column, if it holds them
     label_column: str = "label"
     label_sep: str | None = None  # multi-label CSV: the separator in a label cell; None: '|' when task is multilabel
     label_columns: tuple[str, ...] = ()  # multi-label: one 0/1 column per label name (instead of label_column)

@@ -9,7 +9,8 @@ metric), so every finding names a file (and line, for text rows), a kind and a s
   are only counted (transferkit.data.folders).
 - images: ``empty-file``, ``unreadable-image`` (corrupt, truncated, not an allowed format), ``image-too-large``
   (over the memory cap, or a decompression bomb; decided from the header), ``wrong-extension`` (decodes, but is
-  not what its name says).
+  not what its name says), ``missing-image`` (a table's row names a file that does not exist). Images listed in a
+  table (transferkit.data.image_tables) are named by the table's file and line, and the path as written.
   Unusable images are *left out* of the run: the report lists them (``skipped``: path, kind, reason), counts them
   (``n_skipped``) and ``DataReport.apply`` drops them; ``diagnose_inputs`` runs only these per-input checks, for
   `evaluate`, so every command leaves out the same files.
@@ -47,6 +48,7 @@ from transferkit.data.fingerprints import (
     text_sha256,
 )
 from transferkit.data.folders import FolderListing, folder_report
+from transferkit.data.image_tables import missing_image_message
 from transferkit.data.images import DEFAULT_MAX_PIXELS
 from transferkit.data.names import similar_names
 from transferkit.data.tables import invalid_utf8
@@ -179,9 +181,10 @@ def diagnose_inputs(parts: dict[str, Examples], config: DoctorConfig = DoctorCon
 
 
 def locate(examples: Examples, i: int) -> tuple[str, int | None]:
-    """(path, line) naming example ``i``: the image file, or the text file and row (else its id)."""
+    """(path, line) naming example ``i``: the image file, or the text file and row (an image table's too; else
+    its id)."""
     item = examples.inputs[i]
-    if isinstance(item, (str, Path)) and examples.modality == "image":
+    if isinstance(item, (str, Path)) and examples.modality == "image" and examples.lines is None:
         return str(item), None
     if examples.lines is not None:
         return examples.source, examples.lines[i]
@@ -224,23 +227,26 @@ class _Doctor:
                            "seconds": round(time.perf_counter() - start, 3)})
         return DataReport(self.findings, {n: len(ex) for n, ex in parts.items()}, dict(self.unreadable),
                           dict(self.duplicates), self.config, self.stats,
-                          {n: [locate(ex, i)[0] if ex.modality == "image" else _label(locate(ex, i))
-                               for i in range(len(ex))] for n, ex in parts.items()}, dict(self.reasons))
+                          {n: [_label(locate(ex, i)) for i in range(len(ex))] for n, ex in parts.items()},
+                          dict(self.reasons))
 
     # ---- images -----------------------------------------------------------------------------------------------
 
     def _images(self, split: str, examples: Examples) -> list[ImageInfo]:
         self._folder(split, examples)
         infos = image_infos(examples.inputs, self.config.max_pixels)
+        if examples.image_column:  # images listed in a table: findings name its file and line
+            self.stats.setdefault("image_columns", {})[split] = examples.image_column
         for i, (item, info) in enumerate(zip(examples.inputs, infos)):
-            path, _ = locate(examples, i)
+            path, line = locate(examples, i)
             if not info.ok:
+                kind, reason, message = _unusable(examples, i, info)
                 self.unreadable[split].append(i)
-                self.reasons[split][i] = (info.kind or "unreadable-image", info.reason or "unreadable")
-                self.add(info.kind or "unreadable-image", path, f"{info.reason}; left out of the run", split=split)
+                self.reasons[split][i] = (kind, reason)
+                self.add(kind, path, message, line=line, split=split)
             elif isinstance(item, (str, Path)) and (real := extension_mismatch(str(item), info)):
                 self.add("wrong-extension", path, f"a {real} file named '{Path(item).name}'; it decodes, but rename "
-                                                  f"it so that other tools read it too", split=split)
+                                                  f"it so that other tools read it too", line=line, split=split)
         return infos
 
     def _folder(self, split: str, examples: Examples) -> None:
@@ -432,7 +438,7 @@ class _Doctor:
                 continue
             seen.add(label)
             path, line = locate(examples, i)
-            if examples.modality == "image":
+            if examples.modality == "image" and examples.lines is None:  # the class folder
                 path = str(Path(path).parent)
             self.add("unknown-label", path, f"label '{label}' does not occur in the training data (classes: {known}); "
                      "the model cannot predict it. Fix the label or add training examples", fatal=True, line=line,
@@ -505,6 +511,18 @@ class _Doctor:
                 s, j = earlier[e]
                 self._duplicate("near-duplicate", name, parts[name], i, parts[s], j,
                                 f"{100 * jaccard:.0f} % of its word 3-grams shared with")
+
+
+def _unusable(examples: Examples, i: int, info: ImageInfo) -> tuple[str, str, str]:
+    """(kind, reason, message) for an image input the run leaves out; an image table's row names its path too."""
+    kind, reason = info.kind or "unreadable-image", info.reason or "unreadable"
+    if examples.image_column is None:
+        return kind, reason, f"{reason}; left out of the run"
+    item, written = str(examples.inputs[i]), examples.ids[i]
+    if not Path(item).exists():
+        message = missing_image_message(examples.source, written, item)
+        return "missing-image", f"image '{written}' not found (tried {item})", message
+    return kind, f"image '{written}': {reason}", f"image '{written}': {reason}; left out of the run"
 
 
 def _exact_keys(examples: Examples, infos: list[ImageInfo] | None) -> list[str | None]:

@@ -34,6 +34,7 @@ class Examples:
     # The decode cap these images were checked with (fit/compare --max-pixels): the loaders decode with the same
     # cap, so an image the data doctor accepted is never refused mid-run. None: data.images' default.
     max_pixels: int | None = None
+    image_column: str | None = None  # images listed in a table: the column read as their paths (ids: as written)
 
     def __post_init__(self) -> None:
         if not self.ids:
@@ -49,7 +50,7 @@ class Examples:
         labels = [self.labels[i] for i in idx] if self.labels is not None else None
         lines = [self.lines[i] for i in idx] if self.lines is not None else None
         return Examples(self.modality, [self.inputs[i] for i in idx], labels, self.source, [self.ids[i] for i in idx],
-                        lines, self.max_pixels)
+                        lines, self.max_pixels, self.image_column)
 
     @property
     def is_tokens(self) -> bool:

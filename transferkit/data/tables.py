@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from transferkit.core.errors import DataError
 from transferkit.data.examples import Examples
+from transferkit.data.image_tables import image_paths
 from transferkit.data.labels import label_name
 from transferkit.data.multilabels import indicator_set, label_set
 
@@ -42,26 +43,34 @@ class TextColumns:
     # needs nothing), or one 0/1 column per label name (``label_columns``, instead of ``label``).
     label_sep: str | None = None
     label_columns: tuple[str, ...] = ()
+    # A column of image file paths (transferkit.data.image_tables), read instead of ``text``; None: the text column
+    # is read as images when its values are image files.
+    image: str | None = None
 
 
 def read_text_file(path: Path, columns: TextColumns, labeled: bool, encoding_errors: EncodingErrors = "strict") -> Examples:
     text = decode(path, encoding_errors)
+    column = columns.image or columns.text
     if path.suffix.lower() == ".csv":
         label_fields = list(columns.label_columns) or [columns.label]
-        rows = read_csv(path, text, [columns.text, *label_fields] if labeled else [columns.text])
+        rows = read_csv(path, text, [column, *label_fields] if labeled else [column])
     else:
         rows = read_jsonl(path, text)
         if columns.label == "label" and rows and not any("label" in r for _, r in rows) and \
                 all("labels" in r for _, r in rows):  # the default field, plural: {"text": ..., "labels": [...]}
             columns = replace(columns, label="labels")
-        _require_field(path, rows, columns.text, "--text-column")
+        _require_field(path, rows, column, "--image-column" if columns.image else "--text-column")
         for field in (columns.label_columns or [columns.label]) if labeled else ():
             _require_field(path, rows, field, "--label-columns" if columns.label_columns else "--label-column")
     if not rows:
         raise DataError(f"'{path}' has no data rows.")
-    texts = [_text_value(path, line, row[columns.text], columns.text) for line, row in rows]
+    texts = [_text_value(path, line, row[column], column) for line, row in rows]
     labels = _labels(path, rows, columns) if labeled else None
-    return Examples("text", texts, labels, str(path), list(texts), [line for line, _ in rows])
+    lines = [line for line, _ in rows]
+    images = image_paths(path, texts, lines, column, named=columns.image is not None)
+    if images is not None:  # the column names image files: an image table (its paths kept as the ids)
+        return Examples("image", images, labels, str(path), list(texts), lines, image_column=column)
+    return Examples("text", texts, labels, str(path), list(texts), lines)
 
 
 def physical_lines(text: str) -> list[str]:
@@ -160,12 +169,13 @@ def _delimiter(path: Path, lines: list[str], wanted: list[str]) -> str:
         raise comma_error
     comma = headers.get(",", [])
     missing = next(c for c in wanted if _column_key(c) not in {_column_key(n) for n in comma})
-    flag = "--text-column" if missing == wanted[0] else "--label-column"
+    flag = "--text-column NAME (or --image-column NAME, for a column of image file paths)" \
+        if missing == wanted[0] else "--label-column NAME"
     looks = next((d for d in DELIMITERS if d != "," and len(headers.get(d, [])) > max(len(comma), 1)), None)
     hint = (f"; the header {lines[0].rstrip(chr(10) + chr(13))!r} looks {DELIMITERS[looks]}-separated, with columns "
             f"{', '.join(headers[looks])}" if looks else "")
     raise DataError(f"{path}: no '{missing}' column in the header (found: {', '.join(comma) or 'nothing'}){hint}. "
-                    f"Name the right column with {flag} NAME.")
+                    f"Name the right column with {flag}.")
 
 
 class _CountedLines:

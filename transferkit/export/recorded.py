@@ -65,7 +65,7 @@ def recorded_split(manifest: dict[str, Any], bundle_dir: Path) -> tuple[Recorded
     multilabel = manifest.get("task") == "multilabel"  # a CSV label cell split as fit split it
     columns = TextColumns(fit_config.get("text_column", "text"), fit_config.get("label_column", "label"),
                           fit_config.get("label_sep") or (DEFAULT_SEP if multilabel else None),
-                          tuple(fit_config.get("label_columns") or ()))
+                          tuple(fit_config.get("label_columns") or ()), fit_config.get("image_column"))
     try:
         splits = load_source(record["source"], columns)
         if record.get("test_data"):

@@ -41,7 +41,8 @@ def content_sha256(examples: Examples) -> str:
 
 def _input_bytes(item: Any, examples: Examples) -> bytes:
     if examples.modality == "image" and isinstance(item, (str, Path)):
-        name = os.path.relpath(item, examples.source) if os.path.isdir(examples.source) else str(item)
+        base = os.path.dirname(os.path.abspath(examples.source)) if examples.image_column else examples.source
+        name = os.path.relpath(item, base) if os.path.isdir(base) else str(item)  # a folder's, or a table's
         try:
             with open(item, "rb") as fh:
                 content = hashlib.file_digest(fh, "sha256").digest()
