@@ -207,26 +207,18 @@ def _before_adaptation(model: TransferModel, ctx: StrategyContext, data: Prepare
     """The frozen-feature linear probe's metrics on the report's split: the "before" of before-vs-after.
 
     Computed before training, while the backbone still holds its pretrained weights (features are cached, so
-    strategies that probe anyway pay nothing extra). None when it would compare a model with itself. Tokens: the
-    per-word logistic probe on per-word features (rows and positions as TokensTask lays them out); multi-label:
-    its per-label scores too, for mAP.
+    strategies that probe anyway pay nothing extra). None when it would compare a model with itself.
     """
-    if not cfg.baseline or not strategy.uses_pretrained_weights or strategy.name == "linear-probe":
+    if not cfg.baseline or not strategy.uses_pretrained_weights or strategy.name == "linear-probe" or \
+            model.task.name == "tokens":  # the probe is on pooled features: none per word (task_choice)
         return None
     split = "test" if data.test is not None else "val"
-    names = data.label_map.names
-    head = model.task.head(model.backbone.feature_dim, len(data.label_map), names=names)
+    head = model.task.head(model.backbone.feature_dim, len(data.label_map))
     fit_probe_head(head, ctx, LinearProbeConfig())
     x, y = ctx.features(split)
-    tokens = model.task.name == "tokens"
     with torch.inference_mode():
-        logits = (head.linear if tokens else head)(torch.from_numpy(x).float())
-        predicted = model.task.decode(logits).numpy()
-    if tokens:  # targets [words, 2]: tag id, position of the word in its sentence
-        sentences = (data.test if split == "test" else data.val).inputs
-        y = np.stack([y, np.concatenate([np.arange(len(words)) for words in sentences])], axis=1)
-    scores = model.task.probabilities(logits).numpy() if model.task.name == "multilabel" else None
-    return {"split": split, **REPORTS[model.task.name](y, predicted, names, scores)}
+        predicted = model.task.decode(head(torch.from_numpy(x).float())).numpy()
+    return {"split": split, **REPORTS[model.task.name](y, predicted, data.label_map.names)}
 
 
 def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: str | Path | None = None,
@@ -254,7 +246,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     cfg = distillation.with_teacher_image_size(cfg, prepared.modality)
     init = start_from(cfg.init_from, cfg.model, cfg.image_size, prepared.modality, strategy) if cfg.init_from else None
     if init is not None:  # fit --init-from BUNDLE: its backbone and head; its classes first, then the new ones
-        prepared.label_map = init.labels(prepared.label_map, cfg)
+        prepared.label_map = init.labels(prepared.label_map)
     identity = data_identity({"train": prepared.train, "val": prepared.val, "test": prepared.test},
                              prepared.label_map.names)
     if resume is not None:  # only on the data it started with: else a DataError that says what changed
@@ -349,9 +341,8 @@ def tune_multilabel_thresholds(model: TransferModel, data: PreparedData, precisi
 def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedData, cfg: FitConfig, run_dir: Path,
            resume: bool) -> TrainResult:
     spec, t = model.backbone.preprocessing, cfg.train
-    train_set, targets = (data.train, data.label_map) if ctx.unlabeled is None else \
-        distillation.transfer_set(data.train, ctx.unlabeled, data.label_map, model.task)  # unlabeled: no hard target
-    train_loader = make_loader(train_set, spec, targets, t.batch_size_for(len(train_set)),
+    train_set = data.train if ctx.unlabeled is None else distillation.with_unlabeled(data.train, ctx.unlabeled)
+    train_loader = make_loader(train_set, spec, data.label_map, t.batch_size_for(len(train_set)),
                                shuffle_seed=t.seed, augment=t.augment, hflip=t.hflip, balanced=t.sampler == "balanced")
     val_loader = make_loader(data.val, spec, data.label_map, 64)
     mixer = build_batch_mixer(t, len(data.label_map)) if data.modality == "image" else None
@@ -489,12 +480,14 @@ def predict(bundle: str | Path, data: DataInput, out: str | Path | None = None, 
     ``strict``: any unreadable input is a DataError naming them, and ``out`` is not written. ``image_column``: a
     table's column of image paths (default: the one the bundle was fitted on, else a text column holding them)."""
     manifest = read_manifest(Path(bundle))
-    predictor = Predictor.from_bundle(Path(bundle), runtime=runtime, batch_size=batch_size)
+    tokens = manifest.get("task") == "tokens"  # a tag per word: serve.token_output
+    predictor = None if tokens else Predictor.from_bundle(Path(bundle), runtime=runtime, batch_size=batch_size)
     image = image_column or (manifest.get("fit_config") or {}).get("image_column")
     splits = as_splits(data, TextColumns(text_column, "label", image=image), labeled=False)
     examples = _concat([p for p in (splits.train, splits.val, splits.test) if p is not None])
-    if predictor.task.per_word:  # a tag per word: serve.token_output
-        return predict_tokens(predictor, examples, Path(out) if out is not None else None, top_k, progress)
+    if predictor is None:
+        return predict_tokens(Path(bundle), examples, Path(out) if out is not None else None, runtime, top_k,
+                              batch_size, progress)
     return predict_to_file(predictor, examples, Path(out) if out is not None else None, top_k, progress, strict)
 
 

@@ -173,13 +173,16 @@ def target_map(task: str, labels: Sequence[str | None], source: str,
 def text_columns(cfg: FitConfig) -> TextColumns:
     """The CSV/JSONL fields fit reads: a multi-label CSV cell is split on --label-sep ('|' by default)."""
     sep = cfg.label_sep if cfg.label_sep is not None else (DEFAULT_SEP if cfg.task == "multilabel" else None)
-    return TextColumns(cfg.text_column, cfg.label_column, sep, tuple(cfg.label_columns))
+    return TextColumns(cfg.text_column, cfg.label_column, sep, tuple(cfg.label_columns), cfg.image_column)
 
 
-def bundle_columns(manifest: dict[str, Any], text_column: str, label_column: str) -> TextColumns:
-    """The fields evaluate reads for a bundle: a multi-label bundle reads label sets as it was fitted on them."""
+def bundle_columns(manifest: dict[str, Any], text_column: str, label_column: str,
+                   image_column: str | None = None) -> TextColumns:
+    """The fields evaluate reads for a bundle: a multi-label bundle reads label sets as it was fitted on them;
+    images from the column fit read them from, unless ``image_column`` names another."""
+    image = image_column or (manifest.get("fit_config") or {}).get("image_column")
     if manifest.get("task") != "multilabel":
-        return TextColumns(text_column, label_column)
+        return TextColumns(text_column, label_column, image=image)
     read = manifest.get("label_fields", {})
     return TextColumns(text_column, label_column, read.get("label_sep") or DEFAULT_SEP,
-                       tuple(read.get("label_columns", ())))
+                       tuple(read.get("label_columns", ())), image)
