@@ -116,6 +116,21 @@ def test_linear_probe_fits_a_per_token_logistic_head(files, tmp_path):
     result = transferkit.fit(str(files["train"]), model="minilm", strategy="linear-probe", out=str(tmp_path / "lp"),
                              progress=False)
     assert transferkit.evaluate(result.bundle_dir, str(files["test"]), progress=False)["entity_f1"] > 0.8
+    assert "No before-vs-after: this run is the frozen-feature probe" in (result.run_dir / "report.md").read_text()
+
+
+def test_report_shows_entity_f1_before_and_after_adaptation(run):
+    summary = json.loads((run.run_dir / "metrics.json").read_text())
+    before, after = summary["before_adaptation"], summary["val"]  # no test file: the comparison is on val
+    assert before["n"] == after["n"] and 0 <= before["entity_f1"] <= 1
+    report = (run.run_dir / "report.md").read_text()
+    section = report.split("## Before vs after adaptation", 1)[1]
+    assert "| model | val entity F1 | val token accuracy |" in section
+    assert f"| before: per-word logistic probe on frozen pretrained features | {before['entity_f1']:.4f} |" in section
+    assert f"| after: finetune | {after['entity_f1']:.4f} | {after['token_accuracy']:.4f} |" in section
+    gain = after["entity_f1"] - before["entity_f1"]
+    statement = (f"is {-gain:.3f} of val entity F1 below" if gain < 0 else f"gained +{gain:.3f} of val entity F1")
+    assert statement in section and statement in (run.run_dir / "report.html").read_text()
 
 
 def test_task_tokens_on_texts_is_refused(text_csv, tmp_path):
@@ -131,9 +146,27 @@ def test_doctor_names_a_test_entity_type_never_seen_in_training(files, tmp_path)
     assert len(found) == 1 and found[0].line == 3 and "'ORG' (B-ORG)" in found[0].message
 
 
-def test_compare_refuses_token_data_before_any_run(files, tmp_path):
-    with pytest.raises(ConfigError, match="compare does not support token classification"):
-        compare(str(files["train"]), ["finetune"], [None], out=str(tmp_path / "c"), model="minilm")
+def test_compare_ranks_by_entity_f1_against_the_word_crf(files, tmp_path):
+    summary = compare(str(files["train"]), ["linear-probe", "head"], [None], out=str(tmp_path / "c"), model="minilm",
+                      epochs=2, lr=1e-2, progress=False)
+    assert summary["task"] == "tokens" and (summary["metric"], summary["second_metric"]) == ("entity_f1",
+                                                                                               "token_accuracy")
+    rows = {r["strategy"]: r for r in summary["rows"]}
+    assert set(rows) == {"linear-probe", "head", "word-crf"} and summary["reference_name"] == "word-crf"
+    assert summary["n_test"] == 12  # the fixed 20 % of the 60 sentences, whole sentences
+    for row in rows.values():
+        assert 0 <= row["entity_f1_mean"] <= 1 and row["entity_f1_std"] == 0.0 and 0 <= row["token_accuracy_mean"] <= 1
+    assert rows["word-crf"]["entity_f1_mean"] > 0.8  # "<name> lives in <city>": context words give both slots away
+    crf_gains = [g for g in summary["gains"] if g["baseline"] == "word-crf"]
+    assert {g["strategy"] for g in crf_gains} == {"linear-probe", "head"}
+    for g in crf_gains:
+        assert g["gain_points"] == pytest.approx(rows[g["strategy"]]["entity_f1_mean"] - rows["word-crf"]["entity_f1_mean"])
+        assert "of entity F1" in g["statement"] and ("BELOW word-crf" in g["statement"]) == (g["gain_points"] < 0)
+    page = (tmp_path / "c" / "compare.html").read_text(encoding="utf-8")
+    assert "test entity F1" in page and "token accuracy" in page and "CRF" in page
+    with pytest.raises(ConfigError, match="--labels-per-class keeps K examples of each class, and a sentence"):
+        compare(str(files["train"]), ["linear-probe"], [5], out=str(tmp_path / "no"), model="minilm")
+    assert not (tmp_path / "no").exists()  # refused before any run
 
 
 def test_strict_refuses_a_tag_that_does_not_fit_the_scheme_default_reads_it(files, tmp_path):

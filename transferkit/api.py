@@ -207,18 +207,26 @@ def _before_adaptation(model: TransferModel, ctx: StrategyContext, data: Prepare
     """The frozen-feature linear probe's metrics on the report's split: the "before" of before-vs-after.
 
     Computed before training, while the backbone still holds its pretrained weights (features are cached, so
-    strategies that probe anyway pay nothing extra). None when it would compare a model with itself.
+    strategies that probe anyway pay nothing extra). None when it would compare a model with itself. Tokens: the
+    per-word logistic probe on per-word features (rows and positions as TokensTask lays them out); multi-label:
+    its per-label scores too, for mAP.
     """
-    if not cfg.baseline or not strategy.uses_pretrained_weights or strategy.name == "linear-probe" or \
-            model.task.name == "tokens":  # the probe is on pooled features: none per word (task_choice)
+    if not cfg.baseline or not strategy.uses_pretrained_weights or strategy.name == "linear-probe":
         return None
     split = "test" if data.test is not None else "val"
-    head = model.task.head(model.backbone.feature_dim, len(data.label_map))
+    names = data.label_map.names
+    head = model.task.head(model.backbone.feature_dim, len(data.label_map), names=names)
     fit_probe_head(head, ctx, LinearProbeConfig())
     x, y = ctx.features(split)
+    tokens = model.task.name == "tokens"
     with torch.inference_mode():
-        predicted = model.task.decode(head(torch.from_numpy(x).float())).numpy()
-    return {"split": split, **REPORTS[model.task.name](y, predicted, data.label_map.names)}
+        logits = (head.linear if tokens else head)(torch.from_numpy(x).float())
+        predicted = model.task.decode(logits).numpy()
+    if tokens:  # targets [words, 2]: tag id, position of the word in its sentence
+        sentences = (data.test if split == "test" else data.val).inputs
+        y = np.stack([y, np.concatenate([np.arange(len(words)) for words in sentences])], axis=1)
+    scores = model.task.probabilities(logits).numpy() if model.task.name == "multilabel" else None
+    return {"split": split, **REPORTS[model.task.name](y, predicted, names, scores)}
 
 
 def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: str | Path | None = None,

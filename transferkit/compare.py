@@ -1,4 +1,5 @@
-"""compare: every strategy x labels-per-class x seed on identical splits, plus a plain reference, in one report.
+"""compare: every strategy x labels-per-class x seed on identical splits, plus a plain reference, in one report
+(per task: logistic/ridge regression on pixels or TF-IDF; a CRF on word features for tokens, ranked by entity F1).
 
 A top-level module beside api (it calls api.fit for each run); writes compare.json and compare.html.
 """
@@ -50,10 +51,6 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
     out_dir = Path(out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
     splits, data_report = _comparison_splits(data, base)
     base = replace(base, task=data_report.stats["task"])  # given, or detected once for every run
-    if base.task == "tokens":
-        raise ConfigError("compare does not support token classification yet: its reference (a CRF on word "
-                          "features) and per-entity tables are not built. Fit each strategy with `transferkit fit` "
-                          "and score the bundles with `transferkit evaluate --json` (entity_f1).")
     for k in labels_per_class:  # a combination the task refuses fails here, before any run
         for name in strategies:
             task_choice.check_options(replace(base, strategy=name, labels_per_class=k))
@@ -88,6 +85,10 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
     return _write_comparison(out_dir, data, base, splits, runs, skipped, strategies, seeds, data_report)
 
 
+REFERENCE_MODELS = {"regression": "ridge regression", "multilabel": "one-vs-rest logistic regression",
+                    "tokens": "a linear-chain CRF (sklearn-crfsuite) on hand-made word features"}
+
+
 def _cost_rank(strategy: str) -> int:
     """Registry order runs from the cheapest (linear-probe, head) to the costliest (l2sp, scratch)."""
     return list(STRATEGIES).index(strategy)
@@ -107,14 +108,15 @@ def _comparison_splits(data: DataInput, cfg: FitConfig) -> tuple[DataSplits, Dat
 
 
 def _reference_runs(splits: DataSplits, base: FitConfig, ks: list[int | None], seeds: int) -> list[dict[str, Any]]:
-    """The pixels/TF-IDF logistic regression on exactly the examples each (K, seed) run trained on."""
+    """The plain reference (pixels/TF-IDF logistic or ridge regression; the word-feature CRF for tokens) on
+    exactly the examples each (K, seed) run trained on."""
     runs = []
     for k in ks:
         for seed in range(seeds):
             prepared = api.prepare_data(splits, replace(base, labels_per_class=k, val_data=None, test_data=None,
                                                     train=replace(base.train, seed=seed)))
             begin = time.perf_counter()
-            m = reference_metrics(prepared.train, prepared.test, prepared.label_map)
+            m = reference_metrics(prepared.train, prepared.test, prepared.label_map, seed)
             first, second = METRICS[prepared.task]
             runs.append({"strategy": reference_name(prepared.modality, prepared.task), "labels_per_class": k,
                          "seed": seed, first: m[first], second: m[second],
@@ -128,7 +130,7 @@ def _write_comparison(out_dir: Path, data: DataInput, base: FitConfig, splits: D
     reference = reference_name(splits.train.modality, task)
     rows = summarize(runs, task)
     scratch = "scratch" if "scratch" in strategies else None
-    model = "ridge regression" if task == "regression" else "logistic regression"
+    model = REFERENCE_MODELS.get(task, "logistic regression")
     summary = {
         "title": out_dir.name, "data": api.data_reference(data) or "in memory",
         "model": base.model if base.model != "auto" else DEFAULT_FOR_MODALITY[splits.train.modality],

@@ -28,11 +28,13 @@ from transferkit.evaluate.regression_report import (
     render_regression_markdown,
 )
 from transferkit.evaluate.report import (
+    BEFORE_AFTER,
     before_after_notes,
     before_after_table,
     data_doctor_notes,
     distillation_table,
     imbalance_notes,
+    no_before_after_note,
     render_markdown,
     training_notes,
 )
@@ -104,11 +106,15 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
                                  {"title": run_dir.name, "model": model_name, "strategy": strategy.name,
                                   "config": config_rows, "metrics": metrics})
         return
-    if getattr(data, "task", "classification") == "multilabel":
+    task = getattr(data, "task", "classification")
+    ba = before_after_table(before, metrics, strategy.name, task) if task in BEFORE_AFTER else None
+    ba_notes = [ba["statement"]] if ba else \
+        no_before_after_note(strategy.name, strategy.uses_pretrained_weights, cfg.baseline)
+    if task == "multilabel":
         detected = [summary["task_detected"]] if summary.get("task_detected") else []
         run = {"title": run_dir.name, "model": model_name, "strategy": strategy.name, "config": config_rows,
-               "metrics": metrics, "history": result.history,
-               "notes": detected + training_notes(result, "micro-F1")
+               "metrics": metrics, "history": result.history, "before_after": ba,
+               "notes": detected + training_notes(result, "micro-F1") + ba_notes
                + (data_doctor_notes(data_report.to_dict()) if data_report is not None else []),
                "data_doctor": data_report.to_dict() if data_report is not None else None,
                "data": {"sizes": {k: len(v) if v is not None else 0 for k, v in parts.items()},
@@ -116,15 +122,15 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
         atomic_write_text(run_dir / "report.md", render_multilabel_markdown(run))
         atomic_write_text(run_dir / "report.html", render_multilabel_html(run))
         return
-    if getattr(data, "task", "classification") == "tokens":
-        notes = training_notes(result, "entity F1") + \
+    if task == "tokens":
+        notes = training_notes(result, "entity F1") + ba_notes + \
             (data_doctor_notes(data_report.to_dict()) if data_report is not None else [])
         task = TokensTask(data.label_map.names)
         worst = {name: worst_sentences(parts[name].inputs, task.tag_sequences(e.labels[:, 0], e.labels[:, 1]),
                                        task.tag_sequences(e.probabilities.argmax(1), e.labels[:, 1]))
                  for name, e in evaluations.items()}
         token_run = {"title": run_dir.name, "model": model_name, "strategy": strategy.name, "metrics": metrics,
-                     "history": result.history, "notes": notes, "worst": worst}
+                     "history": result.history, "notes": notes, "worst": worst, "before_after": ba}
         atomic_write_text(run_dir / "report.md", render_token_markdown(token_run))
         atomic_write_text(run_dir / "report.html", render_token_html(token_run))
         return

@@ -50,7 +50,10 @@ _REGRESSION_REFUSALS = {
 
 # option -> why token classification refuses it
 _TOKENS_REFUSALS = {
-    **{k: _REGRESSION_REFUSALS[k] for k in ("labels_per_class", "mixup", "sampler", "class_weight")},
+    **{k: _REGRESSION_REFUSALS[k] for k in ("mixup", "sampler", "class_weight")},
+    "labels_per_class": "--labels-per-class keeps K examples of each class, and a sentence is one example holding "
+                        "many tags of several entity types; drop it (pass a smaller training file to try fewer "
+                        "sentences)",
     "label_smoothing": "--label-smoothing is not supported for token classification yet; drop it",
     "distill": "--strategy distill trains on a teacher's soft class probabilities per text; per-word soft targets "
                "are not supported yet. Use --strategy finetune (or lora)",

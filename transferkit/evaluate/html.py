@@ -15,6 +15,7 @@ from jinja2 import Environment
 
 from transferkit.data.images import load_image
 from transferkit.evaluate import plots
+from transferkit.evaluate.comparison import METRIC_NAMES
 from transferkit.evaluate.metrics import headline
 from transferkit.evaluate.report import macro_sentence
 from transferkit.tasks import ClassificationTask, Task
@@ -130,4 +131,4 @@ def render_compare(summary: dict[str, Any]) -> str:
     gains (statements), skipped, series for the label-efficiency plot, config."""
     plot = plots.label_efficiency(summary["series"], reference=summary.get("reference_name")) \
         if summary["series"] else None  # every run used all labels: no curve to draw
-    return _template("compare.html.j2").render(css=_css(), fmt=fmt, plot=plot, **summary)
+    return _template("compare.html.j2").render(css=_css(), fmt=fmt, plot=plot, metric_names=METRIC_NAMES, **summary)

@@ -1,12 +1,14 @@
 """The run's readable report as text (report.md) and the sentences both reports share.
 
-Imports transferkit.train (for TrainResult) only; takes plain dicts so it can be regenerated from a run folder.
+Imports transferkit.train (for TrainResult) and transferkit.evaluate.comparison (metric names); takes plain dicts
+so it can be regenerated from a run folder.
 report.md carries the same numbers as report.html, without the plots.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from transferkit.evaluate.comparison import METRIC_NAMES
 from transferkit.train.loop import TrainResult
 
 
@@ -51,20 +53,61 @@ def imbalance_notes(imbalance: dict[str, Any], auto_ratio: float) -> list[str]:
             f"loss class weights: {policy}{why}; sampler: {imbalance['sampler']}."]
 
 
-def before_after_table(before: dict[str, Any] | None, metrics: dict[str, Any], strategy: str) -> dict[str, Any] | None:
-    """Rows 'before' (frozen-feature linear probe) and 'after' (this run) on the same split, and the gain."""
+# task -> (the metric the gain is taken on, a second column, the frozen-feature probe that is the "before");
+# regression has its own table (transferkit.evaluate.regression_report)
+BEFORE_AFTER = {"classification": ("accuracy", "macro_f1", "linear probe"),
+                "multilabel": ("micro_f1", "map", "one-vs-rest logistic probe"),
+                "tokens": ("entity_f1", "token_accuracy", "per-word logistic probe")}
+
+
+def before_after_table(before: dict[str, Any] | None, metrics: dict[str, Any], strategy: str,
+                       task: str = "classification") -> dict[str, Any] | None:
+    """Rows 'before' (the task's frozen-feature probe) and 'after' (this run) on the same split, and the gain on
+    the task's first metric of ``BEFORE_AFTER``. ``absent`` says why a second-metric cell is empty (mAP needs a
+    label with a positive example in the split)."""
     if before is None or before["split"] not in metrics:
         return None
-    after = metrics[before["split"]]
-    gain = after["accuracy"] - before["accuracy"]
-    return {"split": before["split"], "gain": gain, "statement": _gain_sentence(gain, strategy, before["split"]),
-            "rows": [{"name": "before: linear probe on frozen pretrained features", **_pick(before)},
-                     {"name": f"after: {strategy}", **_pick(after)}]}
+    first, second, probe = BEFORE_AFTER[task]
+    after, split = metrics[before["split"]], before["split"]
+    gain = after[first] - before[first]
+    rows = [{"name": f"before: {probe} on frozen pretrained features", first: before[first],
+             second: before.get(second)}, {"name": f"after: {strategy}", first: after[first], second: after.get(second)}]
+    table = {"split": split, "gain": gain, "metrics": [first, second],
+             "labels": [METRIC_NAMES[first], METRIC_NAMES[second]],
+             "statement": _gain_sentence(gain, strategy, split, task), "rows": rows}
+    missing = [row["name"].split(":")[0] for row in rows if row[second] is None]
+    if missing:
+        table["absent"] = (f"No {METRIC_NAMES[second]} for {' and '.join(missing)}: it needs per-label scores and "
+                           f"a label with a positive example in the {split} split.")
+    return table
 
 
-def before_after_notes(before: dict[str, Any] | None, metrics: dict[str, Any], strategy: str) -> list[str]:
-    table = before_after_table(before, metrics, strategy)
+def before_after_notes(before: dict[str, Any] | None, metrics: dict[str, Any], strategy: str,
+                       task: str = "classification") -> list[str]:
+    table = before_after_table(before, metrics, strategy, task)
     return [table["statement"]] if table else []
+
+
+def no_before_after_note(strategy: str, uses_pretrained_weights: bool, baseline: bool) -> list[str]:
+    """Why a report has no before-vs-after table (the reason ``api`` computed no "before")."""
+    if strategy == "linear-probe":
+        return ["No before-vs-after: this run is the frozen-feature probe, the 'before' itself."]
+    if not uses_pretrained_weights:
+        return [f"No before-vs-after: {strategy} starts from random weights, so there is no pretrained 'before'."]
+    if not baseline:
+        return ["No before-vs-after: the frozen-feature probe was turned off (baseline=False)."]
+    return []
+
+
+def before_after_section(table: dict[str, Any] | None) -> list[str]:
+    """report.md's before-vs-after table, the gain sentence and why a cell is empty (multi-label, tokens)."""
+    if not table:
+        return []
+    first, second = table["metrics"]
+    header = ["model", *(f"{table['split']} {label}" for label in table["labels"])]
+    rows = [[r["name"], _fmt(r[first]), _fmt(r[second]) if r[second] is not None else "–"] for r in table["rows"]]
+    return ["## Before vs after adaptation", "", _table(header, rows), "", table["statement"],
+            *([table["absent"]] if table.get("absent") else []), ""]
 
 
 def distillation_table(summary: dict[str, Any]) -> dict[str, Any] | None:
@@ -82,11 +125,14 @@ def distillation_table(summary: dict[str, Any]) -> dict[str, Any] | None:
         {"name": "student (this run)", "accuracy": student_acc, "per_s": speed["student_per_s"]}]}
 
 
-def _pick(m: dict[str, Any]) -> dict[str, float]:
-    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
-
-
-def _gain_sentence(gain: float, strategy: str, split: str) -> str:
+def _gain_sentence(gain: float, strategy: str, split: str, task: str = "classification") -> str:
+    if task != "classification":
+        first, _, probe = BEFORE_AFTER[task]
+        amount = f"{abs(gain):.3f} of {split} {METRIC_NAMES[first]}"
+        if gain < 0:
+            return (f"Negative transfer gain: {strategy} is {amount} below the frozen-feature {probe}; adapting "
+                    "the backbone hurt here, so prefer --strategy linear-probe or more data.")
+        return f"Adapting with {strategy} gained +{amount} over the frozen-feature {probe}."
     points = 100 * gain
     if points < 0:
         return (f"Negative transfer gain: {strategy} is {-points:.1f} points below the frozen-feature linear probe "

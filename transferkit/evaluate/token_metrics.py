@@ -30,7 +30,14 @@ def token_report(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[s
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     gold = task.tag_sequences(y_true[:, 0], y_true[:, 1]) if len(y_true) else []
     guess = task.tag_sequences(y_pred, y_true[:, 1]) if len(y_true) else []
-    out: dict[str, Any] = {"n": len(gold), "n_words": int(len(y_true))}
+    return sequence_report(gold, guess)
+
+
+def sequence_report(gold: Sequence[Sequence[str]], guess: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """The same report from IOB2 tag names per sentence (what a model outside transferkit, e.g. the CRF reference
+    of transferkit.evaluate.baselines, predicts)."""
+    gold, guess = [list(s) for s in gold], [list(s) for s in guess]
+    out: dict[str, Any] = {"n": len(gold), "n_words": sum(len(s) for s in gold)}
     if not gold:
         return out
     default = _entity_scores(gold, guess, strict=False)

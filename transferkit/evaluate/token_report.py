@@ -1,7 +1,8 @@
 """report.md / report.html of a token-classification run: the CoNLL paper table per split, entity-type confusion,
-the worst sentences (gold vs predicted spans) and the validation history.
+the worst sentences (gold vs predicted spans), before vs after (entity F1 of the per-word probe on frozen features
+and of this run) and the validation history.
 
-Imports nothing from transferkit (plain dicts in, text out; seqeval reads the spans). The metrics are
+Imports transferkit.evaluate only (plain dicts in, text out; seqeval reads the spans). The metrics are
 transferkit.evaluate.token_metrics' report per split; the HTML is the same tables, escaped, with no scripts.
 """
 from __future__ import annotations
@@ -11,6 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from seqeval.metrics.sequence_labeling import get_entities
+
+from transferkit.evaluate.multilabel_report import before_after_html
+from transferkit.evaluate.report import before_after_section
 
 _COLUMNS = ("precision", "recall", "f1", "support")
 
@@ -50,6 +54,7 @@ def _marked(words: Sequence[str], spans: set[tuple[str, int, int]]) -> str:
 def render_token_markdown(run: dict[str, Any]) -> str:
     lines = [f"# {run['title']}", "", f"model {run['model']}, strategy {run['strategy']}, token classification", ""]
     lines += [f"- {note}" for note in run.get("notes", [])] + ([""] if run.get("notes") else [])
+    lines += before_after_section(run.get("before_after"))
     for split, metrics in run["metrics"].items():
         lines += [f"## {split}: entity F1 {metrics.get('entity_f1', 0):.3f} (seqeval default mode), strict IOB2 "
                   f"{metrics.get('strict', {}).get('entity_f1', 0):.3f}, token accuracy "
@@ -80,6 +85,7 @@ def render_token_html(run: dict[str, Any]) -> str:
              f"<h1>{html.escape(run['title'])}</h1><p>model {html.escape(str(run['model']))}, strategy "
              f"{html.escape(run['strategy'])}, token classification</p>"]
     parts += [f"<p>{html.escape(note)}</p>" for note in run.get("notes", [])]
+    parts += before_after_html(run.get("before_after"))
     for split, metrics in run["metrics"].items():
         parts.append(f"<h2>{html.escape(split)}: entity F1 {metrics.get('entity_f1', 0):.3f}</h2><table border=1>"
                      "<tr><th>type</th>" + "".join(f"<th>{c}</th>" for c in _COLUMNS) + "</tr>")
