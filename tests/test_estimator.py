@@ -102,3 +102,88 @@ def test_scikit_learn_conventions():
     assert is_classifier(clf) and copy.set_params(epochs=1).epochs == 1
     with pytest.raises(NotFittedError, match="fit"):
         clf.predict(["text"])
+
+
+def test_numpy_scalar_labels_give_a_typed_classes_array():
+    assert _learn_classes([np.int64(3), np.int64(1), np.int64(3)])[1].dtype == np.int64
+    assert _learn_classes([np.float32(0.5), np.float32(2)])[1].dtype == np.float32
+    assert _learn_classes([np.int64(3), 3.5])[1].dtype == object  # two types: each value keeps its own
+
+
+# ------------------------------------------------------------------------------ temporary runs (out=None)
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_a_fit_without_out_keeps_its_run_only_as_long_as_the_estimator(kind: str, texts_and_labels):
+    import gc
+
+    from transferkit import TransferRegressor
+
+    texts, topics = texts_and_labels
+    y = topics if kind == "classifier" else [float(i % 5) + 0.1 * i for i in range(len(texts))]
+    est = (TransferClassifier if kind == "classifier" else TransferRegressor)(model="minilm", strategy="linear-probe")
+    first = Path(est.fit(texts, y).result_.run_dir)
+    assert (first / "bundle").is_dir()
+    second = Path(est.fit(texts, y).result_.run_dir)
+    assert second != first and not first.exists() and second.is_dir()  # a refit removes the last temporary run
+    kept = est.save(second.parent / f"{second.name}-kept")
+    del est
+    gc.collect()
+    assert not second.exists()  # gone with the estimator; what save() copied stays
+    assert (kept / "model.safetensors").is_file()
+    import shutil
+
+    shutil.rmtree(kept)
+
+
+# ---------------------------------------------------------------------------------------------- multi-label
+
+
+def test_multilabel_follows_scikit_learn(texts_and_labels):
+    from sklearn.base import clone
+    from sklearn.metrics import accuracy_score
+
+    texts, topics = texts_and_labels
+    codes = {"business": [1], "sports": [2, 3], "tech": [3]}  # int label values, label 3 in two topics
+    y = [codes[t] for t in topics]
+    clf = TransferClassifier(model="minilm", strategy="linear-probe").fit(texts, y)
+    assert clf.classes_.dtype == np.int64 and list(clf.classes_) == [1, 2, 3]  # the values, not their names
+    assert clone(clf).get_params() == clf.get_params() and not hasattr(clone(clf), "classes_")
+    proba = clf.predict_proba(texts)
+    assert proba.shape == (len(texts), 3) and ((proba >= 0) & (proba <= 1)).all()
+    assert not np.allclose(proba.sum(1), 1.0)  # each label's own probability, not a distribution over labels
+    predicted = clf.predict(texts)
+    truth = np.array([[int(c in row) for c in (1, 2, 3)] for row in y])
+    assert clf.score(texts, y) == pytest.approx(accuracy_score(truth, predicted))  # subset accuracy
+    assert clf.score(texts, truth) == clf.score(texts, y) >= 0.8
+    with pytest.raises(DataError, match=r"y\[0\] holds label '9'"):
+        clf.score(texts[:1], [[9]])
+
+
+# -------------------------------------------------------------------------------------- token classification
+
+
+def test_token_classification_takes_word_lists_and_tag_lists(tmp_path: Path):
+    from tests.test_tokens_end_to_end import sentences
+    from transferkit.evaluate.token_metrics import sequence_report
+
+    def split(rows):
+        return [[w for w, _ in s] for s in rows], [[t for _, t in s] for s in rows]
+
+    X, y = split(sentences(60, 0))
+    X_test, y_test = split(sentences(12, 1))
+    y_iobes = [["S-" + t[2:] if t != "O" else t for t in tags] for tags in y]  # single-word entities in IOBES
+    clf = TransferClassifier(model="minilm", strategy="linear-probe", out=str(tmp_path / "run")).fit(X, y_iobes)
+    assert list(clf.classes_) == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    predicted = clf.predict(X_test)
+    assert [len(p) for p in predicted] == [len(s) for s in X_test] and {t for p in predicted for t in p} <= \
+        set(clf.classes_)
+    assert clf.score(X_test, y_test) == sequence_report(y_test, predicted)["entity_f1"] > 0.8
+    assert not hasattr(clf, "predict_proba")
+    with pytest.raises(AttributeError) as refused:
+        clf.predict_proba(X_test)
+    assert "use predict" in str(refused.value.__cause__)
+    loaded = TransferClassifier.load(clf.save(tmp_path / "saved"))
+    assert loaded.predict(X_test) == predicted and list(loaded.classes_) == list(clf.classes_)
+    with pytest.raises(DataError, match=r"y\[1\] must be a list of 5 tag names"):
+        TransferClassifier().fit(X[:2], [y[0], y[1][:-1]])
