@@ -64,6 +64,23 @@ def test_fit_detects_multilabel_and_records_thresholds(run):
     assert "per label" in (run.run_dir / "report.html").read_text()
 
 
+def test_report_shows_micro_f1_and_map_before_and_after_adaptation(run, jsonl: Path, tmp_path: Path):
+    assert "No before-vs-after: this run is the frozen-feature probe" in (run.run_dir / "report.md").read_text()
+    head = transferkit.fit(str(jsonl), model="minilm", strategy="head", epochs=2, lr=1e-2, out=str(tmp_path / "head"),
+                           progress=False)
+    summary = json.loads((head.run_dir / "metrics.json").read_text())
+    before, after = summary["before_adaptation"], summary["val"]
+    assert before["map"] is not None and before["n"] == after["n"]  # the probe's per-label scores give its mAP
+    section = (head.run_dir / "report.md").read_text().split("## Before vs after adaptation", 1)[1]
+    assert "| model | val micro-F1 | val mAP |" in section
+    assert (f"| before: one-vs-rest logistic probe on frozen pretrained features | {before['micro_f1']:.4f} | "
+            f"{before['map']:.4f} |") in section
+    assert f"| after: head | {after['micro_f1']:.4f} | {after['map']:.4f} |" in section
+    gain = after["micro_f1"] - before["micro_f1"]
+    statement = f"is {-gain:.3f} of val micro-F1 below" if gain < 0 else f"gained +{gain:.3f} of val micro-F1"
+    assert statement in section and statement in (head.run_dir / "report.html").read_text()
+
+
 def test_evaluate_predict_serve_agree(run, jsonl: Path, tmp_path: Path):
     metrics = transferkit.evaluate(run.bundle_dir, str(jsonl), progress=False)
     assert METRIC_KEYS <= set(metrics) and metrics["n"] == 48

@@ -23,7 +23,15 @@ from transferkit.evaluate.html import (
     thumbnail,
 )
 from transferkit.evaluate.metrics import classification_metrics
-from transferkit.evaluate.report import before_after_notes, before_after_table, render_markdown
+from transferkit.evaluate.multilabel_report import render_multilabel_html
+from transferkit.evaluate.report import (
+    before_after_notes,
+    before_after_section,
+    before_after_table,
+    no_before_after_note,
+    render_markdown,
+)
+from transferkit.evaluate.token_report import render_token_markdown
 
 NAMES = ["cat", "dog", "fox"]
 DATA_URI = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
@@ -108,6 +116,47 @@ def test_before_after_table_in_html_names_the_split_it_compares_on():
     assert "val accuracy" in md_header
     table = section(render_report(run), "<h2>Before vs after adaptation</h2>")
     assert "val accuracy" in table and "test accuracy" not in table, table
+
+
+def test_multilabel_before_after_gives_micro_f1_and_map_and_says_why_map_is_absent():
+    before = {"split": "test", "micro_f1": 0.8, "map": 0.9}
+    metrics = {"test": {"micro_f1": 0.7, "map": None, "n": 10}}
+    table = before_after_table(before, metrics, "head", "multilabel")
+    assert table["gain"] == pytest.approx(-0.1) and table["labels"] == ["micro-F1", "mAP"]
+    assert table["statement"] == ("Negative transfer gain: head is 0.100 of test micro-F1 below the frozen-feature "
+                                  "one-vs-rest logistic probe; adapting the backbone hurt here, so prefer "
+                                  "--strategy linear-probe or more data.")
+    assert table["absent"].startswith("No mAP for after: it needs per-label scores")
+    md = "\n".join(before_after_section(table))
+    assert "| model | test micro-F1 | test mAP |" in md
+    assert "| before: one-vs-rest logistic probe on frozen pretrained features | 0.8000 | 0.9000 |" in md
+    assert "| after: head | 0.7000 | – |" in md and table["absent"] in md
+    page = render_multilabel_html({"title": "t", "metrics": metrics, "config": {}, "before_after": table})
+    assert "<th>test mAP</th>" in page and "class='bad'>Negative transfer gain: head is 0.100" in page
+
+
+def test_tokens_before_after_gains_in_entity_f1():
+    before = {"split": "val", "entity_f1": 0.5, "token_accuracy": 0.9}
+    metrics = {"val": {"entity_f1": 0.75, "entity_precision": 0.75, "entity_recall": 0.75, "token_accuracy": 0.95,
+                       "n": 4}}
+    table = before_after_table(before, metrics, "lora", "tokens")
+    assert table["statement"] == ("Adapting with lora gained +0.250 of val entity F1 over the frozen-feature "
+                                  "per-word logistic probe.")
+    assert "absent" not in table and before_after_notes(before, metrics, "lora", "tokens") == [table["statement"]]
+    md = render_token_markdown({"title": "t", "model": "minilm", "strategy": "lora", "metrics": metrics,
+                                "before_after": table})
+    assert "| model | val entity F1 | val token accuracy |" in md and "| after: lora | 0.7500 | 0.9500 |" in md
+
+
+@pytest.mark.parametrize(("strategy", "pretrained", "baseline", "reason"), [
+    ("linear-probe", True, True, "this run is the frozen-feature probe"),
+    ("scratch", False, True, "scratch starts from random weights"),
+    ("lora", True, False, "turned off (baseline=False)"),
+    ("lora", True, True, None),
+])
+def test_a_missing_before_after_says_why(strategy, pretrained, baseline, reason):
+    notes = no_before_after_note(strategy, pretrained, baseline)
+    assert notes == [] if reason is None else reason in notes[0]
 
 
 def test_report_css_is_not_html_escaped():
@@ -224,6 +273,24 @@ def test_render_compare_labels_all_labels_rows_as_all():
     cells = re.findall(r"<tr><td>linear-probe</td><td>([^<]*)</td>", page)
     assert cells[:2] == ["5", "10"]
     assert cells[2] == "all", cells
+
+
+def test_token_comparison_names_entity_f1_and_keeps_a_missing_second_metric_out_of_the_mean():
+    runs = [{"strategy": "head", "labels_per_class": None, "seed": s, "entity_f1": f, "token_accuracy": a,
+             "seconds": 1.0, "trainable_params": 5} for s, (f, a) in enumerate([(0.4, 0.9), (0.6, None)])]
+    runs.append({"strategy": "word-crf", "labels_per_class": None, "seed": 0, "entity_f1": 0.7, "token_accuracy": None,
+                 "seconds": 0.1, "trainable_params": None})
+    rows = comparison.summarize(runs, "tokens")
+    head = next(r for r in rows if r["strategy"] == "head")
+    assert head["entity_f1_mean"] == pytest.approx(0.5) and head["entity_f1_std"] == pytest.approx(0.1)
+    assert head["token_accuracy_mean"] == pytest.approx(0.9)
+    gain = comparison.gains(rows, None, "word-crf", "tokens")[0]
+    assert gain["negative"] and gain["statement"] == ("At all labels, head is 0.200 of entity F1 BELOW word-crf: "
+                                                      "negative transfer, the pretrained model did not help here.")
+    page = render_compare({**compare_summary(runs=[]), "rows": rows, "gains": [gain], "series": {},
+                           "reference_name": "word-crf", "metric": "entity_f1", "second_metric": "token_accuracy"})
+    assert "<th>test entity F1</th><th>token accuracy</th>" in page
+    assert re.search(r"<tr><td>word-crf</td><td>all</td><td>0\.7000 ± 0\.0000</td>\s*<td>–</td>", page)
 
 
 # ------------------------------------------------------------------------------------------- html helpers
