@@ -15,10 +15,10 @@ metric), so every finding names a file (and line, for text rows), a kind and a s
   (``n_skipped``) and ``DataReport.apply`` drops them; ``diagnose_inputs`` runs only these per-input checks, for
   `evaluate`, so every command leaves out the same files.
 - labels: ``no-examples``, ``single-class``, ``small-class`` (fewer than a validation split needs),
-  ``empty-class``, ``similar-class-names`` (case/space/plural/one edit), ``imbalance``, ``unknown-label``;
-  for regression (``task``) instead: ``bad-target`` (not a finite number), ``constant-target``; for tokens:
-  ``empty-tags``/``tag-count`` (not one tag per word), ``no-entities``, ``unseen-tag`` (val/test, file:line); for
-  multi-label: ``no-labels`` (a row with an empty label set: a warning), ``single-class``, ``unknown-label``.
+  ``empty-class``, ``similar-class-names`` (case/space/plural/one edit), ``imbalance``, ``unknown-label``, and
+  the hints of transferkit.data.task_checks (labels that look like label sets or numbers); regression, multi-label
+  and tokens (``task``) have their own label checks there (``bad-target``, ``constant-target``, ``no-labels``,
+  ``empty-tags``, ``unseen-tag``, ...).
 - text: ``non-utf8`` (file and line; the source is read with U+FFFD in place, and the bytes are counted),
   ``empty-text``, ``long-text`` (over the backbone's token limit: counted with ``DoctorConfig.count_tokens``, the
   backbone's tokenizer, else estimated by ``fingerprints.estimated_tokens``, which counts CJK/Thai by character).
@@ -52,7 +52,7 @@ from transferkit.data.image_tables import missing_image_message
 from transferkit.data.images import DEFAULT_MAX_PIXELS
 from transferkit.data.names import similar_names
 from transferkit.data.tables import invalid_utf8
-from transferkit.data.targets import numeric_target
+from transferkit.data.task_checks import task_issues
 
 SPLITS = ("train", "val", "test")
 FATAL, WARNING = "fatal", "warning"
@@ -71,6 +71,7 @@ class DoctorConfig:
     near_duplicates: bool = True
     needs_val_split: bool | None = None  # None: when the data has no val split of its own
     task: str = "classification"  # regression checks targets (numbers, not constant), tokens tags, not classes
+    hints: bool = True  # classification: say when labels look like label sets or numbers (fit: task not given)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_pixels, int) or self.max_pixels < 1:
@@ -300,14 +301,8 @@ class _Doctor:
     # ---- labels -----------------------------------------------------------------------------------------------
 
     def _labels(self, usable: dict[str, Examples], needs_split: bool) -> None:
-        if self.config.task == "regression":
-            self._targets(usable)
-            return
-        if self.config.task == "tokens":
-            self._tags(usable)
-            return
-        if self.config.task == "multilabel":
-            self._label_sets(usable)
+        self._task_issues(usable)  # regression, multi-label, tokens; classification: its hints
+        if self.config.task != "classification":
             return
         train = usable["train"]
         counts = Counter(train.labels or [])
@@ -341,77 +336,14 @@ class _Doctor:
             if name in usable and usable[name].labels is not None:
                 self._unknown_labels(name, usable[name], counts)
 
-    def _targets(self, usable: dict[str, Examples]) -> None:
-        """Regression: every target a finite number (file:line of the first bad ones), training targets not constant."""
-        for name, examples in usable.items():
-            bad = [i for i, y in enumerate(examples.labels or []) if numeric_target(y) is None]
-            for i in bad[:5]:
-                path, line = locate(examples, i)
-                self.add("bad-target", path, f"target {examples.labels[i]!r} is not a finite number"
-                         f"{f' ({len(bad)} such rows in {name})' if len(bad) > 1 else ''}; regression needs a number "
-                         "in every row's label column. Fix or drop the row", fatal=True, line=line, split=name)
-        values = [v for y in usable["train"].labels or [] if (v := numeric_target(y)) is not None]
-        if not values:
-            self.add("no-examples", usable["train"].source, "no usable training targets are left; see the findings "
-                     "above", fatal=True, split="train")
-            return
-        self.stats["targets"] = {"n": len(values), "distinct": len(set(values)), "min": min(values),
-                                 "max": max(values), "mean": sum(values) / len(values)}
-        if len(set(values)) == 1:
-            self.add("constant-target", usable["train"].source, f"every training target is {values[0]:g}; a constant "
-                     "cannot be learned. Check --label-column or add rows with other values", fatal=True, split="train")
-
-    def _label_sets(self, usable: dict[str, Examples]) -> None:
-        """Multi-label: a row with no label (a warning: it teaches "none of these"), at least 2 label names in
-        training, and val/test names seen in training (fatal, as for classes)."""
-        for name, examples in usable.items():
-            empty = [i for i, y in enumerate(examples.labels or []) if not y]
-            if empty:
-                path, line = locate(examples, empty[0])
-                more = f" ({len(empty)} such rows in {name})" if len(empty) > 1 else ""
-                self.add("no-labels", path, f"this row has no label{more}; it is read as 'none of the labels'. Add "
-                         "its labels if it has some", line=line, split=name)
-        counts = Counter(n for y in usable["train"].labels or [] if y for n in y)
-        self.stats["class_counts"] = dict(sorted(counts.items()))
-        if len(counts) < 2:
-            self.add("single-class", usable["train"].source, f"{len(counts)} label name(s) in training; multi-label "
-                     "needs at least 2. Check --label-column, --label-sep or --label-columns", fatal=True, split="train")
-        for name in ("val", "test"):
-            for i, y in enumerate(usable[name].labels or [] if name in usable else []):
-                unseen = [n for n in y or () if n not in counts]
-                if unseen:
-                    path, line = locate(usable[name], i)
-                    self.add("unknown-label", path, f"label '{unseen[0]}' does not occur in the training data; the "
-                             "model cannot predict it. Fix the label or add training examples", fatal=True, line=line,
-                             split=name)
-                    break
-
-    def _tags(self, usable: dict[str, Examples]) -> None:
-        """Tokens: one tag per word in every sentence, entity tags in training, val/test tags seen in training."""
-        for name, examples in usable.items():
-            for i, (words, tags) in enumerate(zip(examples.inputs, examples.labels or [])):
-                if not tags or len(tags) != len(words):
-                    path, line = locate(examples, i)
-                    self.add("empty-tags" if not tags else "tag-count", path, f"{len(words)} words but "
-                             f"{len(tags or [])} tags; give one tag per word", fatal=True, line=line, split=name)
-        counts = Counter(t for seq in usable["train"].labels or [] for t in seq)
-        self.stats["tag_counts"] = dict(sorted(counts.items()))
-        if not set(counts) - {"O"}:
-            self.add("no-entities", usable["train"].source, "no training token has an entity tag (B-X/I-X); the "
-                     "model would only learn 'O'. Check the tag column (the last one)", fatal=True, split="train")
-        types = {t[2:] for t in counts if t != "O"}  # the model has B- and I- of each (data.conll.TagMap)
-        for name in ("val", "test"):
-            seen: set[str] = set()
-            for i, tags in enumerate(usable[name].labels or [] if name in usable else []):
-                for position, tag in enumerate(tags):
-                    if tag == "O" or tag[2:] in types or tag[2:] in seen:
-                        continue
-                    seen.add(tag[2:])
-                    path, line = locate(usable[name], i)
-                    line = line + position if line is not None and not path.endswith(".jsonl") else line
-                    self.add("unseen-tag", path, f"entity type '{tag[2:]}' ({tag}) does not occur in the training "
-                             "data; the model cannot learn it, so such entities count as missed. Fix the tag or add "
-                             "training sentences with it", line=line, split=name)
+    def _task_issues(self, usable: dict[str, Examples]) -> None:
+        """transferkit.data.task_checks' findings, at the file:line of the example each names."""
+        for issue in task_issues(self.config.task, usable, self.stats, self.config.hints):
+            examples = usable[issue.split]
+            path, line = locate(examples, issue.index) if issue.index is not None else (examples.source, None)
+            if issue.word and line is not None and not path.endswith(".jsonl"):  # CoNLL: a line per word
+                line += issue.word
+            self.add(issue.kind, path, issue.message, issue.fatal, line, issue.split)
 
     def _empty_classes(self, usable: dict[str, Examples], counts: Counter) -> set[str]:
         """Class folders with no usable image; in train such a class is left out of the model."""
