@@ -101,8 +101,9 @@ def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> 
     full = DataSplits(splits.train, val, test)
     if full.train.labels is None:
         raise DataError(f"{full.train.source}: training data needs labels.")
+    hints = cfg.task is None  # a task given by name gets no "these labels look like another task's" hints
     cfg, detected = task_choice.resolve_task(cfg, full.train.labels)
-    report = diagnose(full, DoctorConfig(strict=cfg.strict, dedupe=cfg.dedupe, task=cfg.task,
+    report = diagnose(full, DoctorConfig(strict=cfg.strict, dedupe=cfg.dedupe, task=cfg.task, hints=hints,
                                          max_pixels=cfg.max_pixels or DEFAULT_MAX_PIXELS,
                                          max_tokens=DEFAULT_MAX_LENGTH, needs_val_split=val is None,
                                          count_tokens=token_counter(cfg.model, cfg.init_from)

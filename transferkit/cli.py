@@ -152,6 +152,7 @@ def fit(
     doctor_file = result.run_dir / "data_report.json"
     doctor_report = json.loads(doctor_file.read_text()) if doctor_file.is_file() else {"findings": []}
     _print_image_columns(doctor_report.get("stats", {}).get("image_columns"))
+    _print_task_hints(doctor_report["findings"])
     for split, m in result.metrics.items():
         if "r2" in m:
             console.print(f"{split}: R² [bold]{m['r2']:.4f}[/], MAE {m['mae']:.4f}, RMSE {m['rmse']:.4f}, "
@@ -172,6 +173,16 @@ def fit(
     if summary.get("diverged"):  # stopped at a NaN/inf loss; the bundle holds the best epoch before it
         console.print(f"[yellow]warning:[/] {escape(summary['diverged']['message'])} The bundle holds epoch "
                       f"{summary['best_epoch']}, the best before it.", highlight=False)
+
+
+def _print_task_hints(findings: list[dict]) -> None:
+    """The doctor's hints that the labels look like another task's (printed by fit, not only in its report)."""
+    from transferkit.data.task_checks import HINT_KINDS
+
+    for f in findings:
+        if f["kind"] in HINT_KINDS:
+            where = f"{f['path']}:{f['line']}" if "line" in f else f["path"]
+            console.print(f"[yellow]hint:[/] {escape(where)}: {escape(f['message'])}.", highlight=False)
 
 
 COMPARE_EXAMPLES = """
