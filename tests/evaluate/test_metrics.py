@@ -1,6 +1,7 @@
 """transferkit.evaluate.metrics against scikit-learn, torchmetrics and an independent ECE written here."""
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -21,7 +22,13 @@ from sklearn.metrics import (
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from transferkit.core.scores import macro_f1
-from transferkit.evaluate.metrics import CALIBRATION_BINS, calibration, classification_metrics, regression_metrics
+from transferkit.evaluate.metrics import (
+    CALIBRATION_BINS,
+    calibration,
+    classification_metrics,
+    headline,
+    regression_metrics,
+)
 
 NAMES = ["a", "b", "c", "d"]
 # 'c' (2) is never predicted; 'd' (3) never occurs in y_true but is predicted once.
@@ -285,3 +292,35 @@ def test_regression_metrics_equal_scikit_learn():
     assert m["n"] == 100
     perfect = regression_metrics(y, y)
     assert perfect["mae"] == perfect["rmse"] == 0.0 and perfect["r2"] == 1.0
+
+
+# `evaluate --json` prints one object per split whose keys include these (issue 13's interface contract)
+CONTRACT = {
+    "classification": {"accuracy", "macro_f1", "n"},
+    "multilabel": {"micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss", "map", "n"},
+    "regression": {"r2", "mae", "rmse", "spearman", "n"},
+    "tokens": {"entity_f1", "entity_precision", "entity_recall", "token_accuracy", "per_type", "n"},
+}
+CONTRACT_CASES = {  # (targets, predictions, label names, scores) as each task's evaluation passes them
+    "classification": (np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), ("a", "b", "c"),
+                       np.array([[.8, .1, .1], [.1, .8, .1], [.1, .3, .6], [.2, .2, .6]])),
+    "multilabel": (np.array([[1, 0], [1, 1], [0, 1]]), np.array([[1, 0], [1, 0], [0, 1]]), ("x", "y"),
+                   np.array([[.9, .2], [.8, .4], [.1, .7]])),
+    "regression": (np.array([1.0, 2.0, 3.5, 4.0]), np.array([1.2, 1.9, 3.0, 4.4]), ("value",), None),
+    "tokens": (np.array([[1, 0], [2, 1], [0, 2], [0, 0], [3, 1]]), np.array([1, 2, 0, 0, 0]),
+               ("O", "B-PER", "I-PER", "B-LOC", "I-LOC"), None),  # rows: (tag id, position in its sentence)
+}
+
+
+@pytest.mark.parametrize("task", sorted(CONTRACT))
+def test_every_task_report_has_the_evaluate_json_contract_keys(task: str):
+    from transferkit.evaluate.metrics import REPORTS
+
+    assert set(CONTRACT) == set(REPORTS)  # a new task joins the contract here
+    metrics = REPORTS[task](*CONTRACT_CASES[task])
+    assert CONTRACT[task] <= set(metrics)
+    json.dumps(headline(metrics), allow_nan=False)  # strict JSON: no bare NaN
+    if task == "tokens":
+        assert set(metrics["per_type"]) == {"PER", "LOC"} and metrics["n"] == 2
+    else:
+        assert metrics["n"] == len(CONTRACT_CASES[task][0])
