@@ -103,7 +103,7 @@ def test_serve_onnx_and_top_k_refuse_token_bundles_with_the_reason(run, files, t
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"strategy": "distill"}, "per-word soft targets"),
+    ({"strategy": "distill"}, "needs --teacher"),
     ({"labels_per_class": 2}, "labels-per-class"),
     ({"task": "classification"}, "drop --task"),
 ])

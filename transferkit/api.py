@@ -255,7 +255,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     cfg = distillation.with_teacher_image_size(cfg, prepared.modality)
     init = start_from(cfg.init_from, cfg.model, cfg.image_size, prepared.modality, strategy) if cfg.init_from else None
     if init is not None:  # fit --init-from BUNDLE: its backbone and head; its classes first, then the new ones
-        prepared.label_map = init.labels(prepared.label_map)
+        prepared.label_map = init.labels(prepared.label_map, cfg)
     identity = data_identity({"train": prepared.train, "val": prepared.val, "test": prepared.test},
                              prepared.label_map.names)
     if resume is not None:  # only on the data it started with: else a DataError that says what changed
@@ -350,8 +350,9 @@ def tune_multilabel_thresholds(model: TransferModel, data: PreparedData, precisi
 def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedData, cfg: FitConfig, run_dir: Path,
            resume: bool) -> TrainResult:
     spec, t = model.backbone.preprocessing, cfg.train
-    train_set = data.train if ctx.unlabeled is None else distillation.with_unlabeled(data.train, ctx.unlabeled)
-    train_loader = make_loader(train_set, spec, data.label_map, t.batch_size_for(len(train_set)),
+    train_set, targets = (data.train, data.label_map) if ctx.unlabeled is None else \
+        distillation.transfer_set(data.train, ctx.unlabeled, data.label_map, model.task)  # unlabeled: no hard target
+    train_loader = make_loader(train_set, spec, targets, t.batch_size_for(len(train_set)),
                                shuffle_seed=t.seed, augment=t.augment, hflip=t.hflip, balanced=t.sampler == "balanced")
     val_loader = make_loader(data.val, spec, data.label_map, 64)
     mixer = build_batch_mixer(t, len(data.label_map)) if data.modality == "image" else None

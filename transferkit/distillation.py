@@ -1,15 +1,20 @@
 """What `fit --strategy distill` needs beyond the strategy itself: the teacher, the transfer set, the speed report.
 
-A top-level module used by api.fit (it imports no top-level module, so api can import it). The KD loss is in
-strategies/distill.py; here the teacher bundle is loaded and matched to the student's labels and inputs,
---unlabeled-data is read, and after training the teacher is scored and both models are timed side by side.
+A top-level module used by api.fit (of the top-level modules it imports config and task_choice, so api can import
+it). The loss is in strategies/distill.py and each task's soft targets in transferkit/tasks; here the teacher
+bundle is loaded and matched to the student's task, labels and inputs, --unlabeled-data is read and encoded with
+the task's missing target, and after training the teacher is scored and both models are timed side by side.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from transferkit import task_choice
 from transferkit.config import FitConfig
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.data.doctor import DataReport, DoctorConfig, diagnose_inputs
@@ -21,6 +26,7 @@ from transferkit.evaluate.metrics import REPORTS
 from transferkit.evaluate.speed import compare_throughput
 from transferkit.export.bundle import load_bundle, read_manifest
 from transferkit.strategies.distill import Teacher
+from transferkit.tasks import Task
 from transferkit.tasks.model import TransferModel
 from transferkit.train.inference import predict_logits
 
@@ -41,6 +47,7 @@ def load_teacher(cfg: FitConfig, label_names: tuple[str, ...], model: TransferMo
     if not getattr(strategy, "needs_teacher", False):
         raise ConfigError(f"--teacher is only used by --strategy distill (not {strategy.name}).")
     loaded = load_bundle(Path(cfg.teacher))
+    task_choice.check_bundle_task(loaded.manifest, cfg, f"The teacher {cfg.teacher}")
     teacher = Teacher(loaded.model, list(loaded.label_map.names), list(label_names), loaded.preprocessing,
                       model.backbone.preprocessing, str(cfg.teacher))
     return teacher.to(next(model.parameters()).device)
@@ -77,19 +84,65 @@ def unlabeled_examples(cfg: FitConfig, modality: str, strategy) -> tuple[Example
 
 def with_unlabeled(train: Examples, unlabeled: Examples) -> Examples:
     """The distillation transfer set: labeled examples, then unlabeled ones (label None: soft targets only)."""
+    if train.is_tokens != unlabeled.is_tokens:
+        held = "sentences of words" if unlabeled.is_tokens else "one text per row"
+        raise DataError(f"--unlabeled-data {unlabeled.source} holds {held} but the training data "
+                        f"{'is tagged sentences' if train.is_tokens else 'has one text per row'}; for token "
+                        "classification pass a CoNLL file without tags or JSONL with a tokens list per row.")
     return Examples(train.modality, train.inputs + unlabeled.inputs, train.labels + [None] * len(unlabeled),
                     train.source, train.ids + unlabeled.ids, max_pixels=train.max_pixels)
 
 
+@dataclass(frozen=True)
+class TransferTargets:
+    """Encodes a transfer set's labels for the loader: labeled examples as ``label_map`` does, unlabeled ones (None)
+    as the task's missing target (NO_LABEL, NaN, IGNORE per word), which adds no hard-label loss."""
+
+    label_map: Any
+    task: Task
+    inputs: list[Any]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.label_map.names
+
+    def __len__(self) -> int:
+        return len(self.label_map)
+
+    def encode(self, labels: Sequence[Any], source: str = "data") -> list[Any]:
+        known = iter(self.label_map.encode([y for y in labels if y is not None], source))
+        return [next(known) if y is not None else self.task.missing_target(x, len(self.label_map))
+                for x, y in zip(self.inputs, labels)]
+
+
+def transfer_set(train: Examples, unlabeled: Examples, label_map: Any, task: Task) -> tuple[Examples, TransferTargets]:
+    """The transfer set (``with_unlabeled``) and what encodes its labels."""
+    examples = with_unlabeled(train, unlabeled)
+    return examples, TransferTargets(label_map, task, examples.inputs)
+
+
 def teacher_summary(teacher: Teacher, student: TransferModel, data: Any, spec, precision: str,
                     progress: bool) -> dict[str, Any]:
-    """Teacher accuracy on the student's test (else val) split, and both models' throughput on the same batches."""
+    """The teacher's scores on the student's test (else val) split — classification: ``teacher_accuracy`` and
+    ``teacher_macro_f1``; other tasks: ``teacher_<metric>`` for the task's headline metrics — and both models'
+    throughput on the same batches. The teacher answers as its bundle does (multi-label: its own thresholds)."""
     name, examples = ("test", data.test) if data.test is not None else ("val", data.val)
-    logits, labels = predict_logits(teacher, make_loader(examples, spec, data.label_map, 64), precision,
+    logits, labels = predict_logits(_Answers(teacher), make_loader(examples, spec, data.label_map, 64), precision,
                                     progress=progress, desc="evaluate teacher")
     metrics = REPORTS[student.task.name](labels, student.task.decode(logits), data.label_map.names)
     speed = compare_throughput({"student": student, "teacher": teacher}, list(make_loader(examples, spec, None, 32)),
                                precision)
-    return {"teacher_accuracy": metrics["accuracy"], "teacher_split": name, "teacher_macro_f1": metrics["macro_f1"],
+    return {**{f"teacher_{k}": metrics[k] for k in student.task.metric_names if k in metrics}, "teacher_split": name,
             "throughput": {"student_per_s": speed["student"], "teacher_per_s": speed["teacher"]},
             "speedup_vs_teacher": round(speed["student"] / speed["teacher"], 3)}
+
+
+class _Answers(torch.nn.Module):
+    """A teacher read as its bundle answers (``Teacher.answer``), for predict_logits."""
+
+    def __init__(self, teacher: Teacher):
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.teacher.answer(batch)

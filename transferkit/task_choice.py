@@ -7,7 +7,8 @@ such data, is a ConfigError.
 
 Top-level module beside api (imports transferkit.config, core and data; api calls it). Refusals are ConfigErrors
 that name the option and say why it has no meaning for the task; options that only have a classification default
-(``class_weight='auto'``) simply stay off.
+(``class_weight='auto'``) simply stay off. Distillation and --init-from work for every task; the bundle they
+build on must be of the same task (``check_bundle_task``).
 """
 from __future__ import annotations
 
@@ -30,8 +31,6 @@ _IS_SET = {
     "mixup": lambda c: c.train.mixup > 0 or c.train.cutmix > 0,
     "sampler": lambda c: c.train.sampler == "balanced",
     "class_weight": lambda c: c.train.class_weight == "balanced",
-    "distill": lambda c: c.strategy == "distill" or c.teacher is not None or c.unlabeled_data is not None,
-    "init_from": lambda c: c.init_from is not None,
 }
 
 # option -> why regression refuses it
@@ -42,10 +41,6 @@ _REGRESSION_REFUSALS = {
     "mixup": "--mixup/--cutmix mix class targets; for regression they are not supported; drop them",
     "sampler": "--sampler balanced draws every class equally often; a regression target has no classes; drop it",
     "class_weight": "--class-weight balanced weights classes; a regression target has no classes; drop it",
-    "distill": "--strategy distill trains on a teacher's soft class probabilities (KD); regression has none. Use "
-               "--strategy finetune (or lora) on the labeled data",
-    "init_from": "--init-from extends a classifier's classes (old classes first, new ones added); for regression "
-                 "it is not supported yet. Fit from the backbone instead",
 }
 
 # option -> why token classification refuses it
@@ -55,10 +50,6 @@ _TOKENS_REFUSALS = {
                         "many tags of several entity types; drop it (pass a smaller training file to try fewer "
                         "sentences)",
     "label_smoothing": "--label-smoothing is not supported for token classification yet; drop it",
-    "distill": "--strategy distill trains on a teacher's soft class probabilities per text; per-word soft targets "
-               "are not supported yet. Use --strategy finetune (or lora)",
-    "init_from": "--init-from extends a classifier's classes; for token classification it is not supported yet. "
-                 "Fit from the backbone instead",
 }
 # option -> why multi-label refuses it
 _MULTILABEL_REFUSALS = {
@@ -69,13 +60,9 @@ _MULTILABEL_REFUSALS = {
     "mixup": "--mixup/--cutmix mix one-hot class targets; for multi-label they are not supported; drop them",
     "sampler": "--sampler balanced draws every class equally often, and a multi-label row has several; drop it",
     "class_weight": "--class-weight balanced weights single classes; multi-label is not supported; drop it",
-    "distill": "--strategy distill trains on a teacher's softmax over classes; per-label soft targets are not "
-               "supported yet. Use --strategy finetune (or lora, linear-probe)",
-    "init_from": "--init-from extends a classifier's classes; for multi-label it is not supported yet. Fit from "
-                 "the backbone instead",
 }
 _TOKEN_STRATEGIES = ("linear-probe", "head", "partial", "gradual", "prompt", "ia3", "adapter", "lora", "finetune",
-                     "lp-ft", "l2sp", "scratch")
+                     "lp-ft", "l2sp", "scratch", "distill")
 
 
 def _is_tokens(train_labels: Sequence[object]) -> bool:
@@ -144,6 +131,19 @@ def check_options(cfg: FitConfig, detected: bool = False) -> None:
     for option, why in _REGRESSION_REFUSALS.items():
         if _IS_SET[option](cfg):
             raise ConfigError(f"{why} ({how}).")
+
+
+def check_bundle_task(manifest: dict[str, Any], cfg: FitConfig, what: str) -> None:
+    """ConfigError unless a bundle a fit builds on (``what``: its teacher, or --init-from) was fitted for
+    ``cfg.task`` — for regression, on the same target (label column); names both."""
+    task = manifest.get("task", "classification")
+    if task != cfg.task:
+        raise ConfigError(f"{what} is a {task} model but this fit is {cfg.task}; use a bundle fitted for {cfg.task} "
+                          "(on the same labels).")
+    column = (manifest.get("fit_config") or {}).get("label_column")
+    if task == "regression" and column is not None and column != cfg.label_column:
+        raise ConfigError(f"{what} predicts the target '{column}' but this fit's target is '{cfg.label_column}' "
+                          "(--label-column); use a bundle fitted on this target.")
 
 
 def bundle_targets(manifest: dict[str, Any], label_map: LabelMap,

@@ -1,8 +1,8 @@
 """The strategy contract for the multi-label task: every strategy that makes sense for label sets trains through
 the task's BCE loss. 16 generated sentences whose labels are decided by keywords (MiniLM), train = val = one batch.
 A fresh head outputs 0 for every label (step-0 loss = log 2); a few steps lower the loss; the finalized model
-predicts like the trained one; the linear probe is one-vs-rest logistic regression. Distillation is refused for
-multi-label (tests/tasks/test_multilabel.py)."""
+predicts like the trained one; the linear probe is one-vs-rest logistic regression. Distillation needs a teacher:
+tests/test_distillation.py runs it for multi-label."""
 from __future__ import annotations
 
 import math

@@ -3,7 +3,7 @@ task's loss. 16 generated images whose target is their brightness (EfficientNet-
 sentences whose target counts positive minus negative words (MiniLM) for the text-only strategies. A fresh head
 predicts the training mean (standardised step-0 loss = the batch's standardised variance, 1.0 when the batch is the
 training set); a few steps lower the loss; the finalized model predicts like the trained one; the linear probe
-is ridge. Distillation is refused for regression (tests/tasks/test_regression.py)."""
+is ridge. Distillation needs a teacher: tests/test_distillation.py runs it for regression."""
 from __future__ import annotations
 
 import math

@@ -19,7 +19,7 @@ from transferkit.data.labels import NO_LABEL
 from transferkit.data.preprocess import PreprocessSpec, image_transform
 from transferkit.strategies import StrategyContext, build_strategy
 from transferkit.strategies.distill import Teacher, kd_loss
-from transferkit.tasks import ClassificationHead
+from transferkit.tasks import ClassificationHead, ClassificationTask
 
 IMAGE = PreprocessSpec(modality="image", image_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 IMAGENET = PreprocessSpec(modality="image", image_size=32)
@@ -84,6 +84,7 @@ class Fixed(nn.Module):
         super().__init__()
         self.logits = nn.Parameter(logits.clone())
         self.head = ClassificationHead(2, logits.shape[1])
+        self.task = ClassificationTask()  # the distillation loss is the task's (KD for classification)
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.logits

@@ -124,8 +124,6 @@ def test_detection_says_so_and_mismatched_task_is_refused():
     ({"mixup": 0.2}, "--mixup/--cutmix"),
     ({"sampler": "balanced"}, "--sampler balanced"),
     ({"class_weight": "balanced"}, "--class-weight balanced"),
-    ({"strategy": "distill", "teacher": "t"}, "--strategy distill .*per-label"),
-    ({"init_from": "b"}, "--init-from"),
 ])
 def test_options_multilabel_refuses_say_why(options, words):
     with pytest.raises(ConfigError, match=words + ".*multi"):
@@ -141,3 +139,27 @@ def test_doctor_warns_on_an_empty_row_and_stops_on_an_unseen_label(tmp_path: Pat
     assert kinds["no-labels"].severity != "fatal" and kinds["no-labels"].line == 3
     assert kinds["unknown-label"].severity == "fatal" and "'z'" in kinds["unknown-label"].message
     assert json.dumps(report.to_dict())  # tuples serialise
+
+
+def test_distillation_targets_are_the_teachers_per_label_probabilities_at_temperature():
+    """Soft term: T^2 * BCE(student / T, sigmoid(teacher / T)); its gradient vanishes where the student's logits
+    equal the teacher's; a teacher's outputs are read before its thresholds; unlabeled rows are NaN rows."""
+    task, t = get_task("multilabel"), 2.0
+    student = torch.tensor([[0.5, -1.0, 2.0]], requires_grad=True)
+    teacher = torch.tensor([[1.5, -3.0, 2.0]])
+    q = torch.sigmoid(teacher / t)
+    p = torch.sigmoid(student.detach() / t)
+    expected = -(q * p.log() + (1 - q) * (1 - p).log()).mean() * t * t
+    loss = task.distill_loss(student, teacher, t, None)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert student.grad[0, 2].item() == pytest.approx(0.0, abs=1e-7) and student.grad[0, 0].item() < 0
+    head = task.head(4, 3)
+    head.set_thresholds(np.array([0.3, 0.5, 0.8]))
+    raw = torch.tensor([[0.2, 0.0, -1.0]])
+    torch.testing.assert_close(task.raw_outputs(head, raw - head.threshold_logit), raw)  # forward's offset undone
+    assert np.isnan(task.missing_target("text", 3)).all() and len(task.missing_target("text", 3)) == 3
+    targets = torch.tensor([[1.0, 0.0, 1.0], [float("nan")] * 3])
+    assert task.labeled(targets).tolist() == [True, False]
+    check_options(FitConfig(task="multilabel", strategy="distill", teacher="t", unlabeled_data="u.jsonl"))
+    check_options(FitConfig(task="multilabel", init_from="b"))

@@ -2,6 +2,8 @@
 rows; detection of numeric targets; the encoder's and the doctor's refusals; options regression refuses."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -92,7 +94,6 @@ def test_doctor_names_bad_and_constant_targets_with_file_and_line(tmp_path):
 
 @pytest.mark.parametrize("options, words", [
     ({"labels_per_class": 5}, "--labels-per-class keeps K examples of each class"),
-    ({"strategy": "distill", "teacher": "t/bundle"}, "soft class probabilities (KD)"),
     ({"label_smoothing": 0.1}, "--label-smoothing"),
     ({"mixup": 0.2}, "--mixup/--cutmix"),
     ({"sampler": "balanced"}, "--sampler balanced"),
@@ -136,3 +137,17 @@ def test_ridge_probe_head_recovers_a_linear_target_in_units():
     with torch.inference_mode():
         predicted = head(torch.from_numpy(x[80:]))[:, 0].numpy()
     assert r2_score(y[80:], predicted) == pytest.approx(info["val_r2"], abs=1e-4)
+
+
+def test_distillation_target_is_the_teachers_standardised_prediction_and_unlabeled_rows_are_nan():
+    """Soft term: MSE between standardised student and teacher predictions (T has no meaning for a number);
+    --unlabeled-data rows encode to NaN and carry no hard label."""
+    task, head = RegressionTask(), RegressionHead(4)
+    head.set_target_scale(10.0, 2.0)
+    student, teacher = torch.tensor([[10.0], [14.0]]), torch.tensor([[12.0], [14.0]])
+    assert task.distill_loss(student, teacher, 4.0, head).item() == pytest.approx(((1.0 - 0.0) ** 2 + 0) / 2)
+    assert task.distill_loss(teacher, teacher, 4.0, head).item() == 0.0
+    assert math.isnan(task.missing_target("a text", 1))
+    assert task.labeled(torch.tensor([1.5, float("nan")])).tolist() == [True, False]
+    check_options(FitConfig(task="regression", strategy="distill", teacher="t", unlabeled_data="u.csv"))
+    check_options(FitConfig(task="regression", init_from="b"))

@@ -136,3 +136,22 @@ def test_worst_sentences_mark_gold_and_predicted_spans():
     worst = worst_sentences(words, gold, guess)
     assert worst == [{"errors": 4, "gold": "[Anna Smith]PER in [Rome]LOC",
                       "predicted": "[Anna]PER Smith in [Rome]ORG"}]  # 2 gold spans missed, 2 wrong ones predicted
+
+
+def test_distillation_is_kd_per_word_and_unlabeled_sentences_ignore_every_word():
+    """Soft term: the T^2-scaled KL between tag distributions, one row per word (mean over words); an unlabeled
+    sentence's target is IGNORE for each of its words, which the collator pairs with their positions."""
+    from transferkit.tasks.classification import kd_loss
+    from transferkit.tasks.tokens import IGNORE
+
+    task = TokensTask(("O", "B-PER", "I-PER"))
+    student, teacher = torch.randn(5, 3), torch.randn(5, 3)
+    t = 3.0
+    p, q = (student / t).log_softmax(-1), (teacher / t).log_softmax(-1)
+    expected = (q.exp() * (q - p)).sum(-1).mean() * t * t
+    assert task.distill_loss(student, teacher, t, None).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert task.distill_loss(teacher, teacher, t, None).item() == pytest.approx(0.0, abs=1e-6)
+    assert task.distill_loss(student, teacher, t, None).item() == pytest.approx(kd_loss(student, teacher, t).item())
+    assert task.missing_target(["Anna", "lives", "here"], 3) == [IGNORE] * 3
+    targets = torch.tensor([[1, 0], [0, 1], [IGNORE, 0], [IGNORE, 1]])
+    assert task.labeled(targets).tolist() == [True, True, False, False]

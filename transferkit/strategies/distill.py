@@ -1,15 +1,19 @@
 """Knowledge distillation (Hinton et al. 2015): a small student learns from a fine-tuned teacher's soft labels.
 
-Imports transferkit.core, transferkit.backbones and transferkit.strategies. The student fine-tunes like
-``finetune`` (layer-wise LRs) but its loss mixes the teacher's softened distribution with the hard labels:
+Imports transferkit.core, transferkit.backbones, transferkit.tasks and transferkit.strategies. The student
+fine-tunes like ``finetune`` (layer-wise LRs) but its loss mixes the teacher's soft targets with the hard labels:
 
-    alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels)
+    alpha * soft(student, teacher, T) + (1 - alpha) * hard(student, labels)
 
-(T^2 keeps the soft term's gradient scale independent of T). The teacher runs on the very batch the student
+where the task defines the soft term (``Task.distill_loss``): for classification
+T^2 * KL(softmax(teacher / T) || softmax(student / T)) (T^2 keeps the soft term's gradient scale independent of
+T); per word for tokens; per-label sigmoid targets (BCE) for multi-label; the teacher's standardised prediction
+(MSE) for regression. The teacher runs on the very batch the student
 sees, after augmentation and mixup, so the two are compared on the same views; cached teacher logits would
 pair a clean image's soft label with an augmented one. Unlabeled examples (--unlabeled-data) join the
-training set with the label NO_LABEL and add the soft term alone: the teacher labels them. The teacher
-arrives through StrategyContext.teacher, in the student's label order, and is never saved with the student.
+training set with the task's missing target (``Task.missing_target``: NO_LABEL for classification) and add the
+soft term alone: the teacher labels them. The teacher arrives through StrategyContext.teacher, in the student's
+label order, and is never saved with the student.
 """
 from __future__ import annotations
 
@@ -20,11 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from transferkit.core.errors import ConfigError
-from transferkit.data.labels import NO_LABEL
 from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
 from transferkit.strategies.base import StrategyContext
 from transferkit.strategies.finetune import Finetune, FinetuneConfig
+from transferkit.tasks.classification import kd_loss
 from transferkit.tasks.model import TransferModel
+
+__all__ = ["Distill", "DistillConfig", "Teacher", "kd_loss", "same_tokenizer"]
 
 
 @dataclass(frozen=True)
@@ -38,13 +44,6 @@ class DistillConfig(FinetuneConfig):
             raise ConfigError(f"The 'temperature' parameter of DistillConfig must be > 0. Got {self.temperature}.")
         if not 0 <= self.alpha <= 1:
             raise ConfigError(f"The 'alpha' parameter of DistillConfig must be in [0, 1]. Got {self.alpha}.")
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2-scaled KL divergence between the softened teacher and student distributions, mean over the batch."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits.float() / t, -1), F.log_softmax(teacher_logits.float() / t, -1),
-                    reduction="batchmean", log_target=True) * t * t
 
 
 class Distill(Finetune):
@@ -69,9 +68,9 @@ class Distill(Finetune):
     def training_step(self, model: TransferModel, batch: dict[str, Any], ctx: StrategyContext) -> torch.Tensor:
         c = self.config
         logits = model(batch)
-        loss = c.alpha * kd_loss(logits, self.teacher_logits(batch, ctx), c.temperature)
+        loss = c.alpha * model.task.distill_loss(logits, self.teacher_logits(batch, ctx), c.temperature, model.head)
         labels = batch["labels"]
-        labeled = torch.ones_like(labels, dtype=torch.bool) if labels.is_floating_point() else labels != NO_LABEL
+        labeled = model.task.labeled(labels)
         if c.alpha < 1 and labeled.any():  # unlabeled examples (--unlabeled-data) learn from the teacher alone
             loss = loss + (1 - c.alpha) * model.head.loss(logits[labeled], labels[labeled])
         return loss
@@ -86,10 +85,8 @@ class Teacher(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, teacher_labels: list[str], student_labels: list[str],
                  teacher_spec: PreprocessSpec, student_spec: PreprocessSpec, source: str = "teacher"):
         super().__init__()
-        missing = [label for label in student_labels if label not in teacher_labels]
-        if missing:
-            raise ConfigError(f"The teacher {source} does not know the label(s) {', '.join(missing[:5])}; its labels "
-                              f"are {', '.join(teacher_labels[:10])}. Distil from a teacher fitted on the same labels.")
+        self.task = getattr(model, "task", None)  # a bare module (tests) reads as a classifier
+        _check_labels(self.task, teacher_labels, student_labels, source)
         if teacher_spec.modality != student_spec.modality:
             raise ConfigError(f"The teacher {source} is a {teacher_spec.modality} model but the student reads "
                               f"{student_spec.modality}.")
@@ -106,9 +103,20 @@ class Teacher(torch.nn.Module):
         return self.model.head
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """What soft targets are made from (multi-label: the logits before the teacher's thresholds)."""
+        outputs = self.model(self._teacher_batch(batch))
+        if self.task is not None:
+            outputs = self.task.raw_outputs(self.model.head, outputs)
+        return outputs[:, self.columns]
+
+    def answer(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The teacher's outputs as its bundle answers (evaluation), in the student's label order."""
+        return self.model(self._teacher_batch(batch))[:, self.columns]
+
+    def _teacher_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         if "pixel_values" in batch:
-            batch = {**batch, "pixel_values": self._teacher_pixels(batch["pixel_values"])}
-        return self.model(batch)[:, self.columns]
+            return {**batch, "pixel_values": self._teacher_pixels(batch["pixel_values"])}
+        return batch
 
     def _teacher_pixels(self, x: torch.Tensor) -> torch.Tensor:
         s, t = self.student_spec, self.teacher_spec
@@ -119,6 +127,22 @@ class Teacher(torch.nn.Module):
         if x.shape[-1] != t.image_size or x.shape[-2] != t.image_size:
             x = F.interpolate(x, size=(t.image_size, t.image_size), mode="bilinear", align_corners=False)
         return x
+
+
+def _check_labels(task: Any, teacher_labels: list[str], student_labels: list[str], source: str) -> None:
+    """ConfigError unless the teacher knows every student label (and no other, for a task whose soft targets
+    would change with extra labels: multi-label, tokens, regression)."""
+    missing = [label for label in student_labels if label not in teacher_labels]
+    if task is None or task.teacher_may_add_labels:
+        if missing:
+            raise ConfigError(f"The teacher {source} does not know the label(s) {', '.join(missing[:5])}; its labels "
+                              f"are {', '.join(teacher_labels[:10])}. Distil from a teacher fitted on the same labels.")
+        return
+    if missing or set(teacher_labels) != set(student_labels):
+        noun = "tags" if task.name == "tokens" else "labels"
+        raise ConfigError(f"The teacher {source} has the {noun} {', '.join(teacher_labels[:12])}; this data's "
+                          f"{noun} are {', '.join(student_labels[:12])}. A {task.name} teacher needs the same {noun}: "
+                          f"distil from a teacher fitted on data with this {noun[:-1]} set.")
 
 
 def same_tokenizer(a: PreprocessSpec, b: PreprocessSpec) -> bool:

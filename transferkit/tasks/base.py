@@ -19,6 +19,12 @@ Choices written down here:
 - The closed-form probe head (strategies/linear_probe.py ``fit_logistic_head``) stays in strategies and writes
   into a head the task built (api's before-adaptation probe asks ``model.task.head``); a task whose probe is
   not multinomial logistic (ridge, one-vs-rest) is the point to add ``Task.probe``, not before.
+- Distillation (strategies/distill.py) asks the task for its soft-target loss (``distill_loss``: the teacher's
+  outputs, in the student's label order, against the student's), which rows carry a hard label
+  (``labeled``: --unlabeled-data rows do not) and what an unlabeled example's target encodes to
+  (``missing_target``); a teacher's outputs are read before any decision offset (``raw_outputs``). A task
+  whose teacher may know more labels than the student (a softmax restricted to the student's classes)
+  sets ``teacher_may_add_labels``; the others need the same label set.
 - TransferModel lives in transferkit.tasks.model (not in backbones, which may not import tasks) and carries
   ``model.task``; transferkit.backbones.heads is gone rather than re-exported, since a backbones module
   re-exporting tasks would break the layering.
@@ -89,3 +95,24 @@ class Task:
                  digits: int | None = None) -> list[dict[str, Any]]:
         """Rows of ``scores`` -> the dicts predict writes and serve answers (rounded to ``digits`` if given)."""
         raise NotImplementedError
+
+    # ---- distillation: soft targets from a teacher (strategies/distill.py) ------------------------------------
+    teacher_may_add_labels: ClassVar[bool] = False  # may a teacher know labels the student lacks?
+
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                     head: nn.Module) -> torch.Tensor:
+        """The soft-target loss of ``student`` outputs against ``teacher`` outputs (same rows, same label order);
+        ``head`` is the student's (its scale, for regression)."""
+        raise NotImplementedError
+
+    def labeled(self, targets: torch.Tensor) -> torch.Tensor:
+        """Per output row: does it carry a hard label (False for --unlabeled-data rows)?"""
+        raise NotImplementedError
+
+    def missing_target(self, example: Any, n_outputs: int) -> Any:
+        """The encoded target of an unlabeled ``example`` in a distillation transfer set (adds no hard loss)."""
+        raise NotImplementedError
+
+    def raw_outputs(self, head: nn.Module, outputs: torch.Tensor) -> torch.Tensor:
+        """``head``'s outputs before any decision offset folded into them: what soft targets are made from."""
+        return outputs

@@ -1,9 +1,10 @@
 """Single-label classification: a linear head over pooled features, softmax cross-entropy, argmax decoding.
 
-Imports transferkit.core and transferkit.tasks.base. The numbers are the ones transferkit computed before the
-tasks layer existed: a fresh head predicts uniformly (loss ln K), validation reports plain cross-entropy,
+Imports transferkit.core, transferkit.data and transferkit.tasks.base. The numbers are the ones transferkit
+computed before the tasks layer existed: a fresh head predicts uniformly (loss ln K), validation reports plain cross-entropy,
 accuracy and macro-F1 (transferkit.core.scores), and early stopping follows val macro-F1 with val loss breaking
-ties (small validation sets saturate at 1.0).
+ties (small validation sets saturate at 1.0). Distillation is Hinton et al.'s KD (``kd_loss``); a teacher may know
+more classes than the student (its softmax is then read over the student's classes only).
 """
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from transferkit.core.scores import macro_f1
+from transferkit.data.labels import NO_LABEL
 from transferkit.tasks.base import Task
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2-scaled KL divergence between the softened teacher and student distributions, mean over the rows."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits.float() / t, -1), F.log_softmax(teacher_logits.float() / t, -1),
+                    reduction="batchmean", log_target=True) * t * t
 
 
 class ClassificationHead(nn.Module):
@@ -71,6 +80,21 @@ class ClassificationTask(Task):
 
     def selection_score(self, targets: np.ndarray, predictions: np.ndarray) -> float:
         return macro_f1(targets, predictions)
+
+    teacher_may_add_labels: ClassVar[bool] = True
+
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                     head: nn.Module) -> torch.Tensor:
+        return kd_loss(student, teacher, temperature)
+
+    def labeled(self, targets: torch.Tensor) -> torch.Tensor:
+        """Class indices other than NO_LABEL; soft rows (mixup/cutmix) are all labeled."""
+        if targets.is_floating_point():
+            return torch.ones(targets.shape[0], dtype=torch.bool, device=targets.device)
+        return targets != NO_LABEL
+
+    def missing_target(self, example: Any, n_outputs: int) -> int:
+        return NO_LABEL
 
     def response(self, scores: np.ndarray, names: tuple[str, ...] | list[str], top_k: int | None = None,
                  digits: int | None = None) -> list[dict[str, Any]]:

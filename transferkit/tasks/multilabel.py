@@ -9,6 +9,9 @@ label names (transferkit.data.multilabels.MultiLabelMap). Choices written down h
   with no state of its own, and the per-label scores it reports are 0.5 exactly at the label's tuned threshold.
   The thresholds themselves are recorded in the bundle manifest (``thresholds``) and the report.
 - Early stopping follows validation micro-F1 (at 0.5, before thresholds exist); the loss is BCE-with-logits.
+- Distillation: the teacher's per-label probabilities at temperature T, ``sigmoid(logit / T)`` of its raw logits
+  (its thresholds' offset taken back out), are BCE targets for ``student / T``, scaled by T^2 as in KD; the
+  teacher needs the student's label set. An unlabeled row's target is a row of NaN.
 """
 from __future__ import annotations
 
@@ -99,6 +102,22 @@ class MultilabelTask(Task):
         t, p = np.asarray(targets) > 0.5, np.asarray(predictions) > 0.5
         return {"micro_f1": float(f1_score(t, p, average="micro", zero_division=0.0)),
                 "macro_f1": float(f1_score(t, p, average="macro", zero_division=0.0))}
+
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                     head: nn.Module) -> torch.Tensor:
+        t = temperature
+        soft = torch.sigmoid(teacher.float() / t)
+        return F.binary_cross_entropy_with_logits(student.float() / t, soft) * t * t
+
+    def labeled(self, targets: torch.Tensor) -> torch.Tensor:
+        return ~torch.isnan(targets).any(-1)
+
+    def missing_target(self, example: Any, n_outputs: int) -> list[float]:
+        return [float("nan")] * n_outputs
+
+    def raw_outputs(self, head: nn.Module, outputs: torch.Tensor) -> torch.Tensor:
+        """The logits before the thresholds' offset (``MultilabelHead.forward`` subtracts it)."""
+        return outputs + head.threshold_logit
 
     def response(self, scores: np.ndarray, names: tuple[str, ...] | list[str], top_k: int | None = None,
                  digits: int | None = None) -> list[dict[str, Any]]:

@@ -5,6 +5,8 @@ Imports transferkit.core, transferkit.data and transferkit.tasks.base. Targets a
 and std as buffers saved with the weights: it learns the standardised target (so learning rates and the zero
 init behave as for classification — a fresh head predicts the mean) and its ``forward`` un-standardises, so every
 consumer — validation, evaluate, predict, serve and the ONNX export — sees values in the user's units.
+Distillation: the teacher's prediction, standardised with the student's training mean/std like the labels, is an
+MSE target (the temperature has no meaning for one number); an unlabeled row's target is NaN.
 """
 from __future__ import annotations
 
@@ -80,6 +82,17 @@ class RegressionTask(Task):
         r2 = float(r2_score(targets, predictions)) if len(targets) > 1 and np.ptp(targets) > 0 else 0.0
         return {"r2": r2, "mae": float(mean_absolute_error(targets, predictions)),
                 "rmse": float(np.sqrt(mean_squared_error(targets, predictions)))}
+
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                     head: nn.Module) -> torch.Tensor:
+        """MSE between the standardised student and teacher predictions (the head's own standardisation)."""
+        return head.loss(student, teacher[:, 0])
+
+    def labeled(self, targets: torch.Tensor) -> torch.Tensor:
+        return ~torch.isnan(targets)
+
+    def missing_target(self, example: Any, n_outputs: int) -> float:
+        return float("nan")
 
     def response(self, scores: np.ndarray, names: tuple[str, ...] | list[str], top_k: int | None = None,
                  digits: int | None = None) -> list[dict[str, Any]]:

@@ -16,6 +16,10 @@ Choices written down here:
 - Decoding is per-word argmax; an I-X that follows O reads as the start of an entity (conlleval), so every
   predicted tag sequence has entities without a repair step. An entity's score is the mean probability of its
   words' tags.
+- Distillation is KD per word: the KL between the teacher's and the student's softened tag distributions on
+  each word's row (its first sub-word), mean over words. Teacher and student read the same batch, so the two
+  must tokenize alike (transferkit.strategies.distill.Teacher refuses otherwise) and rows pair up by word; the
+  teacher needs the student's tag set. An unlabeled sentence's target is IGNORE for every word.
 - The head is dropout + Linear per token with the usual small normal init (not zeros like the classification head:
   a zero head passes no gradient to the backbone on the first steps of a fine-tune).
 """
@@ -33,6 +37,7 @@ from torch import nn
 
 from transferkit.data.conll import word_offsets
 from transferkit.tasks.base import Task
+from transferkit.tasks.classification import kd_loss
 
 IGNORE = -100
 
@@ -112,6 +117,16 @@ class TokensTask(Task):
         if not self.tags:
             raise ValueError("a tokens task needs its tag names (TokensTask(tags) or a head that has them)")
         return split_rows([self.tags[int(i)] for i in ids], positions)
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                     head: nn.Module) -> torch.Tensor:
+        return kd_loss(student, teacher, temperature)
+
+    def labeled(self, targets: torch.Tensor) -> torch.Tensor:
+        return targets[:, 0] != IGNORE
+
+    def missing_target(self, example: Any, n_outputs: int) -> list[int]:
+        return [IGNORE] * len(example)
+
 
     def metrics(self, targets: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
         """seqeval's default-mode entity micro precision/recall/F1 and the token accuracy."""
