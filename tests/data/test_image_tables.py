@@ -33,8 +33,7 @@ def write_table(path: Path, header: str, rows: list[str]) -> Path:
 
 def test_a_text_column_of_image_files_is_read_as_images_relative_to_the_table(tmp_path, monkeypatch):
     names = write_images(tmp_path / "data")
-    table = write_table(tmp_path / "data" / "labels.csv", "text,label", [f"{n},{'ab'[k % 2]}" for k, n in
-                                                                         enumerate(names)])
+    write_table(tmp_path / "data" / "labels.csv", "text,label", [f"{n},{'ab'[k % 2]}" for k, n in enumerate(names)])
     monkeypatch.chdir(tmp_path)  # the paths are the table's, not the working directory's
     train = load_source("data/labels.csv").train
     assert train.modality == "image" and train.image_column == "text"

@@ -134,6 +134,19 @@ def test_loader_order_follows_sampler(digits):
     assert [i for b in eval_loader for i in b["index"].tolist()] == list(range(len(examples)))
 
 
+def test_multilabel_image_targets_batch_as_one_row_per_image(digits):
+    from transferkit.data.multilabels import MultiLabelMap
+
+    examples, _ = digits
+    sets = [("even",) if int(y) % 2 == 0 else ("odd", "small") for y in examples.labels]
+    labeled = examples.subset(range(len(examples)))
+    labeled.labels = sets
+    label_map = MultiLabelMap.from_labels(sets, "digits")
+    batch = next(iter(make_loader(labeled, SPEC, label_map, 8)))
+    assert batch["labels"].dtype == torch.float32 and batch["labels"].shape == (8, 3)
+    assert batch["labels"].tolist() == label_map.encode(sets[:8])
+
+
 def test_make_loader_bool_augment_means_light(digits):
     examples, label_map = digits
     loader = make_loader(examples, SPEC, label_map, 4, shuffle_seed=0, augment=True)

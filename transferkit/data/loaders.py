@@ -34,8 +34,9 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = {"pixel_values": image_to_tensor(self.examples.inputs[i], self.transform, self.examples.max_pixels),
                 "index": i}
-        if self.targets is not None:
-            item["labels"] = self.targets[i]
+        if self.targets is not None:  # a multi-label 0/1 row as one tensor (default_collate would transpose a list)
+            target = self.targets[i]
+            item["labels"] = torch.tensor(target, dtype=torch.float32) if isinstance(target, list) else target
         return item
 
 
