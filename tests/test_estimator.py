@@ -187,3 +187,11 @@ def test_token_classification_takes_word_lists_and_tag_lists(tmp_path: Path):
     assert loaded.predict(X_test) == predicted and list(loaded.classes_) == list(clf.classes_)
     with pytest.raises(DataError, match=r"y\[1\] must be a list of 5 tag names"):
         TransferClassifier().fit(X[:2], [y[0], y[1][:-1]])
+
+
+@pytest.mark.parametrize("name", ["scan.tif", "anim.GIF", "photo.jfif", "a.png"])
+def test_paths_with_any_decoded_image_extension_are_images(name: str):
+    from transferkit.estimator import _to_examples
+
+    assert _to_examples([f"pics/{name}", "pics/b.png"], None, "X").modality == "image"
+    assert _to_examples(["a text about tif files"], None, "X").modality == "text"

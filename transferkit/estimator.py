@@ -35,6 +35,7 @@ from transferkit.core.errors import DataError, NotFittedError
 from transferkit.core.io import atomic_write_json
 from transferkit.data.conll import normalise_tags
 from transferkit.data.examples import Examples
+from transferkit.data.images import IMAGE_EXTENSIONS
 from transferkit.data.labels import label_name
 from transferkit.evaluate.token_metrics import sequence_report
 from transferkit.export.bundle import read_manifest
@@ -49,7 +50,7 @@ def _to_examples(X: Any, names: list[str] | None, source: str) -> Examples:
     if not items:
         raise DataError(f"{source}: X is empty.")
     first = items[0]
-    is_text = isinstance(first, str) and Path(first).suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+    is_text = isinstance(first, str) and Path(first).suffix.lower() not in IMAGE_EXTENSIONS
     if names is not None and len(names) != len(items):
         raise DataError(f"{source}: X has {len(items)} items but y has {len(names)}.")
     return Examples("text" if is_text else "image", items, names, source)
