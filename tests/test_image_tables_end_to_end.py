@@ -58,6 +58,9 @@ def test_fit_reads_the_table_as_images_and_says_which_column(run):
     report = json.loads((run.run_dir / "data_report.json").read_text())
     assert report["stats"]["image_columns"] == {"train": "image", "test": "image"}
     assert run.metrics["test"]["n"] == 12 and run.metrics["test"]["accuracy"] > 1 / 3  # chance: 1/3
+    if run.metrics["test"]["accuracy"] < 1:  # the report's most confidently wrong examples, as thumbnails
+        html = (run.run_dir / "report.html").read_text()
+        assert 'src="data:image/png;base64,' in html and 'alt="images/test/' in html
 
 
 def test_a_table_fits_exactly_as_the_same_images_in_class_folders(run, tables, tmp_path: Path):
