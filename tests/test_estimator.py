@@ -115,6 +115,7 @@ def test_numpy_scalar_labels_give_a_typed_classes_array():
 
 @pytest.mark.parametrize("kind", ["classifier", "regressor"])
 def test_a_fit_without_out_keeps_its_run_only_as_long_as_the_estimator(kind: str, texts_and_labels):
+    import copy
     import gc
 
     from transferkit import TransferRegressor
@@ -127,10 +128,14 @@ def test_a_fit_without_out_keeps_its_run_only_as_long_as_the_estimator(kind: str
     second = Path(est.fit(texts, y).result_.run_dir)
     assert second != first and not first.exists() and second.is_dir()  # a refit removes the last temporary run
     kept = est.save(second.parent / f"{second.name}-kept")
+    duplicate = copy.deepcopy(est)  # a copy does not own the folder
     del est
     gc.collect()
     assert not second.exists()  # gone with the estimator; what save() copied stays
     assert (kept / "model.safetensors").is_file()
+    for use in (duplicate.predict, duplicate.save):  # the text tokenizer is read from the bundle
+        with pytest.raises(FileNotFoundError, match="copied from"):
+            use(second.parent / "late" if use == duplicate.save else texts[:2])
     import shutil
 
     shutil.rmtree(kept)

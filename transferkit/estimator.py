@@ -169,6 +169,19 @@ def _fit_run(owner: BaseEstimator, out: str | None, fit: Callable[[str], api.Fit
     return result
 
 
+def _check_bundle(bundle: Path) -> Path:
+    """``bundle``, which predict (the text tokenizer) and save read; a copy (pickle, deepcopy) of an estimator fitted
+    without ``out`` shares its temporary run, which goes with the original."""
+    if not bundle.is_dir():
+        raise FileNotFoundError(f"{bundle} no longer exists: it was the temporary run of the estimator this one was "
+                                "copied from. Fit with out=FOLDER, or save() before the original goes.")
+    return bundle
+
+
+def _copy_bundle(bundle: Path, folder: Path) -> None:
+    shutil.copytree(_check_bundle(bundle), folder, dirs_exist_ok=True)
+
+
 def _is_token_data(X: Any) -> bool:
     """Sentences given as word lists (token classification), rather than one text or image per row."""
     first = None if hasattr(X, "ndim") else next(iter(X), None)
@@ -211,8 +224,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     Token classification (NER): ``X`` a list of sentences, each a list of words, and ``y`` a tag list per sentence
     (IOB1, IOB2 or IOBES, read as IOB2); ``predict`` returns a list of IOB2 tag lists, ``classes_`` the model's
     tags and ``score`` the entity-level micro-F1 (seqeval), the score fit selects by; ``predict_proba`` is absent.
-    ``out=None`` fits into a temporary folder kept as long as the estimator lives (``result_`` points into it):
-    pass ``out`` or call ``save`` to keep the run.
+    ``out=None`` fits into a temporary folder kept as long as the estimator lives (``result_`` points into it;
+    a pickled or deep copy shares it, and cannot predict once the original is gone): pass ``out`` or call ``save``
+    to keep the run.
     """
 
     def __init__(self, model: str = "auto", strategy: str = "finetune", epochs: int = 10, batch_size: int | None = None,
@@ -256,6 +270,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         """The fitted task's name; NotFittedError before fit."""
         if not hasattr(self, "task_"):
             raise NotFittedError("This TransferClassifier is not fitted yet; call fit(X, y) first.")
+        _check_bundle(Path(self.bundle_dir_))
         return self.task_
 
     @available_if(_no_token_proba)
@@ -312,7 +327,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     def save(self, folder: str | Path) -> Path:
         """Copy the fitted bundle to ``folder`` (loadable with TransferClassifier.load or the CLI)."""
         self._check_fitted()
-        shutil.copytree(self.bundle_dir_, folder, dirs_exist_ok=True)
+        _copy_bundle(Path(self.bundle_dir_), Path(folder))
         atomic_write_json(Path(folder) / CLASSES_FILE, _encode_classes(self.classes_))
         return Path(folder)
 
@@ -366,13 +381,14 @@ class TransferRegressor(RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         if not hasattr(self, "predictor_"):
             raise NotFittedError("This TransferRegressor is not fitted yet; call fit(X, y) first.")
+        _check_bundle(Path(self.predictor_.bundle.path))
         return self.predictor_.predict(_to_examples(X, None, "X")).values.astype(np.float64)
 
     def save(self, folder: str | Path) -> Path:
         """Copy the fitted bundle to ``folder`` (loadable with TransferRegressor.load or the CLI)."""
         if not hasattr(self, "predictor_"):
             raise NotFittedError("This TransferRegressor is not fitted yet; call fit(X, y) first.")
-        shutil.copytree(self.predictor_.bundle.path, folder, dirs_exist_ok=True)
+        _copy_bundle(Path(self.predictor_.bundle.path), Path(folder))
         return Path(folder)
 
     @classmethod
