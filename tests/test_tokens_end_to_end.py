@@ -1,7 +1,8 @@
 """Token classification end to end, offline and tiny: MiniLM fine-tuned for 3 epochs on 60 generated CoNLL
 sentences ("<name> lives in <city> ."). fit (detected from the layout) -> bundle -> evaluate --json with the
 contract keys -> predict (CoNLL, raw text lines; JSONL and CSV) with entities at character offsets; the
-report's per-type table; the refusals (strategies, options, serve/ONNX, mismatched --task) with their reasons."""
+Predictor, serve and the ONNX export (+ int8) answering the same JSON, with parity per word; the report's per-type
+table; the refusals (strategies, options, mismatched --task) with their reasons."""
 from __future__ import annotations
 
 import csv
@@ -10,12 +11,17 @@ import random
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 import transferkit
 from tests.conftest import VENV_BIN
 from transferkit.compare import compare
-from transferkit.core.errors import BundleError, ConfigError, DataError
+from transferkit.core.errors import ConfigError, DataError
+from transferkit.data.conll import split_words
+from transferkit.data.examples import Examples
+from transferkit.serve.app import create_app
 from transferkit.serve.predictor import Predictor
 
 NAMES = ("Anna", "Bruno", "Chen", "Dana", "Emil", "Fatima", "Goran", "Hana")
@@ -93,13 +99,96 @@ def test_predict_writes_words_tags_and_entities_with_offsets(run, files):
     assert json.loads(rows[0]["words"]) == ["Dana", "flew", "to", "Oslo", "."]
 
 
-def test_serve_onnx_and_top_k_refuse_token_bundles_with_the_reason(run, files, tmp_path):
-    with pytest.raises(ConfigError, match="token-classification bundle"):
-        Predictor.from_bundle(run.bundle_dir)
-    with pytest.raises(BundleError, match="one row per word"):
-        transferkit.api.export(run.bundle_dir, tmp_path / "onnx")
+TEXTS = ["  Dana   flew to Oslo.", "Hana loves Lima!"]
+WORDS = [["Chen", "works", "in", "Kyiv", "."]]
+LONG = " ".join(f"{n} lives in {c} ." for n, c in zip(NAMES * 10, CITIES[::-1] * 10))  # 400 words
+
+
+def test_top_k_is_refused_for_token_bundles(run, files):
     with pytest.raises(ConfigError, match="--top-k"):
         transferkit.predict(run.bundle_dir, str(files["test"]), top_k=2, progress=False)
+
+
+def test_predictor_answers_the_json_predict_writes_for_texts_and_word_lists(run, files):
+    raw = files["root"] / "predictor.txt"
+    raw.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    conll = write_conll(files["root"] / "words.conll", [[(w, "O") for w in WORDS[0]]])
+    written = []
+    for i, data in enumerate((raw, conll)):
+        out = files["root"] / f"written{i}.jsonl"
+        transferkit.predict(run.bundle_dir, str(data), out=out, progress=False)
+        written += [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    predictor = Predictor.from_bundle(run.bundle_dir)
+    answered = predictor.tag([*TEXTS, *WORDS])
+    assert answered == written == predictor.predict(Examples("text", [*TEXTS, *WORDS], None, "api")).rows
+    assert answered[0]["words"] == ["Dana", "flew", "to", "Oslo", "."] and answered[2]["words"] == WORDS[0]
+    assert [(e["text"], e["type"]) for e in answered[0]["entities"]] == [("Dana", "PER"), ("Oslo", "LOC")]
+    assert (answered[0]["entities"][0]["start"], answered[0]["entities"][0]["end"]) == (2, 6)
+
+
+def test_a_text_longer_than_the_window_has_every_word_tagged_once(run):
+    predictor = Predictor.from_bundle(run.bundle_dir)
+    assert len(LONG.split()) > predictor.preprocessing.max_length  # at least two windows
+    row = predictor.predict(Examples("text", [LONG], None, "long")).rows[0]
+    assert row["words"] == split_words(LONG) and len(row["tags"]) == len(row["words"])
+    people = [e for e in row["entities"] if e["type"] == "PER"]
+    assert all(LONG[e["start"]:e["end"]] == e["text"] for e in row["entities"])
+    assert len(people) >= 0.9 * 80  # 80 names; words near every window edge are tagged too
+
+
+def test_serve_answers_the_predictors_json(run):
+    predictor = Predictor.from_bundle(run.bundle_dir)
+    expected = predictor.predict(Examples("text", [*TEXTS, *WORDS, ""], None, "api")).rows
+    with TestClient(create_app(predictor)) as client:
+        answer = client.post("/v1/predict", json={"inputs": [*TEXTS, *WORDS, ""]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == expected
+        assert expected[-1] == {"text": "", "words": [], "tags": [], "entities": []}
+        refused = client.post("/v1/predict", json={"inputs": TEXTS, "top_k": 2})
+        assert refused.status_code == 422 and "tag per word" in refused.json()["detail"]
+        wrong = client.post("/v1/predict", json={"inputs": [["Anna", 3]]})
+        assert wrong.status_code == 422 and "pre-split words" in wrong.json()["detail"]
+        assert client.get("/v1/model").json()["task"] == "tokens"
+
+
+def _spans(rows: list[dict]) -> list[list[tuple]]:
+    return [[(e["text"], e["type"], e["start"], e["end"]) for e in row["entities"]] for row in rows]
+
+
+def test_onnx_export_keeps_parity_per_word_and_gives_the_same_entities(run, files, cli_env):
+    onnx_dir = files["root"] / "onnx"
+    done = subprocess.run([str(VENV_BIN / "transferkit"), "export", "--bundle", str(run.bundle_dir), "--out",
+                           str(onnx_dir)], capture_output=True, text=True, env=cli_env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    parity = json.loads((onnx_dir / "transferkit.json").read_text())["onnx"]["parity"]
+    assert parity["max_abs_diff"] <= 1e-4 and parity["top1_agreement"] == 1.0 and parity["n_words"] > parity["n"]
+    printed = " ".join(done.stderr.split())  # rich wraps long lines
+    assert f"same tag on 100% of {parity['n_words']:,} words" in printed and "top-1" not in printed
+    inputs = [*TEXTS, *WORDS, LONG]
+    torch_rows = Predictor.from_bundle(run.bundle_dir).predict(Examples("text", inputs, None, "api")).rows
+    onnx_predictor = Predictor.from_bundle(onnx_dir)
+    assert onnx_predictor.runtime == "onnx"
+    onnx_rows = onnx_predictor.predict(Examples("text", inputs, None, "api")).rows
+    assert _spans(onnx_rows) == _spans(torch_rows) and [r["tags"] for r in onnx_rows] == [r["tags"] for r in torch_rows]
+    scores = [[e["score"] for e in row["entities"]] for row in (*torch_rows, *onnx_rows)]
+    np.testing.assert_allclose(sum(scores[len(inputs):], []), sum(scores[:len(inputs)], []), atol=1e-4)
+    from_file = transferkit.predict(onnx_dir, str(files["test"]), runtime="onnx", progress=False)
+    assert _spans(from_file.rows) == _spans(transferkit.predict(run.bundle_dir, str(files["test"]), progress=False).rows)
+    with TestClient(create_app(onnx_predictor)) as client:
+        served = client.post("/v1/predict", json={"inputs": inputs}).json()["predictions"]
+    assert _spans(served) == _spans(torch_rows)
+
+
+def test_int8_export_reports_its_agreement_per_word_tag(run, files):
+    entry = transferkit.api.export(run.bundle_dir, files["root"] / "int8", int8=True)["int8"]
+    agreement = entry["vs_fp32"]
+    assert agreement["n_words"] > agreement["n"] and 0.5 <= agreement["top1_agreement"] <= 1.0
+    accuracy = entry["accuracy"]
+    assert accuracy["n"] > 0 and accuracy["n_words"] > accuracy["n"]
+    assert {"accuracy_fp32", "accuracy_int8", "entity_f1_fp32", "entity_f1_int8"} <= set(accuracy)
+    assert accuracy["entity_f1_fp32"] > 0.5  # the recorded split, tagged by the fp32 export
+    rows = Predictor.from_bundle(files["root"] / "int8").predict(Examples("text", TEXTS, None, "api")).rows
+    assert [len(r["tags"]) for r in rows] == [5, 4]
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -22,6 +22,7 @@ from transferkit.export.bundle import load_bundle
 from transferkit.export.onnx import ONNX_FILE, ExportError, export_onnx
 from transferkit.export.quantize import _warning
 from transferkit.serve.predictor import Predictor
+from transferkit.tasks import ClassificationTask, MultilabelTask, RegressionTask, TokensTask
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +230,18 @@ def test_export_of_a_bf16_bundle_is_checked_against_its_bf16_predictions(make_di
     assert ("warning" in reported) == (agreement < 1.0)
     in_fp32 = Predictor.from_bundle(result.bundle_dir, batch_size=32, precision="fp32").predict(test).labels
     assert in_fp32 == from_export  # the way out the warning names
+
+
+@pytest.mark.parametrize(("task", "reference", "other", "says", "never"), [
+    (ClassificationTask(), [[2.0, 1.0], [0.0, 3.0]], [[1.0, 2.0], [0.0, 3.0]], "top-1 agreement 50.0%", "label set"),
+    (MultilabelTask(), [[1.0, -1.0], [1.0, 1.0]], [[1.0, 1.0], [1.0, 1.0]],
+     "same label set (every per-label decision) on 50.0% of inputs", "top-1"),
+    (RegressionTask(), [[1.0], [2.0], [3.0]], [[1.0], [2.0], [3.5]], "max |difference| 5.0e-01, R² of the values 0.875",
+     "top-1"),
+    (TokensTask(("O", "B-PER")), [[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]], [[2.0, 1.0], [3.0, 0.0], [1.0, 0.0]],
+     "same tag on 66.7% of 3 words", "top-1"),
+])
+def test_export_checks_read_in_the_tasks_terms(task, reference: list, other: list, says: str, never: str):
+    """What `transferkit export` prints for a check comes from the task: per label set, per value, per word tag."""
+    check = onnx_export.compare_logits(np.array(reference, np.float32), np.array(other, np.float32), task)
+    assert says in task.agreement(check) and never not in task.agreement(check)

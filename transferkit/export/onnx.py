@@ -8,6 +8,9 @@ written when onnxruntime reproduces the eager fp32 model on 100 inputs (max |log
 inference precision), with a warning when a bf16 bundle and its export give different labels.
 We use torch.onnx's TorchScript exporter (dynamo=False): on torch 2.14 it exports MiniLM in ~1 s into one file,
 against ~11 s and a separate weights file for the dynamo exporter, and the parity check guards either way.
+Token classification: the graph outputs logits at every sub-word position [windows, positions, tags]; gathering
+each word's first sub-word, merging windows and decoding tags stay in Python (transferkit.export.rows), shared by
+both runtimes, and parity is checked per word on the gathered rows.
 """
 from __future__ import annotations
 
@@ -26,14 +29,14 @@ from torch import nn
 
 from transferkit.core.errors import BundleError, ConfigError
 from transferkit.core.io import atomic_write_json, staged_folder
+from transferkit.data.examples import Examples
 from transferkit.data.labels import LabelMap
 from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
-from transferkit.data.stream import inference_batches
 from transferkit.export.bundle import MANIFEST, load_bundle, read_manifest, recorded_precision
 from transferkit.export.recorded import check_inputs, recorded_split
+from transferkit.export.rows import ModelBatch, model_batches, torch_rows
 from transferkit.tasks import Task
 from transferkit.tasks.model import TransferModel
-from transferkit.train.inference import predict_logits
 
 ONNX_FILE = "model.onnx"
 PARITY_ATOL = 1e-4
@@ -111,20 +114,23 @@ class _Logits(nn.Module):
         return self.model(dict(zip(self.names, tensors)))
 
 
-def _input_names(spec: PreprocessSpec) -> list[str]:
-    if spec.modality == "image":
-        return ["pixel_values"]
-    accepted = load_tokenizer(spec).model_input_names
-    return [name for name in TEXT_INPUTS if name in accepted]
+SAMPLE_TEXTS = ["a", "a somewhat longer text, so the first one is padded"]
 
 
-def _sample_inputs(spec: PreprocessSpec, names: list[str]) -> tuple[torch.Tensor, ...]:
+def _sample_batch(spec: PreprocessSpec, per_word: bool) -> dict[str, torch.Tensor]:
     """Two inputs; for text of different lengths, so the traced graph contains the padding-mask path."""
     if spec.modality == "image":
-        return (torch.zeros(2, 3, spec.image_size, spec.image_size),)
-    encoded = load_tokenizer(spec)(["a", "a somewhat longer text, so the first one is padded"], padding=True,
-                                   return_tensors="pt")
-    return tuple(encoded[name] for name in names)
+        return {"pixel_values": torch.zeros(2, 3, spec.image_size, spec.image_size)}
+    if per_word:  # the tensors the token windows carry (data.token_loader), without the word positions
+        return next(model_batches(Examples("text", SAMPLE_TEXTS, None, "sample"), spec, 2, per_word=True)).inputs
+    return dict(load_tokenizer(spec)(SAMPLE_TEXTS, padding=True, return_tensors="pt"))
+
+
+def _input_names(spec: PreprocessSpec, per_word: bool = False) -> list[str]:
+    if spec.modality == "image":
+        return ["pixel_values"]
+    accepted = set(load_tokenizer(spec).model_input_names) & set(_sample_batch(spec, per_word))
+    return [name for name in TEXT_INPUTS if name in accepted]
 
 
 @contextlib.contextmanager
@@ -176,11 +182,14 @@ def _static_padding(model: TransferModel, spec: PreprocessSpec) -> nn.Module:
 def _torch_export(model: TransferModel, spec: PreprocessSpec, names: list[str], path: Path, opset: int) -> None:
     if spec.modality == "image":
         model = _static_padding(model, spec)
+    per_word = model.task.per_word  # logits [windows, positions, tags]: one row per sub-word position
     axes = {name: {0: "batch", 1: "sequence"} if spec.modality == "text" else {0: "batch"} for name in names}
+    logits_axes = {0: "batch", 1: "sequence"} if per_word else {0: "batch"}
+    sample = _sample_batch(spec, per_word)
     with _eager_attention(model), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python branches; parity is checked
-        torch.onnx.export(_Logits(model, names).eval(), _sample_inputs(spec, names), str(path), input_names=names,
-                          output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch"}},
+        torch.onnx.export(_Logits(model, names).eval(), tuple(sample[n] for n in names), str(path),
+                          input_names=names, output_names=["logits"], dynamic_axes={**axes, "logits": logits_axes},
                           opset_version=opset, do_constant_folding=True, dynamo=False)
 
 
@@ -196,20 +205,24 @@ def compare_logits(reference: np.ndarray, other: np.ndarray, task: Task) -> dict
     same = task.decode(reference) == task.decode(other)
     if same.ndim > 1:  # multi-label: the whole label set must agree
         same = same.all(axis=1)
-    return {"max_abs_diff": float(np.abs(reference - other).max()) if reference.size else 0.0,
-            "top1_agreement": float(same.mean()) if len(reference) else 1.0}
+    out = {"max_abs_diff": float(np.abs(reference - other).max()) if reference.size else 0.0,
+           "top1_agreement": float(same.mean()) if len(reference) else 1.0}
+    if task.per_word:  # tokens: the rows are words (logits at their first sub-word), the agreement is per word tag
+        out["n_words"] = len(reference)
+    return out
 
 
 def paired_logits(model: TransferModel, session, names: list[str], examples, spec: PreprocessSpec,
                   batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Eager fp32 and onnxruntime logits on exactly the same tensors, and the positions they belong to."""
+    """Eager fp32 and onnxruntime logits on exactly the same tensors (tokens: per word), and the positions they
+    belong to."""
     eager, onnx, positions = [], [], []
-    for batch in inference_batches(examples, spec, batch_size):
+    for batch in model_batches(examples, spec, batch_size, model.task.per_word):
         if batch.inputs is None:
             continue
         with torch.inference_mode():
-            eager.append(model(batch.inputs).float().numpy())
-        onnx.append(run_session(session, names, batch.inputs))
+            eager.append(batch.rows(model(batch.inputs).float().numpy()))
+        onnx.append(batch.rows(run_session(session, names, batch.inputs)))
         positions += batch.positions
     if not eager:
         raise ExportError(f"None of the {len(examples)} parity inputs from {examples.source} could be read.")
@@ -220,13 +233,9 @@ def export_onnx(bundle_dir: Path, out_dir: Path, int8: bool = False, opset: int 
     """Export ``bundle_dir`` to ``out_dir`` (a new ONNX bundle); returns the manifest's ``onnx`` entry."""
     bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
     _check_destination(bundle_dir, out_dir)
-    if read_manifest(bundle_dir).get("task") == "tokens":
-        raise BundleError(f"{bundle_dir} is a token-classification bundle: its output has one row per word, "
-                          "gathered at positions the tokenizer picks, which the ONNX export and its parity check do "
-                          "not support yet. Predict with the bundle itself (`transferkit predict`).")
     bundle = load_bundle(bundle_dir)
     model, spec = bundle.model.float().eval(), bundle.preprocessing
-    names = _input_names(spec)
+    names = _input_names(spec, model.task.per_word)
     recorded, where = recorded_split(bundle.manifest, bundle_dir)
     check, check_source = check_inputs(spec, recorded, where, n_check)
     with staged_folder(out_dir) as staging:
@@ -234,15 +243,14 @@ def export_onnx(bundle_dir: Path, out_dir: Path, int8: bool = False, opset: int 
         session = open_session(staging / ONNX_FILE)
         # the exporter drops inputs the graph never reads (a soft-prompt model ignores token_type_ids)
         names = [i.name for i in session.get_inputs()]
-        eager, onnx, _ = paired_logits(model, session, names, check, spec)
-        parity = {"n": len(eager), "inputs": check_source, **compare_logits(eager, onnx, model.task)}
+        eager, onnx, positions = paired_logits(model, session, names, check, spec)
+        parity = {"n": len(positions), "inputs": check_source, **compare_logits(eager, onnx, model.task)}
         # regression values are in the target's units: the tolerance scales with its spread
         atol = PARITY_ATOL * max(1.0, float(bundle.manifest.get("targets", {}).get("std", 1.0)))
         if parity["max_abs_diff"] > atol or parity.get("top1_agreement", 1.0) < 1.0:
             raise ExportError(f"The ONNX export of {bundle_dir} does not reproduce the eager model on {parity['n']} "
-                              f"inputs ({check_source}): max |logit diff| {parity['max_abs_diff']:.2e} (allowed "
-                              f"{atol:.0e}), top-1 agreement {parity.get('top1_agreement', 1.0):.2%}. Try another "
-                              f"--opset, or report the backbone as unsupported.")
+                              f"inputs ({check_source}): {model.task.agreement(parity, '.2%')} (allowed max |diff| "
+                              f"{atol:.0e}). Try another --opset, or report the backbone as unsupported.")
         entry: dict[str, Any] = {"file": ONNX_FILE, "inputs": names, "opset": opset, "source_bundle":
                                  str(bundle_dir.resolve()), "exporter": "torch.onnx (TorchScript, dynamo=False)",
                                  "parity": parity, "int8": None, "versions": _versions()}
@@ -251,7 +259,8 @@ def export_onnx(bundle_dir: Path, out_dir: Path, int8: bool = False, opset: int 
 
             entry["int8"] = quantize_bundle(bundle, staging / ONNX_FILE, names, check, recorded)
             int8_session = open_session(staging / ONNX_FILE)  # what the written file computes now
-            onnx = np.concatenate([run_session(int8_session, names, b) for b in _batches(check, spec)])
+            onnx = np.concatenate([b.rows(run_session(int8_session, names, b.inputs))
+                                   for b in _batches(check, spec, model.task.per_word)])
         entry["vs_bundle"] = vs_bundle(bundle, model, eager, onnx, check, "int8" if int8 else "fp32")
         if spec.modality == "text":
             shutil.copytree(bundle_dir / "tokenizer", staging / "tokenizer")
@@ -264,8 +273,10 @@ def vs_bundle(bundle, model: TransferModel, eager: np.ndarray, exported: np.ndar
     """The written model.onnx's logits against the bundle's own predictions — the torch predictor at the bundle's
     recorded inference precision (``eager`` when that is fp32) — on the check inputs."""
     precision = recorded_precision(bundle.manifest, bundle.path / MANIFEST)
-    reference = eager if precision == "fp32" else predict_logits(model, _batches(check, bundle.preprocessing), precision)[0]
-    out: dict[str, Any] = {"precision": precision, "n": len(reference), **compare_logits(reference, exported, model.task)}
+    batches = [] if precision == "fp32" else _batches(check, bundle.preprocessing, model.task.per_word)
+    reference = eager if precision == "fp32" else np.concatenate([torch_rows(model, b, precision) for b in batches])
+    n = len(check) if model.task.per_word else len(reference)  # inputs (tokens: sentences; n_words counts rows)
+    out: dict[str, Any] = {"precision": precision, "n": n, **compare_logits(reference, exported, model.task)}
     if precision != "fp32" and out.get("top1_agreement", 1.0) < 1.0:
         out["warning"] = (f"the bundle predicts in {precision} (its manifest's inference_precision) and the export in "
                           f"{kind}: they give different labels on {1 - out['top1_agreement']:.1%} of {out['n']} check "
@@ -274,8 +285,8 @@ def vs_bundle(bundle, model: TransferModel, eager: np.ndarray, exported: np.ndar
     return out
 
 
-def _batches(examples, spec: PreprocessSpec) -> list[dict[str, torch.Tensor]]:
-    return [b.inputs for b in inference_batches(examples, spec, 32) if b.inputs is not None]
+def _batches(examples, spec: PreprocessSpec, per_word: bool) -> list[ModelBatch]:
+    return [b for b in model_batches(examples, spec, 32, per_word) if b.inputs is not None]
 
 
 def _check_destination(bundle_dir: Path, out_dir: Path) -> None:

@@ -6,6 +6,8 @@ float), then weights are quantized dynamically (activations scaled per batch at 
 per-channel weights, activations calibrated on training inputs — measured on EfficientNet-Lite0, dynamic
 quantization runs its convolutions as ConvInteger, ~10x slower than fp32, while QDQ runs at or above fp32 speed.
 The int8 model replaces the fp32 one in the export; the manifest says which method was used and what it cost.
+Token classification is compared per word (transferkit.export.rows gathers each word's logits from the graph's
+per-sub-word output): tag agreement with fp32, and word-tag accuracy and entity F1 on labeled sentences.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from transferkit.data.targets import NumericTargets
 from transferkit.export.bundle import Bundle
 from transferkit.export.onnx import compare_logits, open_session, run_session
 from transferkit.export.recorded import RecordedSplit, spread
+from transferkit.export.rows import model_batches
 
 N_CALIBRATION = 64
 N_ACCURACY = 500  # labeled examples scored by both the fp32 and the int8 model
@@ -124,9 +127,33 @@ def _regression_accuracy(bundle: Bundle, fp32, int8, names: list[str], labeled: 
             "r2_drop": round(scores["fp32"]["r2"] - scores["int8"]["r2"], 4)}
 
 
+def _token_accuracy(bundle: Bundle, fp32, int8, names: list[str], labeled: Examples) -> dict[str, Any]:
+    """Word-tag accuracy and entity micro-F1 (seqeval) of the fp32 and the int8 export on labeled sentences whose
+    tags the bundle knows."""
+    task, tag_ids = bundle.model.task, {name: i for i, name in enumerate(bundle.label_map.names)}
+    known = [i for i, tags in enumerate(labeled.labels or []) if tags is not None and set(tags) <= set(tag_ids)]
+    examples = spread(labeled.subset(known), N_ACCURACY)
+    targets = np.array([(tag_ids[t], position) for tags in examples.labels for position, t in enumerate(tags)],
+                       np.int64).reshape(-1, 2)
+    predicted: dict[str, list[np.ndarray]] = {"fp32": [], "int8": []}
+    for batch in model_batches(examples, bundle.preprocessing, 32, per_word=True):
+        if batch.inputs is None:
+            continue
+        for name, session in (("fp32", fp32), ("int8", int8)):
+            predicted[name].append(task.decode(batch.rows(run_session(session, names, batch.inputs))))
+    scores = {name: task.metrics(targets, np.concatenate(rows)) for name, rows in predicted.items()}
+    fp32_acc, int8_acc = scores["fp32"]["token_accuracy"], scores["int8"]["token_accuracy"]
+    return {"n": len(examples), "n_words": len(targets), "accuracy_fp32": round(fp32_acc, 4),
+            "accuracy_int8": round(int8_acc, 4), "accuracy_drop_points": round(100 * (fp32_acc - int8_acc), 2),
+            "entity_f1_fp32": round(scores["fp32"]["entity_f1"], 4),
+            "entity_f1_int8": round(scores["int8"]["entity_f1"], 4)}
+
+
 def _accuracy(bundle: Bundle, fp32, int8, names: list[str], labeled: Examples) -> dict[str, Any]:
     if bundle.model.task.name == "regression":
         return _regression_accuracy(bundle, fp32, int8, names, labeled)
+    if bundle.model.task.per_word:
+        return _token_accuracy(bundle, fp32, int8, names, labeled)
     names_known = set(bundle.label_map.names)
     known = [i for i, y in enumerate(labeled.labels or [])
              if (set(y) <= names_known if isinstance(y, tuple) else y in names_known)]  # tuple: a multi-label set
@@ -158,11 +185,12 @@ def quantize_bundle(bundle: Bundle, onnx_file: Path, names: list[str], check: Ex
             calibration = spread(train, N_CALIBRATION) if train is not None else check
             info = _quantize_cnn(bundle, onnx_file, int8_file, names, calibration)
     fp32_session, int8_session = open_session(onnx_file), open_session(int8_file)
-    reference = np.concatenate([run_session(fp32_session, names, b.inputs)
-                                for b in inference_batches(check, bundle.preprocessing, 32) if b.inputs is not None])
-    quantized = np.concatenate([run_session(int8_session, names, b.inputs)
-                                for b in inference_batches(check, bundle.preprocessing, 32) if b.inputs is not None])
-    info["vs_fp32"] = {"n": len(reference), **compare_logits(reference, quantized, bundle.model.task)}
+    batches = [b for b in model_batches(check, bundle.preprocessing, 32, bundle.model.task.per_word)
+               if b.inputs is not None]
+    reference = np.concatenate([b.rows(run_session(fp32_session, names, b.inputs)) for b in batches])
+    quantized = np.concatenate([b.rows(run_session(int8_session, names, b.inputs)) for b in batches])
+    info["vs_fp32"] = {"n": sum(len(b.positions) for b in batches),
+                       **compare_logits(reference, quantized, bundle.model.task)}
     if recorded is not None and recorded.examples.labels is not None:
         info["accuracy"] = {"split": recorded.split, **_accuracy(bundle, fp32_session, int8_session, names,
                                                                   recorded.examples)}

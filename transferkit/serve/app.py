@@ -3,7 +3,9 @@
 Imports transferkit.core, transferkit.data and transferkit.serve. The app is built around a Predictor the
 caller already loaded: no route takes a path, a model name or a URL, so no request can make the server read a
 file or load a model. Every refusal is a 4xx (or 503/504) whose detail names the input and the fix; a 500
-means a bug. The token and body guards run before routing (see limits.py).
+means a bug. The token and body guards run before routing (see limits.py). A token-classification model takes
+texts or pre-split word lists and answers per input its words, tags and entities — the JSON object `predict`
+writes per line (transferkit.serve.token_output).
 """
 from __future__ import annotations
 
@@ -48,6 +50,12 @@ class TextRequest(BaseModel):
     top_k: StrictInt | None = Field(default=None, ge=1)
 
 
+class TokensRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[StrictStr | list[StrictStr]] = Field(min_length=1)  # a text, or its words
+    top_k: StrictInt | None = Field(default=None, ge=1)  # refused with the reason (a tag per word)
+
+
 class ImageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     inputs: list[ImageInput] = Field(min_length=1)
@@ -70,10 +78,15 @@ class Service:
         self.kind = "a text model" if self.modality == "text" else "an image model"
         self.hint = ('send {"inputs": ["a text", ...]}' if self.modality == "text" else
                      'send {"inputs": [{"image_base64": "..."}, ...]} or multipart/form-data files')
+        if self.task.per_word:
+            self.kind = "a token-classification model (a tag per word)"
+            self.hint = 'send {"inputs": ["a text", ...]} or pre-split words {"inputs": [["Anna", "lives"], ...]}'
 
     # ------------------------------------------------------------------------------------------- the model
-    def _probabilities(self, inputs: list[Any]) -> np.ndarray:
-        return self.predictor.predict(Examples(self.modality, inputs, None, "request")).probabilities
+    def _probabilities(self, inputs: list[Any]) -> np.ndarray | list[dict[str, Any]]:
+        """Scores per input; a token model answers its rows (words, tags, entities) per input instead."""
+        predictions = self.predictor.predict(Examples(self.modality, inputs, None, "request"))
+        return predictions.rows if self.task.per_word else predictions.probabilities
 
     def _on_batch(self, n: int) -> None:
         self.metrics.batch_size.observe(n)
@@ -136,7 +149,7 @@ class Service:
         return {"predictions": self._format(probabilities, top_k)}
 
     def _parse_json(self, body: bytes) -> tuple[list[Any], int | None]:
-        schema = TextRequest if self.modality == "text" else ImageRequest
+        schema = TokensRequest if self.task.per_word else TextRequest if self.modality == "text" else ImageRequest
         try:
             parsed = schema.model_validate_json(body)
         except ValidationError as exc:
@@ -144,6 +157,9 @@ class Service:
             if any(e["type"] == "json_invalid" for e in errors):
                 raise HTTPException(400, f"Body is not valid JSON ({errors[0]['msg']}); {self.hint}.") from None
             raise HTTPException(422, f"{_describe(errors)}. This is {self.kind}: {self.hint}.") from None
+        if self.task.per_word and parsed.top_k is not None:
+            raise HTTPException(422, "top_k ranks classes per input; this token-classification model answers a tag "
+                                     "per word with its score. Drop top_k.")
         raw = parsed.inputs if self.modality == "text" else \
             [(f"inputs[{i}].image_base64", item.image_base64) for i, item in enumerate(parsed.inputs)]
         return raw, parsed.top_k
@@ -188,7 +204,9 @@ class Service:
             images.append(image)
         return images
 
-    def _format(self, probabilities: np.ndarray, top_k: int | None) -> list[dict[str, Any]]:
+    def _format(self, probabilities: np.ndarray | list[dict[str, Any]], top_k: int | None) -> list[dict[str, Any]]:
+        if self.task.per_word:  # already the rows predict writes
+            return list(probabilities)
         return self.task.response(probabilities, self.labels, top_k)
 
     def model_card(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import numpy as np
 
-PredictFn = Callable[[list[Any]], np.ndarray]  # inputs -> probabilities [n, k]
+PredictFn = Callable[[list[Any]], np.ndarray]  # inputs -> one answer per input: probabilities [n, k] (or a list)
 
 
 class ShuttingDown(RuntimeError):

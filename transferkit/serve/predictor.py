@@ -4,10 +4,13 @@ Imports transferkit.core, transferkit.data, transferkit.tasks, transferkit.train
 bundle's task (its manifest's ``task``) turns outputs into scores and decodes them. Uses only the bundle's
 own preprocessing, never one re-specified by the caller, and the same input pipeline for both runtimes
 (transferkit.data.stream), so an ONNX export predicts exactly what its source bundle does.
+A token-classification bundle (``task.per_word``) answers per input its words, their tags and the entities
+(transferkit.serve.token_output): texts are cut into words, long ones into overlapping sub-word windows, and both
+runtimes' per-sub-word logits become per-word scores through the same code (transferkit.export.rows).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,8 @@ from transferkit.export.bundle import (
     recorded_precision,
 )
 from transferkit.export.onnx import ONNX_FILE, OnnxBundle, load_onnx_bundle
+from transferkit.export.rows import ModelBatch, as_sentences, model_batches, torch_rows
+from transferkit.serve.token_output import TokenPredictions, sentence_rows
 from transferkit.tasks import ClassificationTask, Task
 from transferkit.train.inference import predict_logits
 
@@ -97,10 +102,6 @@ class Predictor:
                               f"Got {precision!r} instead.")
         self.bundle, self.batch_size = bundle, batch_size
         self.task = bundle_task(bundle.manifest, bundle.path)
-        if self.task.name == "tokens":
-            raise ConfigError(f"{bundle.path} is a token-classification bundle (a tag per word); the Predictor, serve "
-                              "and ONNX answer one row per input and do not support it yet. Tag files with "
-                              "`transferkit predict` (api.predict).")
         self.runtime = "onnx" if isinstance(bundle, OnnxBundle) else "torch"
         self.precision = precision or recorded_precision(bundle.manifest, bundle.path / MANIFEST)
 
@@ -153,10 +154,13 @@ class Predictor:
             probs = self.probabilities(batch.inputs) if batch.inputs is not None else np.zeros((0, len(self.label_names)))
             yield BatchPredictions(batch.positions, probs, [(i, exc.reason) for i, exc in batch.errors])
 
-    def predict(self, examples: Examples, progress: bool = False) -> Predictions:
+    def predict(self, examples: Examples, progress: bool = False) -> Predictions | TokenPredictions:
         """All predictions at once; raises ImageDecodeError on the first unreadable input (the server decodes and
-        rejects inputs itself; `transferkit predict` streams with per-row errors through ``iter_batches``)."""
+        rejects inputs itself; `transferkit predict` streams with per-row errors through ``iter_batches``).
+        A token bundle tags each input — a text, or a list of words — and answers TokenPredictions."""
         self._check_modality(examples)
+        if self.task.per_word:
+            return self._tag(examples, progress)
         probs = np.full((len(examples), len(self.label_names)), np.nan, dtype=np.float32)
         batches = inference_batches(examples, self.preprocessing, self.batch_size)
         for batch in tqdm(batches, desc="predict", leave=False, disable=not progress or None):
@@ -164,6 +168,32 @@ class Predictor:
                 raise batch.errors[0][1]
             probs[batch.positions] = self.probabilities(batch.inputs)
         return Predictions(examples.ids, probs, self.label_names, task=self.task)
+
+    def tag(self, inputs: Sequence[str | Sequence[str]]) -> list[dict[str, Any]]:
+        """A token bundle's answer per input — a text, or a list of its words: text, words, tags and entities, the
+        JSON object `predict --out x.jsonl` writes per line and serve answers."""
+        if not self.task.per_word:
+            raise ConfigError(f"Predictor.tag answers a tag per word; {self.bundle.path} is a {self.task.name} bundle: "
+                              "use Predictor.predict.")
+        return self._tag(Examples("text", list(inputs), None, "inputs"), progress=False).rows
+
+    def _tag(self, examples: Examples, progress: bool) -> TokenPredictions:
+        """Per input: its words, their tags and the entities (offsets into the text, or into the words joined by
+        spaces for a list of words)."""
+        sentences = as_sentences(examples)
+        scores: list[np.ndarray] = []
+        batches = model_batches(sentences, self.preprocessing, self.batch_size, per_word=True)
+        for batch in tqdm(batches, desc="predict", leave=False, disable=not progress or None):
+            rows = self._word_logits(batch) if batch.inputs is not None else np.zeros((0, len(self.label_names)))
+            scores += batch.per_input(self.task.probabilities(torch.from_numpy(rows)).numpy())
+        rows = sentence_rows(self.task, self.label_names, sentences.ids, sentences.inputs, scores)
+        return TokenPredictions(rows, self.label_names)
+
+    def _word_logits(self, batch: ModelBatch) -> np.ndarray:
+        """Logits [words, tags] at each word's first sub-word, from either runtime's per-sub-word output."""
+        if isinstance(self.bundle, OnnxBundle):
+            return batch.rows(self.bundle.logits(batch.inputs))
+        return torch_rows(self.bundle.model, batch, self.precision)
 
     def _check_modality(self, examples: Examples) -> None:
         if examples.modality != self.modality:

@@ -1,10 +1,10 @@
-"""Predict with a token-classification bundle: per sentence its words, their tags and the entities with character
-offsets, written as JSONL or CSV.
+"""Token-classification answers: per sentence its words, their tags and the entities with character offsets — the
+JSON object `predict --out x.jsonl` writes per line and `serve` answers per input — and the JSONL/CSV files.
 
-Imports transferkit.core, transferkit.data, transferkit.tasks, transferkit.train and transferkit.export. The
-per-input Predictor (serve, ONNX) answers one row of scores per input; a sentence answers one row per word, so
-predict reads the bundle here with the torch runtime (ONNX and serve refuse token bundles, saying so). Rows keep
-input order; the model's word rows are cut back into sentences by the number of words each input has.
+Imports transferkit.core, transferkit.tasks and transferkit.serve (the Predictor, for typing only). The Predictor
+(PyTorch or ONNX) computes the per-word scores through transferkit.export.rows (sub-word windows, each word read at
+its first sub-word in the window that owns it) and builds its answer here with ``sentence_rows``, so predict,
+serve and the Python API answer the same JSON, rounded to ``DIGITS`` places. Rows keep input order.
 
 CSV columns: text, words and tags (JSON lists), entities (a JSON list of {text, type, start, end, score}).
 """
@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from transferkit.core.errors import ConfigError
 from transferkit.core.io import atomic_write, atomic_write_text
-from transferkit.data.conll import split_words
-from transferkit.data.examples import Examples
-from transferkit.data.loaders import make_loader
-from transferkit.export.bundle import MANIFEST, load_bundle, recorded_precision
-from transferkit.train.inference import predict_logits
+from transferkit.tasks import Task
+
+if TYPE_CHECKING:
+    from transferkit.data.examples import Examples
+    from transferkit.serve.predictor import Predictor
 
 FIELDS = ("text", "words", "tags", "entities")
+DIGITS = 6
 
 
 @dataclass
@@ -49,36 +50,30 @@ class TokenPredictions:
     def tags(self) -> list[list[str]]:
         return [row["tags"] for row in self.rows]
 
+    @property
+    def entities(self) -> list[list[dict[str, Any]]]:
+        return [row["entities"] for row in self.rows]
 
-def predict_tokens(bundle_dir: Path, examples: Examples, out: Path | None, runtime: str = "auto",
-                   top_k: int | None = None, batch_size: int = 64, progress: bool = False) -> TokenPredictions:
-    """Tag every sentence of ``examples`` (words per input) with the bundle; with ``out`` write .jsonl or .csv."""
-    if runtime == "onnx":
-        raise ConfigError("--runtime onnx: token-classification bundles are not exported to ONNX yet; predict with "
-                          "--runtime torch (or auto).")
+
+def sentence_rows(task: Task, names: Sequence[str], texts: Sequence[str], words: Sequence[Sequence[str]],
+                  scores: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+    """Per sentence (its text, its words, the tag scores of its words): the answer predict writes and serve sends."""
+    return [task.sentence_response(text, w, part, names, digits=DIGITS) for text, w, part in zip(texts, words, scores)]
+
+
+def predict_tokens(predictor: Predictor, examples: Examples, out: Path | None, top_k: int | None = None,
+                   progress: bool = False) -> TokenPredictions:
+    """Tag every sentence of ``examples`` (texts, or words per input) with a token Predictor; with ``out`` write
+    .jsonl or .csv."""
     if top_k is not None:
         raise ConfigError("--top-k ranks classes per input; a token-classification bundle answers a tag per word "
                           "with its score. Drop --top-k.")
     if out is not None and Path(out).suffix.lower() not in (".csv", ".jsonl"):
         raise ConfigError(f"--out {out}: write predictions to a .csv or .jsonl file.")
-    if not examples.is_tokens:  # texts (a CSV/JSONL text column): cut into words, offsets into each text
-        if examples.modality != "text":
-            raise ConfigError(f"{examples.source}: a token-classification bundle tags the words of texts; pass a "
-                              "CoNLL file, a JSONL with a tokens list, a .txt with one sentence per line or texts.")
-        examples = Examples("text", [split_words(str(t)) for t in examples.inputs], None, examples.source,
-                            [str(t) for t in examples.inputs])
-    bundle = load_bundle(Path(bundle_dir))
-    model, names = bundle.model, bundle.label_map.names
-    precision = recorded_precision(bundle.manifest, bundle.path / MANIFEST)
-    loader = make_loader(examples, bundle.preprocessing, None, batch_size)
-    logits, _ = predict_logits(model, loader, precision, progress=progress, desc=f"predict {examples.source}")
-    scores = model.task.probabilities(torch.from_numpy(logits)).numpy()
-    ends = np.cumsum([len(words) for words in examples.inputs])
-    rows = [model.task.sentence_response(text, words, part, names, digits=6)
-            for text, words, part in zip(examples.ids, examples.inputs, np.split(scores, ends[:-1]))]
+    predictions = predictor.predict(examples, progress=progress)
     if out is not None:
-        _write(Path(out), rows)
-    return TokenPredictions(rows, tuple(names))
+        _write(Path(out), predictions.rows)
+    return predictions
 
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> None:

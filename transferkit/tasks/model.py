@@ -27,8 +27,9 @@ class TransferModel(nn.Module):
             bind(head)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        if getattr(self.head, "per_token", False):  # token classification: one row per word (data.token_loader)
-            return self.head(self.backbone.embed_tokens(batch), batch["word_rows"])
+        if getattr(self.head, "per_token", False):  # token classification: one row per word (data.token_loader);
+            # a batch without word_rows gets logits at every sub-word position (what the ONNX export computes)
+            return self.head(self.backbone.embed_tokens(batch), batch.get("word_rows"))
         return self.head(self.backbone.embed(batch))
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
