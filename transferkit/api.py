@@ -490,14 +490,12 @@ def predict(bundle: str | Path, data: DataInput, out: str | Path | None = None, 
     ``strict``: any unreadable input is a DataError naming them, and ``out`` is not written. ``image_column``: a
     table's column of image paths (default: the one the bundle was fitted on, else a text column holding them)."""
     manifest = read_manifest(Path(bundle))
-    tokens = manifest.get("task") == "tokens"  # a tag per word: serve.token_output
-    predictor = None if tokens else Predictor.from_bundle(Path(bundle), runtime=runtime, batch_size=batch_size)
+    predictor = Predictor.from_bundle(Path(bundle), runtime=runtime, batch_size=batch_size)
     image = image_column or (manifest.get("fit_config") or {}).get("image_column")
     splits = as_splits(data, TextColumns(text_column, "label", image=image), labeled=False)
     examples = _concat([p for p in (splits.train, splits.val, splits.test) if p is not None])
-    if predictor is None:
-        return predict_tokens(Path(bundle), examples, Path(out) if out is not None else None, runtime, top_k,
-                              batch_size, progress)
+    if predictor.task.per_word:  # a tag per word: serve.token_output
+        return predict_tokens(predictor, examples, Path(out) if out is not None else None, top_k, progress)
     return predict_to_file(predictor, examples, Path(out) if out is not None else None, top_k, progress, strict)
 
 

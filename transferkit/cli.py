@@ -358,8 +358,9 @@ Examples:
     transferkit predict --bundle runs/news/onnx --runtime onnx --data new.csv --out preds.csv
 
 The export is checked on 100 inputs (the bundle's test split when its data is still readable, else synthetic):
-onnxruntime must match PyTorch within 1e-4 on every logit and on every top-1 label, or nothing is written.
---int8 quantizes with onnxruntime (dynamic for text, static QDQ for CNNs) and reports the accuracy it costs.
+onnxruntime must match PyTorch within 1e-4 on every logit and on every decoded prediction (the top-1 label, the
+label set, a token model's tag for every word), or nothing is written. --int8 quantizes with onnxruntime (dynamic
+for text, static QDQ for CNNs) and reports its agreement with fp32 and the accuracy it costs.
 """
 
 
@@ -373,35 +374,24 @@ def export(
 ) -> None:
     """Export a bundle for onnxruntime, checked against PyTorch; the result is a bundle predict and serve run."""
     from transferkit import api
+    from transferkit.export.bundle import bundle_task, read_manifest
 
     entry = api.export(bundle, out, format=format, int8=int8, opset=opset)
+    task = bundle_task(read_manifest(out), out)  # says how its checks read: per label set, per value, per word tag
     parity = entry["parity"]
-    console.print(f"wrote {escape(str(out))}: parity on {parity['n']} inputs ({escape(parity['inputs'])}): max |logit "
-                  f"diff| {parity['max_abs_diff']:.1e}, {_agreement(parity, '.0%')}", highlight=False)
+    console.print(f"wrote {escape(str(out))}: parity on {parity['n']} inputs ({escape(parity['inputs'])}): "
+                  f"{task.agreement(parity, '.0%')}", highlight=False)
     ref = entry["vs_bundle"]
-    console.print(f"vs the bundle's own predictions ({ref['precision']}): {_agreement(ref, '.1%')}, "
-                  f"max |logit diff| {ref['max_abs_diff']:.1e}", highlight=False)
+    console.print(f"vs the bundle's own predictions ({ref['precision']}): {task.agreement(ref)}", highlight=False)
     if ref.get("warning"):
         console.print(f"[yellow]warning:[/] {escape(ref['warning'])}", highlight=False)
     q = entry.get("int8")
     if q:
-        acc = q.get("accuracy")
-        if acc and "r2_fp32" in acc:
-            cost = f"R² {acc['r2_fp32']:.4f} -> {acc['r2_int8']:.4f} on {acc['n']} {acc['split']} examples"
-        else:
-            cost = (f"accuracy {acc['accuracy_fp32']:.4f} -> {acc['accuracy_int8']:.4f} on {acc['n']} {acc['split']} "
-                    f"examples" if acc else "no labeled data to measure accuracy on")
+        cost = task.int8_cost(q["accuracy"]) if q.get("accuracy") else "no labeled data to measure accuracy on"
         console.print(f"int8 ({q['method']}): {q['int8_bytes'] / 1e6:.1f} MB instead of {q['fp32_bytes'] / 1e6:.1f} MB; "
-                      f"{_agreement(q['vs_fp32'], '.1%')} (vs fp32); {cost}", highlight=False)
+                      f"{task.agreement(q['vs_fp32'])} (vs fp32); {cost}", highlight=False)
         if q.get("warning"):
             console.print(f"[yellow]warning:[/] {escape(q['warning'])}", highlight=False)
-
-
-def _agreement(entry: dict, spec: str) -> str:
-    """Classification: top-1 agreement; regression: the R² of one model's values against the other's."""
-    if "r2_vs_reference" in entry:
-        return f"R² of the values {entry['r2_vs_reference']:.6f}"
-    return f"top-1 agreement {format(entry['top1_agreement'], spec)}"
 
 
 SERVE_EXAMPLES = """

@@ -46,6 +46,7 @@ class Task:
     higher_is_better: ClassVar[bool] = True
     metric_names: ClassVar[tuple[str, ...]] = ()  # the keys of ``metrics``, in the order history rows list them
     row_fields: ClassVar[tuple[str, ...]] = ("label", "score")  # the keys of each ``response`` row (predict CSV)
+    per_word: ClassVar[bool] = False  # one output row per word of each input (tokens) instead of one per input
 
     def head(self, feature_dim: int, n_outputs: int, dropout: float = 0.0, **options: Any) -> nn.Module:
         """A fresh head mapping ``feature_dim`` features to ``n_outputs`` outputs."""
@@ -66,6 +67,17 @@ class Task:
     def decode_scores(self, scores: np.ndarray) -> np.ndarray:
         """``probabilities`` rows -> predictions; by default the same as decoding the raw outputs."""
         return self.decode(scores)
+
+    # ---- export checks in words (`transferkit export` prints them; the numbers: export/onnx.compare_logits) ----
+    def agreement(self, check: dict[str, Any], spec: str = ".1%") -> str:
+        """How two runtimes' outputs on the same inputs agree (``max_abs_diff``, ``top1_agreement``)."""
+        return (f"max |logit diff| {check['max_abs_diff']:.1e}, top-1 agreement "
+                f"{format(check['top1_agreement'], spec)}")
+
+    def int8_cost(self, accuracy: dict[str, Any]) -> str:
+        """What int8 costs on labeled data (the ``accuracy`` entry of an int8 export)."""
+        return (f"accuracy {accuracy['accuracy_fp32']:.4f} -> {accuracy['accuracy_int8']:.4f} on {accuracy['n']} "
+                f"{accuracy['split']} examples")
 
     def metrics(self, targets: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
         """Headline numbers for ``predictions`` against ``targets``."""

@@ -132,3 +132,12 @@ class MultilabelTask(Task):
             rows.append({"labels": [names[i] for i in range(len(names)) if row[i] > 0.5],
                          "scores": {names[i]: number(row[i]) for i in order}})
         return rows
+
+    def agreement(self, check: dict[str, Any], spec: str = ".1%") -> str:
+        """``top1_agreement`` counts inputs whose whole label set agrees (every per-label decision)."""
+        return (f"max |logit diff| {check['max_abs_diff']:.1e}, same label set (every per-label decision) on "
+                f"{format(check['top1_agreement'], spec)} of inputs")
+
+    def int8_cost(self, accuracy: dict[str, Any]) -> str:
+        return (f"subset accuracy {accuracy['accuracy_fp32']:.4f} -> {accuracy['accuracy_int8']:.4f} on "
+                f"{accuracy['n']} {accuracy['split']} examples")

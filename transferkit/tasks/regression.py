@@ -98,3 +98,11 @@ class RegressionTask(Task):
                  digits: int | None = None) -> list[dict[str, Any]]:
         """{"value": float} per row (``top_k`` has no meaning for one number and is ignored)."""
         return [{"value": round(float(row[0]), digits) if digits is not None else float(row[0])} for row in scores]
+
+    def agreement(self, check: dict[str, Any], spec: str = ".1%") -> str:
+        """Values, not logits: the largest difference in the target's units and one model's R² against the other's."""
+        return f"max |difference| {check['max_abs_diff']:.1e}, R² of the values {check['r2_vs_reference']:.6f}"
+
+    def int8_cost(self, accuracy: dict[str, Any]) -> str:
+        return (f"R² {accuracy['r2_fp32']:.4f} -> {accuracy['r2_int8']:.4f}, MAE {accuracy['mae_fp32']:.4f} -> "
+                f"{accuracy['mae_int8']:.4f} on {accuracy['n']} {accuracy['split']} examples")

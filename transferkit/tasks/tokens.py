@@ -60,7 +60,11 @@ class TokensHead(nn.Module):
     def set_class_weight(self, weight: torch.Tensor | None) -> None:
         self.class_weight = None if weight is None else weight.to(self.linear.weight.device, torch.float32)
 
-    def forward(self, hidden: torch.Tensor, word_rows: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, word_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Without ``word_rows``: logits at every sub-word position [windows, positions, tags] (the ONNX graph's
+        output; transferkit.export.rows gathers the words from it in Python, for either runtime)."""
+        if word_rows is None:
+            return self.linear(self.dropout(hidden))
         words = hidden.reshape(-1, hidden.shape[-1]).index_select(0, word_rows)
         return self.linear(self.dropout(words))
 
@@ -85,6 +89,7 @@ class TokensTask(Task):
     selection_metric = "val_entity_f1"
     metric_names: ClassVar[tuple[str, ...]] = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
     row_fields: ClassVar[tuple[str, ...]] = ("tag", "score")
+    per_word = True
 
     def __init__(self, tags: Sequence[str] = ()):
         self.tags = tuple(tags)
@@ -157,6 +162,17 @@ class TokensTask(Task):
             entities.append({"text": text[start:end], "type": kind, "start": start, "end": end,
                              "score": _number(score, digits)})
         return {"text": text, "words": list(words), "tags": tags, "entities": entities}
+
+    def agreement(self, check: dict[str, Any], spec: str = ".1%") -> str:
+        """Compared per word: the logits at each word's first sub-word and the tag decoded from them."""
+        words = f" of {check['n_words']:,} words" if "n_words" in check else " of words"
+        return (f"max |logit diff| {check['max_abs_diff']:.1e}, same tag on {format(check['top1_agreement'], spec)}"
+                f"{words}")
+
+    def int8_cost(self, accuracy: dict[str, Any]) -> str:
+        return (f"word-tag accuracy {accuracy['accuracy_fp32']:.4f} -> {accuracy['accuracy_int8']:.4f}, entity F1 "
+                f"{accuracy['entity_f1_fp32']:.4f} -> {accuracy['entity_f1_int8']:.4f} on {accuracy['n']} "
+                f"{accuracy['split']} sentences")
 
 
 def _number(value: Any, digits: int | None) -> float:
