@@ -85,6 +85,7 @@ def test_student_moves_toward_the_teacher_on_unlabeled_inputs(setup):
     summary = json.loads((distilled.run_dir / "metrics.json").read_text())
     assert summary["task"] == setup["task"] and summary["n_unlabeled"] == 24
     assert any(k.startswith("teacher_") and isinstance(v, float) for k, v in summary.items())
+    assert "Distilled from a teacher" in (distilled.run_dir / "report.md").read_text()
     assert all(row["train_loss"] > 0 for row in distilled.history[1:])  # the soft term never vanishes here
     inputs = load_source(str(files["unlabeled"]), TextColumns("text", "label"), labeled=False).train
     teacher = _soft_outputs(setup["teacher"].bundle_dir, inputs)

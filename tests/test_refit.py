@@ -104,3 +104,69 @@ def test_cli_flag(old_run, tmp_path: Path, cli_env: dict[str, str]):
                           capture_output=True, text=True, env=cli_env, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--init-from" in proc.stderr and "scratch" in proc.stderr
+
+
+# ------------------------------------------------------------------ regression, multi-label and tokens
+
+
+def _task_data(task: str, root: Path) -> tuple[Path, Path]:
+    """(old training data, new training data) for ``task``; the new data adds a label (multi-label) or an entity
+    type (tokens)."""
+    from tests.test_distillation import _jsonl
+    from tests.test_multilabel_end_to_end import multilabel_texts
+    from tests.test_regression_end_to_end import regression_texts, write_rows
+    from tests.test_tokens_end_to_end import sentences, write_conll
+
+    root.mkdir(parents=True, exist_ok=True)
+    if task == "regression":
+        return (write_rows(root / "old.csv", regression_texts(48)),
+                write_rows(root / "new.csv", regression_texts(40, seed=7)))
+    if task == "multilabel":
+        new = [(t + " song", [*y, "music"]) if i % 3 == 0 else (t, y) for i, (t, y) in
+               enumerate(multilabel_texts(36, seed=7))]
+        return _jsonl(root / "old.jsonl", multilabel_texts(48)), _jsonl(root / "new.jsonl", new)
+    new = [[(w, t) for w, t in s[:-1]] + [("Acme", "B-ORG"), ("Corp", "I-ORG")] if i % 3 == 0 else s
+           for i, s in enumerate(sentences(30, 7))]
+    return write_conll(root / "old.conll", sentences(40, 0)), write_conll(root / "new.conll", new)
+
+
+ADDED = {"regression": [], "multilabel": ["music"], "tokens": ["B-ORG", "I-ORG"]}
+METRIC = {"regression": "r2", "multilabel": "micro_f1", "tokens": "entity_f1"}
+
+
+@pytest.mark.parametrize("task", sorted(ADDED))
+def test_init_from_continues_a_bundle_of_every_task(task: str, tmp_path: Path):
+    """The bundle's labels first, then the ones the new data adds; with a negligible learning rate the new model
+    scores like the old one on the new data's labels it knows (regression: same target scale, same numbers)."""
+    old_data, new_data = _task_data(task, tmp_path / "data")
+    old = transferkit.fit(str(old_data), model="minilm", strategy="linear-probe", task=task, out=str(tmp_path / "old"),
+                          progress=False, baseline=False)
+    new, metrics = _refit(old, new_data, tmp_path / "new", task=task, strategy="head", baseline=False)
+    entry = metrics["init_from"]
+    assert entry["task"] == task and entry["metric"] == METRIC[task] and entry["added_labels"] == ADDED[task]
+    before, after = load_bundle(old.bundle_dir), load_bundle(new.bundle_dir)
+    assert after.label_map.names == before.label_map.names + tuple(ADDED[task])
+    assert after.manifest["init_from"]["labels"] == list(before.label_map.names)
+    n_old = len(before.label_map)
+    torch.testing.assert_close(after.model.head.linear.weight[:n_old], before.model.head.linear.weight, atol=1e-5,
+                               rtol=0)
+    old_score, new_score = entry["old_model_on_new_test"], entry["new_model_on_new_test"]
+    assert old_score["n"] == new_score["n"] > 0
+    if task == "regression":
+        assert after.manifest["targets"] == before.manifest["targets"]
+        assert new_score["mae"] == pytest.approx(old_score["mae"], abs=1e-3)  # the old head, in the old units
+        assert new_score["r2"] == pytest.approx(old_score["r2"], rel=1e-3)
+    else:  # the old model never predicts what it lacks; both know the old labels alike
+        assert METRIC[task] in old_score and METRIC[task] in new_score
+    report = (Path(new.run_dir) / "report.md").read_text()
+    assert "Continued from the bundle" in report
+
+
+def test_init_from_a_bundle_of_another_task_is_refused_naming_both(tmp_path: Path):
+    old_data, _ = _task_data("regression", tmp_path / "reg")
+    _, new_data = _task_data("multilabel", tmp_path / "ml")
+    old = transferkit.fit(str(old_data), model="minilm", strategy="linear-probe", out=str(tmp_path / "old"),
+                          progress=False, baseline=False)
+    with pytest.raises(ConfigError, match="is a regression model but this fit is multilabel"):
+        transferkit.fit(str(new_data), init_from=str(old.bundle_dir), strategy="head", out=str(tmp_path / "new"),
+                        progress=False)

@@ -146,3 +146,19 @@ class _Answers(torch.nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.teacher.answer(batch)
+
+
+def teacher_notes(summary: dict[str, Any]) -> list[str]:
+    """Report line for a distilled student of a task without the classification table (evaluate/report.py's
+    distillation_table): its headline metric next to the teacher's on the same split, and the speed-up."""
+    if "teacher_split" not in summary or "teacher_accuracy" in summary:
+        return []
+    split = summary["teacher_split"]
+    shared = [k.removeprefix("teacher_") for k in summary if k.startswith("teacher_") and k != "teacher_split"
+              and k.removeprefix("teacher_") in summary.get(split, {})]
+    if not shared:
+        return []
+    metric = shared[0]
+    return [f"Distilled from a teacher: {metric} on {split} {summary[split][metric]:.4f} (student) vs "
+            f"{summary['teacher_' + metric]:.4f} (teacher), at {summary['speedup_vs_teacher']:.2f}x the teacher's "
+            "inference throughput."]

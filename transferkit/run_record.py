@@ -1,7 +1,7 @@
 """What a run leaves on disk besides its bundle and checkpoints: metrics.json, history.json, report.md/.html,
 and the bundle manifest's record of how the model was made.
 
-A top-level module used by api.fit (of the top-level modules it imports only config and refit).
+A top-level module used by api.fit (of the top-level modules it imports only config, distillation and refit).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from transferkit.config import FitConfig
 from transferkit.core.io import atomic_write_json, atomic_write_text
 from transferkit.core.runtime import default_device
 from transferkit.data.doctor import DataReport
+from transferkit.distillation import teacher_notes
 from transferkit.evaluate.html import confident_errors, inputs_summary, render_report
 from transferkit.evaluate.metrics import headline
 from transferkit.evaluate.multilabel_report import render_multilabel_html, render_multilabel_markdown
@@ -115,7 +116,8 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
         run = {"title": run_dir.name, "model": model_name, "strategy": strategy.name, "config": config_rows,
                "metrics": metrics, "history": result.history, "before_after": ba,
                "notes": detected + training_notes(result, "micro-F1") + ba_notes
-               + (data_doctor_notes(data_report.to_dict()) if data_report is not None else []),
+               + (data_doctor_notes(data_report.to_dict()) if data_report is not None else [])
+               + init_from_notes(summary.get("init_from")) + teacher_notes(summary),
                "data_doctor": data_report.to_dict() if data_report is not None else None,
                "data": {"sizes": {k: len(v) if v is not None else 0 for k, v in parts.items()},
                         "label_counts": data.train.class_counts()}}
@@ -124,7 +126,8 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
         return
     if task == "tokens":
         notes = training_notes(result, "entity F1") + ba_notes + \
-            (data_doctor_notes(data_report.to_dict()) if data_report is not None else [])
+            (data_doctor_notes(data_report.to_dict()) if data_report is not None else []) + \
+            init_from_notes(summary.get("init_from")) + teacher_notes(summary)
         task = TokensTask(data.label_map.names)
         worst = {name: worst_sentences(parts[name].inputs, task.tag_sequences(e.labels[:, 0], e.labels[:, 1]),
                                        task.tag_sequences(e.probabilities.argmax(1), e.labels[:, 1]))
@@ -166,7 +169,8 @@ def _write_regression_report(run_dir: Path, data: Any, result: TrainResult, summ
     detected = [summary["task_detected"]] if summary.get("task_detected") else []
     run = {**base, "created": datetime.now().isoformat(timespec="seconds"), "history": result.history,
            "notes": detected + training_notes(result, "R²") + ([ba["statement"]] if ba else [])
-           + (data_doctor_notes(data_report.to_dict()) if data_report is not None else []),
+           + (data_doctor_notes(data_report.to_dict()) if data_report is not None else [])
+           + init_from_notes(summary.get("init_from")) + teacher_notes(summary),
            "data_doctor": data_report.to_dict() if data_report is not None else None,
            "data": {"sizes": {k: len(v) if v is not None else 0 for k, v in
                               (("train", data.train), ("val", data.val), ("test", data.test))},
