@@ -101,6 +101,19 @@ def test_a_missing_row_is_left_out_named_by_line_and_fatal_with_strict(run, tabl
     assert list(predicted.errors) == [3] and predicted.ids[3] == "images/test/0/nope.png"
 
 
+def test_doctor_and_compare_take_the_image_column(tables, tmp_path: Path):
+    from transferkit.compare import compare
+
+    train, test = tables
+    report = transferkit.api.doctor(str(train), image_column="image", test_data=str(test)).to_dict()
+    assert report["stats"]["image_columns"] == {"train": "image", "test": "image"} and report["fatal"] == 0
+    summary = compare(str(train), ["linear-probe"], [None], out=tmp_path / "cmp", test_data=str(test),
+                      image_column="image", model="efficientnet_lite0", image_size=32)
+    by_name = {r["strategy"]: r for r in summary["rows"]}
+    assert set(by_name) == {"linear-probe", "pixels-logreg"}  # the reference decodes the table's images too
+    assert by_name["pixels-logreg"]["accuracy_mean"] > 1 / 3 and by_name["linear-probe"]["accuracy_mean"] > 1 / 3
+
+
 def test_onnx_export_checks_parity_on_the_tables_test_split(run, tables, tmp_path: Path):
     entry = transferkit.api.export(run.bundle_dir, tmp_path / "onnx")
     assert entry["parity"]["top1_agreement"] == 1.0 and str(tables[1]) in entry["parity"]["inputs"]
@@ -164,3 +177,14 @@ def test_multilabel_fashion_tiles_through_the_cli(tmp_path: Path, cli_env):
     every = 2 * n_true / (n_true + len(truth) * len(labels))  # the micro-F1 of answering every label every time
     prevalence = n_true / (len(truth) * len(labels))  # the average precision of scores that know nothing
     assert metrics["micro_f1"] > every and metrics["map"] > prevalence + 0.2
+
+
+@pytest.mark.skipif(not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
+                    reason="needs the Debian package dataset-fashion-mnist")
+def test_multilabel_tiles_train_through_the_loop(tmp_path: Path):
+    """The training loop on multi-label images: each batch's targets are one 0/1 row per image."""
+    train = write_fashion_tiles(tmp_path / "tiles", 24, seed=2)
+    result = transferkit.fit(str(train), image_column="image", label_column="labels", task="multilabel",
+                             out=str(tmp_path / "run"), **{**FIT, "strategy": "head", "epochs": 1})
+    assert result.history[-1]["epoch"] == 1 and np.isfinite(result.history[-1]["train_loss"])
+    assert {"micro_f1", "map"} <= set(result.metrics["val"])
