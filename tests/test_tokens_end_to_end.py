@@ -124,6 +124,8 @@ def test_predictor_answers_the_json_predict_writes_for_texts_and_word_lists(run,
     assert answered[0]["words"] == ["Dana", "flew", "to", "Oslo", "."] and answered[2]["words"] == WORDS[0]
     assert [(e["text"], e["type"]) for e in answered[0]["entities"]] == [("Dana", "PER"), ("Oslo", "LOC")]
     assert (answered[0]["entities"][0]["start"], answered[0]["entities"][0]["end"]) == (2, 6)
+    with pytest.raises(ConfigError, match="a row per sentence"):  # predict_to_file's score rows do not fit
+        next(predictor.iter_batches(Examples("text", TEXTS, None, "api")))
 
 
 def test_a_text_longer_than_the_window_has_every_word_tagged_once(run):

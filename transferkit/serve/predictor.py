@@ -149,6 +149,9 @@ class Predictor:
 
     def iter_batches(self, examples: Examples) -> Iterator[BatchPredictions]:
         """Predictions batch by batch, in input order; an unreadable input becomes a row error, not an exception."""
+        if self.task.per_word:
+            raise ConfigError("A token-classification bundle answers a row per sentence, not one score row per input: "
+                              "use Predictor.predict or Predictor.tag (transferkit.serve.token_output writes files).")
         self._check_modality(examples)
         for batch in inference_batches(examples, self.preprocessing, self.batch_size):
             probs = self.probabilities(batch.inputs) if batch.inputs is not None else np.zeros((0, len(self.label_names)))
