@@ -197,7 +197,8 @@ def run_one(task: str, dataset: str, strategy: str, seed: int, data: tuple, epoc
     train_file, test_file, train, test = data
     start = time.perf_counter()
     if strategy == "reference":
-        return {**reference(task, train, test, seed), "seconds": time.perf_counter() - start, "n_train": len(train)}
+        return {"seed": seed, **reference(task, train, test, seed), "seconds": time.perf_counter() - start,
+                "n_train": len(train)}
     options = {"task": task} if task != "tokens" else {}
     if dataset in MODEL:  # the tiles' table: image paths + '|'-joined labels
         options.update(image_size=IMAGE_SIZE, image_column="image", label_column="labels", label_sep="|")
@@ -206,7 +207,7 @@ def run_one(task: str, dataset: str, strategy: str, seed: int, data: tuple, epoc
                              out=str(workdir / f"{dataset}-{strategy}-{seed}"), **options)
     m = result.metrics["test"]
     record = json.loads((result.run_dir / "metrics.json").read_text())
-    return {**{k: float(m[k]) for k in METRICS[task]}, "seconds": time.perf_counter() - start,
+    return {"seed": seed, **{k: float(m[k]) for k in METRICS[task]}, "seconds": time.perf_counter() - start,
             "n_train": record["n_train_used"], "best_epoch": record.get("best_epoch"),
             "trainable_params": record["trainable_params"], "precision": record.get("precision_used")}
 
@@ -250,9 +251,9 @@ def summarise(task: str, dataset: str, strategy: str, runs: list[dict], n_test: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", help="tasks, datasets or task:strategy, comma-separated (default: all)")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", default="3", help="N (seeds 0..N-1) or a comma-separated list, e.g. '1,2'")
     parser.add_argument("--epochs", type=int, default=4, help="max epochs of the loop strategies (text)")
-    parser.add_argument("--token-epochs", type=int, default=6, help="max epochs on WNUT-16 (1 epoch predicts ~all O)")
+    parser.add_argument("--token-epochs", type=int, default=4, help="max epochs on WNUT-16 (1 epoch predicts ~all O)")
     parser.add_argument("--image-epochs", type=int, default=6, help="max epochs on the image tiles")
     parser.add_argument("--cache", default=os.environ.get("TRANSFERKIT_BENCH_CACHE",
                                                           str(Path.home() / ".cache" / "transferkit-bench")))
@@ -260,11 +261,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 seed, 1 epoch, 300 train / 100 test items")
     parser.add_argument("--out", help="default benchmarks/results/tasks.json (--quick: a temporary file)")
     parser.add_argument("--note", help="a remark stored in the JSON (kept by --append unless replaced)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="only merge these result files (pieces run side by side) into --out, runs per row by seed")
     args = parser.parse_args()
     if args.quick:
-        args.seeds, args.epochs, args.token_epochs, args.image_epochs = 1, 1, 1, 1
+        args.seeds, args.epochs, args.token_epochs, args.image_epochs = "1", 1, 1, 1
     args.out = args.out or (str(Path(tempfile.mkdtemp()) / "tasks.json") if args.quick else
                             "benchmarks/results/tasks.json")
+    seeds = list(range(int(args.seeds))) if "," not in args.seeds else [int(s) for s in args.seeds.split(",")]
+    if args.merge:
+        merge(args.merge, args.out, args.note)
+        return
     os.environ.setdefault("TRANSFERKIT_CACHE", tempfile.mkdtemp(prefix="tk-bench-cache-"))
     workdir = Path(tempfile.mkdtemp(prefix="tk-tasks-"))
     previous = json.loads(Path(args.out).read_text()) if args.append and Path(args.out).exists() else {}
@@ -279,8 +286,7 @@ def main() -> None:
             if (task, dataset) not in data:
                 data[task, dataset] = write_data(task, dataset, Path(args.cache), workdir, args.quick)
             epochs = {"tokens": args.token_epochs}.get(task, args.image_epochs if dataset in MODEL else args.epochs)
-            runs = [run_one(task, dataset, strategy, s, data[task, dataset], epochs, workdir)
-                    for s in range(args.seeds)]
+            runs = [run_one(task, dataset, strategy, s, data[task, dataset], epochs, workdir) for s in seeds]
         except ImportError as missing:  # the tiles builder or the CRF's package is not there yet
             todo = [t for t in todo if t["row"] != f"{task}/{dataset}/{strategy}"]
             todo.append({"row": f"{task}/{dataset}/{strategy}", "todo": f"not run: {missing}"})
@@ -295,6 +301,25 @@ def main() -> None:
         print(f"{task:10s} {dataset:12s} {strategy:12s} {scores}  {row['seconds']['mean']:7.1f} s/run", flush=True)
     print_table(rows)
     print(f"wrote {args.out}")
+
+
+def merge(files: list[str], out: str, note: str | None) -> None:
+    """Rows of several result files -> one file: the runs of a (task, dataset, strategy) joined by seed."""
+    records = [json.loads(Path(f).read_text()) for f in files]
+    runs: dict[tuple, dict[int, dict]] = {}
+    first: dict[tuple, dict] = {}
+    for row in (r for record in records for r in record["rows"]):
+        key = (row["task"], row["dataset"], row["strategy"])
+        first.setdefault(key, row)
+        runs.setdefault(key, {}).update({r.get("seed", i): r for i, r in enumerate(row["runs"])})
+    rows = [summarise(*key, [by_seed[s] for s in sorted(by_seed)], first[key]["n_test"], first[key]["max_epochs"])
+            for key, by_seed in runs.items()]
+    done = {f"{r['task']}/{r['dataset']}/{r['strategy']}" for r in rows}
+    todo = [t for record in records for t in record.get("todo", []) if t["row"] not in done]
+    _write(out, rows, list({t["row"]: t for t in todo}.values()), note or next((r["note"] for r in records
+                                                                                if r.get("note")), None))
+    print_table(rows)
+    print(f"wrote {out}")
 
 
 def print_table(rows: list[dict]) -> None:

@@ -162,7 +162,8 @@ def _build_model(cfg: FitConfig, modality: str, n_classes: int, pretrained: bool
     if modality == "image":
         backbone.preprocessing = backbone.preprocessing.with_image_size(cfg.image_size)
     task = get_task(cfg.task or "classification")
-    head = task.head(backbone.feature_dim, n_classes, label_smoothing=cfg.train.label_smoothing, names=names)
+    head = task.head(backbone.feature_dim, n_classes, label_smoothing=cfg.train.label_smoothing, names=names,
+                     loss=cfg.train.loss)
     model = TransferModel(backbone, head, task)
     return model.to(memory_format=torch.channels_last) if modality == "image" else model
 
@@ -251,6 +252,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
     checked, data_report = check_data(data, cfg)  # the data doctor: unreadable inputs left out, fatal findings stop
     cfg = replace(cfg, task=data_report.stats["task"])  # as given, or detected from the labels (and then said so)
+    cfg = task_choice.with_task_loss(cfg)  # regression: 'mse' unless --loss huber, recorded as such
     prepared = prepare_data(checked, replace(cfg, val_data=None, test_data=None))
     cfg = distillation.with_teacher_image_size(cfg, prepared.modality)
     init = start_from(cfg.init_from, cfg.model, cfg.image_size, prepared.modality, strategy) if cfg.init_from else None
@@ -262,7 +264,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
         recorded = json.loads((Path(resume) / "config.json").read_text()).get("data_identity")
         refuse_changed_data(Path(resume), recorded, identity, data_reference(data),
                             has_bundle=(Path(resume) / "bundle" / MANIFEST).is_file())
-    model = init.model(prepared.label_map, cfg.train.label_smoothing) if init is not None else \
+    model = init.model(prepared.label_map, cfg.train.label_smoothing, cfg.train.loss) if init is not None else \
         _build_model(cfg, prepared.modality, len(prepared.label_map), strategy.uses_pretrained_weights,
                      prepared.label_map.names)
     if isinstance(prepared.label_map, NumericTargets):  # the head learns standardised targets, answers in units
@@ -313,7 +315,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     if init is not None:
         manifest["init_from"] = init.record(prepared.label_map)
     bundle_dir = save_bundle(run_dir / "bundle", model, manifest, adapter)
-    summary["batch_size_used"] = cfg.train.batch_size_for(len(prepared.train))
+    summary["batch_size_used"] = cfg.train.batch_size_for(len(prepared.train), model.task.batch_size)
     summary["precision_used"], summary["inference_precision"] = precision, inference
     summary["imbalance"] = imbalance
     summary["task"] = cfg.task
@@ -352,7 +354,7 @@ def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedD
     spec, t = model.backbone.preprocessing, cfg.train
     train_set, targets = (data.train, data.label_map) if ctx.unlabeled is None else \
         distillation.transfer_set(data.train, ctx.unlabeled, data.label_map, model.task)  # unlabeled: no hard target
-    train_loader = make_loader(train_set, spec, targets, t.batch_size_for(len(train_set)),
+    train_loader = make_loader(train_set, spec, targets, t.batch_size_for(len(train_set), model.task.batch_size),
                                shuffle_seed=t.seed, augment=t.augment, hflip=t.hflip, balanced=t.sampler == "balanced")
     val_loader = make_loader(data.val, spec, data.label_map, 64)
     mixer = build_batch_mixer(t, len(data.label_map)) if data.modality == "image" else None

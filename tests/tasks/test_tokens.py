@@ -155,3 +155,13 @@ def test_distillation_is_kd_per_word_and_unlabeled_sentences_ignore_every_word()
     assert task.missing_target(["Anna", "lives", "here"], 3) == [IGNORE] * 3
     targets = torch.tensor([[1, 0], [0, 1], [IGNORE, 0], [IGNORE, 1]])
     assert task.labeled(targets).tolist() == [True, True, False, False]
+
+
+def test_tokens_train_in_batches_of_8_sentences_at_any_size_unless_set():
+    from transferkit.tasks.classification import ClassificationTask
+    from transferkit.train.config import TrainConfig
+
+    assert TrainConfig().batch_size_for(1900, TokensTask.batch_size) == 8  # a sentence holds many labelled words
+    assert TrainConfig().batch_size_for(1900, ClassificationTask.batch_size) == 32  # classification unchanged
+    assert TrainConfig().batch_size_for(500, ClassificationTask.batch_size) == 8
+    assert TrainConfig(batch_size=4).batch_size_for(1900, TokensTask.batch_size) == 4  # --batch-size wins

@@ -47,6 +47,7 @@ class Task:
     metric_names: ClassVar[tuple[str, ...]] = ()  # the keys of ``metrics``, in the order history rows list them
     row_fields: ClassVar[tuple[str, ...]] = ("label", "score")  # the keys of each ``response`` row (predict CSV)
     per_word: ClassVar[bool] = False  # one output row per word of each input (tokens) instead of one per input
+    batch_size: ClassVar[int | None] = None  # training batch when --batch-size is unset; None: TrainConfig's rule
 
     def head(self, feature_dim: int, n_outputs: int, dropout: float = 0.0, **options: Any) -> nn.Module:
         """A fresh head mapping ``feature_dim`` features to ``n_outputs`` outputs."""

@@ -13,13 +13,14 @@ PRECISIONS = ("auto", "fp32", "bf16")
 AUGMENTS = ("none", "light", "randaugment", "trivial")
 CLASS_WEIGHTS = ("auto", "none", "balanced")
 SAMPLERS = ("shuffle", "balanced")
+LOSSES = ("mse", "huber")  # regression's training loss on the standardised target (Huber: delta 1 = one std)
 IMBALANCE_RATIO_FOR_WEIGHTS = 1.5  # class_weight='auto' turns balanced weights on at this largest/smallest ratio
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10
-    batch_size: int | None = None  # None: 8 below 1,000 training examples (more steps when labels are few), else 32
+    batch_size: int | None = None  # None: the task's default (tokens: 8), else 8 below 1,000 examples, else 32
     lr: float = 1e-3  # the head's learning rate; strategies derive backbone rates from it
     weight_decay: float = 0.05
     optimizer: str = "adamw"
@@ -27,6 +28,7 @@ class TrainConfig:
     patience: int = 5  # epochs without val macro-F1 gain before stopping (0: never). 3 cut fine-tuning in its early dip
     grad_clip: float = 1.0
     label_smoothing: float = 0.0  # 0.1 cost 2-5 points on digits 30/class (benchmarks/results)
+    loss: str | None = None  # regression: 'mse' | 'huber'; None: the task's own (regression: mse; others refuse it)
     augment: str = "light"  # none | light (mild random resized crop) | randaugment | trivial; texts never
     hflip: float = 0.0  # horizontal-flip probability: off by default, flips change digits, text and many objects
     mixup: float = 0.0  # mixup alpha (0: off); images only, through timm's Mixup
@@ -52,6 +54,7 @@ class TrainConfig:
         _check(0 <= self.warmup_fraction < 1, "warmup_fraction", "in [0, 1)", self.warmup_fraction)
         _check(isinstance(self.patience, int) and self.patience >= 0, "patience", "an int >= 0", self.patience)
         _check(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)", self.label_smoothing)
+        _check(self.loss is None or self.loss in LOSSES, "loss", f"None or one of {LOSSES}", self.loss)
         _check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
         if isinstance(self.augment, bool):  # True/False from older configs and scripts
             object.__setattr__(self, "augment", "light" if self.augment else "none")
@@ -68,9 +71,13 @@ class TrainConfig:
         _check(isinstance(self.keep_checkpoints, int) and self.keep_checkpoints >= 1, "keep_checkpoints",
                "an int >= 1", self.keep_checkpoints)
 
-    def batch_size_for(self, n_train: int) -> int:
+    def batch_size_for(self, n_train: int, task_default: int | None = None) -> int:
+        """``batch_size`` if set, else the task's own default (``Task.batch_size``, tokens), else 8 below 1,000
+        training examples (more steps when labels are few) and 32 from there."""
         if self.batch_size is not None:
             return self.batch_size
+        if task_default is not None:
+            return task_default
         return 8 if n_train < 1000 else 32
 
 
