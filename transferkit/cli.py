@@ -22,8 +22,6 @@ console = Console(stderr=True)
 TASK_HELP = "classification | multilabel | regression | tokens [default: detected from the data]."
 LABEL_SEP_HELP = "Multi-label CSV: the separator between labels in a label cell [default: |]."
 LABEL_COLUMNS_HELP = "Multi-label: one 0/1 column per label, comma-separated names (instead of --label-column)."
-LOSS_HELP = ("Regression loss: mse | huber. Huber (delta 1.0 on the standardised target, i.e. one training-target std) "
-             "counts errors beyond it linearly, so a few outlying targets pull the model less [default: mse].")
 IMAGE_COLUMN_HELP = ("CSV/JSONL column of image file paths, relative to the file's folder [default: the text column "
                      "when its values are image files].")
 
@@ -101,7 +99,6 @@ def fit(
     optimizer: str | None = typer.Option(None, help="adamw | sgd [default: adamw]."),
     patience: int | None = typer.Option(None, help="Early-stopping patience in epochs, 0 = off [default: 5]."),
     label_smoothing: float | None = typer.Option(None, help="Label smoothing [default: 0]."),
-    loss: str | None = typer.Option(None, help=LOSS_HELP),
     augment: str | None = typer.Option(None, help="Image augmentation: none | light | randaugment | trivial [light]."),
     hflip: float | None = typer.Option(None, help="Horizontal-flip probability [default: 0; 0.5 for photos]."),
     mixup: float | None = typer.Option(None, help="Mixup alpha, images (0 = off)."),
@@ -233,7 +230,6 @@ def compare(
     batch_size: int | None = typer.Option(None, help="Training batch size."),
     lr: float | None = typer.Option(None, help="Head learning rate."),
     patience: int | None = typer.Option(None, help="Early-stopping patience."),
-    loss: str | None = typer.Option(None, help=LOSS_HELP),
     augment: str | None = typer.Option(None, help="none | light | randaugment | trivial."),
     precision: str | None = typer.Option(None, help="auto | fp32 | bf16."),
     strict: bool = typer.Option(False, "--strict", help="Stop on any data-doctor finding (checked before any run)."),
