@@ -162,7 +162,8 @@ def _build_model(cfg: FitConfig, modality: str, n_classes: int, pretrained: bool
     if modality == "image":
         backbone.preprocessing = backbone.preprocessing.with_image_size(cfg.image_size)
     task = get_task(cfg.task or "classification")
-    head = task.head(backbone.feature_dim, n_classes, label_smoothing=cfg.train.label_smoothing, names=names)
+    head = task.head(backbone.feature_dim, n_classes, label_smoothing=cfg.train.label_smoothing, names=names,
+                     loss=cfg.train.loss, huber_delta=cfg.train.huber_delta)
     model = TransferModel(backbone, head, task)
     return model.to(memory_format=torch.channels_last) if modality == "image" else model
 
@@ -251,6 +252,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
     checked, data_report = check_data(data, cfg)  # the data doctor: unreadable inputs left out, fatal findings stop
     cfg = replace(cfg, task=data_report.stats["task"])  # as given, or detected from the labels (and then said so)
+    cfg = task_choice.with_task_loss(cfg)  # regression: 'mse' unless --loss huber, recorded as such
     prepared = prepare_data(checked, replace(cfg, val_data=None, test_data=None))
     cfg = distillation.with_teacher_image_size(cfg, prepared.modality)
     init = start_from(cfg.init_from, cfg.model, cfg.image_size, prepared.modality, strategy) if cfg.init_from else None
@@ -262,7 +264,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
         recorded = json.loads((Path(resume) / "config.json").read_text()).get("data_identity")
         refuse_changed_data(Path(resume), recorded, identity, data_reference(data),
                             has_bundle=(Path(resume) / "bundle" / MANIFEST).is_file())
-    model = init.model(prepared.label_map, cfg.train.label_smoothing) if init is not None else \
+    model = init.model(prepared.label_map, cfg.train) if init is not None else \
         _build_model(cfg, prepared.modality, len(prepared.label_map), strategy.uses_pretrained_weights,
                      prepared.label_map.names)
     if isinstance(prepared.label_map, NumericTargets):  # the head learns standardised targets, answers in units

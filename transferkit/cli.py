@@ -22,6 +22,10 @@ console = Console(stderr=True)
 TASK_HELP = "classification | multilabel | regression | tokens [default: detected from the data]."
 LABEL_SEP_HELP = "Multi-label CSV: the separator between labels in a label cell [default: |]."
 LABEL_COLUMNS_HELP = "Multi-label: one 0/1 column per label, comma-separated names (instead of --label-column)."
+LOSS_HELP = ("Regression loss: mse | huber. Huber counts errors beyond --huber-delta linearly, so a few outlying "
+             "targets pull the model less [default: mse].")
+HUBER_DELTA_HELP = ("--loss huber: the delta on the standardised target, in training-target stds (outliers inflate "
+                    "the std: a smaller delta resists them more) [default: 1.0].")
 IMAGE_COLUMN_HELP = ("CSV/JSONL column of image file paths, relative to the file's folder [default: the text column "
                      "when its values are image files].")
 
@@ -99,6 +103,8 @@ def fit(
     optimizer: str | None = typer.Option(None, help="adamw | sgd [default: adamw]."),
     patience: int | None = typer.Option(None, help="Early-stopping patience in epochs, 0 = off [default: 5]."),
     label_smoothing: float | None = typer.Option(None, help="Label smoothing [default: 0]."),
+    loss: str | None = typer.Option(None, help=LOSS_HELP),
+    huber_delta: float | None = typer.Option(None, help=HUBER_DELTA_HELP),
     augment: str | None = typer.Option(None, help="Image augmentation: none | light | randaugment | trivial [light]."),
     hflip: float | None = typer.Option(None, help="Horizontal-flip probability [default: 0; 0.5 for photos]."),
     mixup: float | None = typer.Option(None, help="Mixup alpha, images (0 = off)."),
@@ -230,6 +236,8 @@ def compare(
     batch_size: int | None = typer.Option(None, help="Training batch size."),
     lr: float | None = typer.Option(None, help="Head learning rate."),
     patience: int | None = typer.Option(None, help="Early-stopping patience."),
+    loss: str | None = typer.Option(None, help=LOSS_HELP),
+    huber_delta: float | None = typer.Option(None, help=HUBER_DELTA_HELP),
     augment: str | None = typer.Option(None, help="none | light | randaugment | trivial."),
     precision: str | None = typer.Option(None, help="auto | fp32 | bf16."),
     strict: bool = typer.Option(False, "--strict", help="Stop on any data-doctor finding (checked before any run)."),

@@ -361,20 +361,23 @@ class TransferRegressor(RegressorMixin, BaseEstimator):
     >>> reg.predict(["new text"])  # floats, in y's units; score() is R² (RegressorMixin)
 
     ``out=None`` fits into a temporary folder kept as long as the estimator lives, as for TransferClassifier.
+    ``loss``: 'mse' or 'huber' (outlying targets pull less; not with strategy='linear-probe'); ``huber_delta`` in
+    training-target stds.
     """
 
     def __init__(self, model: str = "auto", strategy: str = "finetune", epochs: int = 10, batch_size: int | None = None,
                  lr: float = 1e-3, image_size: int | None = None, seed: int = 0, out: str | None = None,
-                 progress: bool = False):
+                 progress: bool = False, loss: str = "mse", huber_delta: float = 1.0):
         self.model, self.strategy, self.epochs, self.batch_size = model, strategy, epochs, batch_size
         self.lr, self.image_size, self.seed, self.out, self.progress = lr, image_size, seed, out, progress
+        self.loss, self.huber_delta = loss, huber_delta
 
     def fit(self, X: Any, y: Any) -> TransferRegressor:
         examples = _to_examples(X, _targets(y), "X")
         result = _fit_run(self, self.out, lambda out: api.fit(
             examples, model=self.model, strategy=self.strategy, epochs=self.epochs, batch_size=self.batch_size,
             lr=self.lr, image_size=self.image_size, seed=self.seed, out=out, progress=self.progress,
-            task="regression"))
+            task="regression", loss=self.loss, huber_delta=self.huber_delta))
         self.predictor_, self.result_ = Predictor.from_bundle(result.bundle_dir), result
         return self
 

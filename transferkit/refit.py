@@ -34,6 +34,7 @@ from transferkit.export.bundle import WEIGHTS, Bundle, load_bundle
 from transferkit.export.recorded import recorded_split
 from transferkit.tasks import Task
 from transferkit.tasks.model import TransferModel
+from transferkit.train.config import TrainConfig
 from transferkit.train.inference import predict_logits
 
 
@@ -54,14 +55,15 @@ class InitFrom:
             return NumericTargets(**self.bundle.manifest.get("targets", {}))
         return type(new)(self.old_labels + tuple(n for n in new.names if n not in self.old_labels))
 
-    def model(self, labels: Any, label_smoothing: float = 0.0) -> TransferModel:
+    def model(self, labels: Any, train: TrainConfig) -> TransferModel:
         """The bundle's backbone and head; head rows for added classes keep the fresh head's init (zero for
-        classification: uniform among themselves)."""
+        classification: uniform among themselves); ``train``: this fit's head settings (label smoothing, loss)."""
         backbone, old = self.bundle.model.backbone, self.bundle.model.head
         backbone.preprocessing = self.bundle.preprocessing  # the architecture default is not what it was fitted at
         backbone.weights_sha256 = self.backbone_sha256  # the features cache is keyed on these weights
         task = self.bundle.model.task
-        head = task.head(backbone.feature_dim, len(labels), label_smoothing=label_smoothing, names=labels.names)
+        head = task.head(backbone.feature_dim, len(labels), label_smoothing=train.label_smoothing, names=labels.names,
+                         loss=train.loss, huber_delta=train.huber_delta)
         with torch.no_grad():
             head.linear.weight[: len(self.old_labels)] = old.linear.weight
             head.linear.bias[: len(self.old_labels)] = old.linear.bias

@@ -5,10 +5,12 @@ Token classification is detected from the data's layout (sentences of words with
 JSONL with ``tokens``/``tags``), never from label values; ``--task tokens`` on other data, or another task on
 such data, is a ConfigError.
 
-Top-level module beside api (imports transferkit.config, core and data; api calls it). Refusals are ConfigErrors
-that name the option and say why it has no meaning for the task; options that only have a classification default
-(``class_weight='auto'``) simply stay off. Distillation and --init-from work for every task; the bundle they
-build on must be of the same task (``check_bundle_task``).
+Top-level module beside api (imports transferkit.config, core, data and the strategies registry; api calls it).
+Refusals are ConfigErrors that name the option and say why it has no meaning for the task; options that only have
+a classification default (``class_weight='auto'``) simply stay off. ``--loss`` (mse | huber) is regression's alone,
+and ``--loss huber`` is refused with a strategy that fits its head in closed form (linear-probe's ridge minimises
+squared error). Distillation and --init-from work for every task; the bundle they build on must be of the same task
+(``check_bundle_task``).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from transferkit.data.labels import LabelMap
 from transferkit.data.multilabels import DEFAULT_SEP, MultiLabelMap, is_label_set
 from transferkit.data.tables import TextColumns
 from transferkit.data.targets import NumericTargets, detect_task
+from transferkit.strategies import STRATEGIES
 
 # option -> is it set? (the same test for every task that refuses the option)
 _IS_SET = {
@@ -31,7 +34,9 @@ _IS_SET = {
     "mixup": lambda c: c.train.mixup > 0 or c.train.cutmix > 0,
     "sampler": lambda c: c.train.sampler == "balanced",
     "class_weight": lambda c: c.train.class_weight == "balanced",
+    "loss": lambda c: c.train.loss is not None,
 }
+_LOSS = "--loss (mse | huber) chooses regression's loss, and {task} trains with {own}; drop it"
 
 # option -> why regression refuses it
 _REGRESSION_REFUSALS = {
@@ -50,6 +55,7 @@ _TOKENS_REFUSALS = {
                         "many tags of several entity types; drop it (pass a smaller training file to try fewer "
                         "sentences)",
     "label_smoothing": "--label-smoothing is not supported for token classification yet; drop it",
+    "loss": _LOSS.format(task="token classification", own="cross-entropy per token"),
 }
 # option -> why multi-label refuses it
 _MULTILABEL_REFUSALS = {
@@ -60,7 +66,9 @@ _MULTILABEL_REFUSALS = {
     "mixup": "--mixup/--cutmix mix one-hot class targets; for multi-label they are not supported; drop them",
     "sampler": "--sampler balanced draws every class equally often, and a multi-label row has several; drop it",
     "class_weight": "--class-weight balanced weights single classes; multi-label is not supported; drop it",
+    "loss": _LOSS.format(task="multi-label", own="per-label sigmoid/BCE"),
 }
+_CLASSIFICATION_REFUSALS = {"loss": _LOSS.format(task="classification", own="cross-entropy")}
 _TOKEN_STRATEGIES = ("linear-probe", "head", "partial", "gradual", "prompt", "ia3", "adapter", "lora", "finetune",
                      "lp-ft", "l2sp", "scratch", "distill")
 
@@ -125,12 +133,29 @@ def check_options(cfg: FitConfig, detected: bool = False) -> None:
                 raise ConfigError(f"{why} ({how}).")
         return
     if cfg.task != "regression":
+        for option, why in _CLASSIFICATION_REFUSALS.items():
+            if _IS_SET[option](cfg):
+                raise ConfigError(f"{why} (classification; pass --task regression if the labels are numbers to "
+                                  "predict).")
         return
     how = ("the labels were detected as numeric targets; pass --task classification to treat them as classes"
            if detected else "--task regression")
     for option, why in _REGRESSION_REFUSALS.items():
         if _IS_SET[option](cfg):
             raise ConfigError(f"{why} ({how}).")
+    strategy = STRATEGIES.get(cfg.strategy)
+    if cfg.train.loss == "huber" and strategy is not None and not strategy.trains_with_loop:
+        raise ConfigError(f"--loss huber trains the head by gradient steps, but the {cfg.strategy} strategy fits its "
+                          "ridge head in closed form, which minimises squared error; use the head strategy (frozen "
+                          "backbone, the head trained with Huber) or drop --loss huber.")
+
+
+def with_task_loss(cfg: FitConfig) -> FitConfig:
+    """``cfg`` with regression's loss written out ('mse' unless --loss huber), so config.json, the manifest and the
+    report name it; other tasks keep None (their loss is their own)."""
+    if cfg.task == "regression" and cfg.train.loss is None:
+        return replace(cfg, train=replace(cfg.train, loss="mse"))
+    return cfg
 
 
 def check_bundle_task(manifest: dict[str, Any], cfg: FitConfig, what: str) -> None:

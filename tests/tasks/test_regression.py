@@ -1,5 +1,6 @@
-"""The regression task contract: standardised head answering in the user's units, MSE, R² selection, {"value"}
-rows; detection of numeric targets; the encoder's and the doctor's refusals; options regression refuses."""
+"""The regression task contract: standardised head answering in the user's units, MSE or Huber, R² selection,
+{"value"} rows; detection of numeric targets; the encoder's and the doctor's refusals; options regression refuses,
+and --loss, which only regression takes."""
 from __future__ import annotations
 
 import math
@@ -18,7 +19,7 @@ from transferkit.data.splits import held_out_split
 from transferkit.data.targets import NumericTargets, detect_task
 from transferkit.strategies.base import StrategyContext
 from transferkit.strategies.linear_probe import LinearProbeConfig, fit_probe_head
-from transferkit.task_choice import check_options, resolve_task
+from transferkit.task_choice import check_options, resolve_task, with_task_loss
 from transferkit.tasks import TASKS, RegressionHead, RegressionTask, get_task
 
 
@@ -151,3 +152,45 @@ def test_distillation_target_is_the_teachers_standardised_prediction_and_unlabel
     assert task.labeled(torch.tensor([1.5, float("nan")])).tolist() == [True, False]
     check_options(FitConfig(task="regression", strategy="distill", teacher="t", unlabeled_data="u.csv"))
     check_options(FitConfig(task="regression", init_from="b"))
+
+
+def test_huber_head_loss_is_linear_beyond_delta_on_the_standardised_target(task):
+    """--loss huber: torch's Huber on (t - mean) / std; residuals of 1, 1, 0 and 3 target stds."""
+    outputs, targets = torch.full((4, 1), 50.0), torch.tensor([40.0, 60.0, 50.0, 80.0])
+    for delta, expected in ((1.0, (0.5 + 0.5 + 0 + (3 - 0.5)) / 4), (2.0, (0.5 + 0.5 + 0 + 2 * (3 - 1)) / 4)):
+        head = task.head(8, 1, loss="huber", huber_delta=delta)
+        head.set_target_scale(50.0, 10.0)
+        assert head.loss(outputs, targets).item() == pytest.approx(expected)
+    mse = task.head(8, 1, loss=None)  # None: the default, MSE
+    mse.set_target_scale(50.0, 10.0)
+    assert mse.loss(outputs, targets).item() == pytest.approx((1 + 1 + 0 + 9) / 4)
+
+
+@pytest.mark.parametrize("task_name, own", [("classification", "classification trains with cross-entropy"),
+                                            ("multilabel", "multi-label trains with per-label sigmoid/BCE"),
+                                            ("tokens", "token classification trains with cross-entropy per token")])
+def test_loss_option_is_regressions_alone(task_name, own):
+    with pytest.raises(ConfigError, match=rf"--loss \(mse \| huber\) chooses regression's loss, and {own}; drop it"):
+        check_options(FitConfig.from_options(task=task_name, loss="huber"))
+    check_options(FitConfig.from_options(task=task_name))
+
+
+def test_huber_is_refused_with_the_closed_form_ridge_probe_and_its_delta_without_huber():
+    with pytest.raises(ConfigError, match="linear-probe strategy fits its ridge head in closed form, which minimises "
+                                          "squared error; use the head strategy"):
+        check_options(FitConfig.from_options(task="regression", strategy="linear-probe", loss="huber"))
+    for strategy in ("head", "lp-ft", "finetune"):  # trained by the loop (lp-ft: after its ridge start)
+        check_options(FitConfig.from_options(task="regression", strategy=strategy, loss="huber", huber_delta=0.5))
+    check_options(FitConfig.from_options(task="regression", strategy="linear-probe", loss="mse"))
+    with pytest.raises(ConfigError, match=r"'huber_delta' parameter of TrainConfig applies only with loss='huber'"):
+        FitConfig.from_options(task="regression", huber_delta=0.5)
+    with pytest.raises(ConfigError, match=r"'loss' parameter of TrainConfig must be None or one of \('mse', 'huber'\)"):
+        FitConfig.from_options(loss="l1")
+    with pytest.raises(ConfigError, match="'huber_delta' parameter of TrainConfig must be a float > 0. Got 0.0"):
+        FitConfig.from_options(loss="huber", huber_delta=0.0)
+
+
+def test_regressions_loss_is_written_out_and_other_tasks_keep_none():
+    assert with_task_loss(FitConfig(task="regression")).train.loss == "mse"
+    assert with_task_loss(FitConfig.from_options(task="regression", loss="huber")).train.loss == "huber"
+    assert with_task_loss(FitConfig(task="classification")).train.loss is None

@@ -1,4 +1,4 @@
-"""Regression: one number per example — a linear head on standardised targets, MSE, selected by R².
+"""Regression: one number per example — a linear head on standardised targets, MSE or Huber, selected by R².
 
 Imports transferkit.core, transferkit.data and transferkit.tasks.base. Targets are floats in the user's units
 (transferkit.data.targets.NumericTargets encodes the label strings). The head holds the training targets' mean
@@ -7,6 +7,12 @@ init behave as for classification — a fresh head predicts the mean) and its ``
 consumer — validation, evaluate, predict, serve and the ONNX export — sees values in the user's units.
 Distillation: the teacher's prediction, standardised with the student's training mean/std like the labels, is an
 MSE target (the temperature has no meaning for one number); an unlabeled row's target is NaN.
+Loss (``--loss``, TrainConfig.loss): MSE by default, or torch's Huber with ``--huber-delta`` (default 1.0) on the
+standardised target, i.e. in training-target stds — errors beyond it count linearly, so a few outlying targets pull
+the head less. Outliers inflate the std itself, so a smaller delta resists them more (tests/test_regression_end_to_end
+measures both). It is the head's training loss (distillation's soft term too); validation's ``val_loss`` stays MSE
+in the user's units and R² selects. The closed-form ridge probe (strategies/linear_probe.py) fits squared error;
+task_choice refuses ``--loss huber`` for strategies that do not train with the loop.
 """
 from __future__ import annotations
 
@@ -22,12 +28,15 @@ from transferkit.tasks.base import Task
 
 
 class RegressionHead(nn.Module):
-    """Dropout + Linear(d, 1) on the standardised target; outputs ``z * std + mean`` ([n, 1])."""
+    """Dropout + Linear(d, 1) on the standardised target; outputs ``z * std + mean`` ([n, 1]); trains with
+    ``loss`` ('mse' or 'huber')."""
 
     task = "regression"
 
-    def __init__(self, in_dim: int, n_outputs: int = 1, dropout: float = 0.0):
+    def __init__(self, in_dim: int, n_outputs: int = 1, dropout: float = 0.0, loss: str = "mse",
+                 huber_delta: float = 1.0):
         super().__init__()
+        self.loss_name, self.huber_delta = loss, huber_delta
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_dim, 1)
         nn.init.zeros_(self.linear.weight)  # a fresh head predicts the training mean
@@ -50,9 +59,11 @@ class RegressionHead(nn.Module):
         return self.standardised(features) * self.target_std + self.target_mean
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """MSE between standardised prediction and standardised target."""
+        """MSE (or Huber, delta in target stds) between standardised prediction and standardised target."""
         z = (outputs.float()[:, 0] - self.target_mean) / self.target_std
         t = (targets.float() - self.target_mean) / self.target_std
+        if self.loss_name == "huber":
+            return F.huber_loss(z, t, delta=self.huber_delta)
         return F.mse_loss(z, t)
 
 
@@ -64,8 +75,10 @@ class RegressionTask(Task):
     metric_names: ClassVar[tuple[str, ...]] = ("r2", "mae", "rmse")
     row_fields: ClassVar[tuple[str, ...]] = ("value",)
 
-    def head(self, feature_dim: int, n_outputs: int = 1, dropout: float = 0.0, **options: Any) -> RegressionHead:
-        return RegressionHead(feature_dim, 1, dropout)
+    def head(self, feature_dim: int, n_outputs: int = 1, dropout: float = 0.0, loss: str | None = None,
+             huber_delta: float = 1.0, **options: Any) -> RegressionHead:
+        """A fresh head; ``loss`` is its training loss ('mse' or 'huber'; None: mse)."""
+        return RegressionHead(feature_dim, 1, dropout, loss=loss or "mse", huber_delta=huber_delta)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Plain MSE in the user's units (what validation reports; R² selects)."""
@@ -85,7 +98,7 @@ class RegressionTask(Task):
 
     def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float,
                      head: nn.Module) -> torch.Tensor:
-        """MSE between the standardised student and teacher predictions (the head's own standardisation)."""
+        """The head's loss (MSE, or Huber) between the standardised student and teacher predictions."""
         return head.loss(student, teacher[:, 0])
 
     def labeled(self, targets: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 AUGMENTS = ("none", "light", "randaugment", "trivial")
 CLASS_WEIGHTS = ("auto", "none", "balanced")
 SAMPLERS = ("shuffle", "balanced")
+LOSSES = ("mse", "huber")  # regression's training loss on the standardised target (Huber: delta in target stds)
 IMBALANCE_RATIO_FOR_WEIGHTS = 1.5  # class_weight='auto' turns balanced weights on at this largest/smallest ratio
 
 
@@ -27,6 +28,8 @@ class TrainConfig:
     patience: int = 5  # epochs without val macro-F1 gain before stopping (0: never). 3 cut fine-tuning in its early dip
     grad_clip: float = 1.0
     label_smoothing: float = 0.0  # 0.1 cost 2-5 points on digits 30/class (benchmarks/results)
+    loss: str | None = None  # regression: 'mse' | 'huber'; None: the task's own (regression: mse; others refuse it)
+    huber_delta: float = 1.0  # loss='huber': errors beyond it (in training-target stds) count linearly
     augment: str = "light"  # none | light (mild random resized crop) | randaugment | trivial; texts never
     hflip: float = 0.0  # horizontal-flip probability: off by default, flips change digits, text and many objects
     mixup: float = 0.0  # mixup alpha (0: off); images only, through timm's Mixup
@@ -52,6 +55,11 @@ class TrainConfig:
         _check(0 <= self.warmup_fraction < 1, "warmup_fraction", "in [0, 1)", self.warmup_fraction)
         _check(isinstance(self.patience, int) and self.patience >= 0, "patience", "an int >= 0", self.patience)
         _check(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)", self.label_smoothing)
+        _check(self.loss is None or self.loss in LOSSES, "loss", f"None or one of {LOSSES}", self.loss)
+        _check(self.huber_delta > 0, "huber_delta", "a float > 0", self.huber_delta)
+        if self.huber_delta != 1.0 and self.loss != "huber":
+            raise ConfigError(f"The 'huber_delta' parameter of TrainConfig applies only with loss='huber' (--loss "
+                              f"huber). Got huber_delta={self.huber_delta!r} with loss={self.loss!r}.")
         _check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
         if isinstance(self.augment, bool):  # True/False from older configs and scripts
             object.__setattr__(self, "augment", "light" if self.augment else "none")
