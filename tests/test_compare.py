@@ -240,7 +240,7 @@ def test_cli_compare_help_lists_examples(monkeypatch, capsys):
     assert "Examples" in out
     assert "transferkit compare --data builtin:digits --strategies linear-probe,finetune,scratch" in out
     assert "--budget-minutes 30" in out
-    for flag in ("--strategies", "--labels-per-class", "--seeds", "--budget-minutes"):
+    for flag in ("--strategies", "--labels-per-class", "--seeds", "--budget-minutes", "--workers"):
         assert flag in out
 
 

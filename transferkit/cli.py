@@ -225,6 +225,7 @@ def compare(
     seeds: int = typer.Option(1, help="Seeds per (strategy, K): each seed draws its own K-subsample."),
     out: Path | None = typer.Option(None, help="Folder for compare.json, compare.html and the runs."),
     budget_minutes: float | None = typer.Option(None, help="Skip the slowest combinations once over budget."),
+    workers: int = typer.Option(1, help="Runs at once, each in its own process with cores // N torch threads."),
     model: str | None = typer.Option(None, help="Backbone for every run."),
     val_data: str | None = typer.Option(None, help="Validation data (default: a split of each K-subsample)."),
     test_data: str | None = typer.Option(None, help="Test data (default: the source's test split or a fixed 20 %)."),
@@ -249,10 +250,10 @@ def compare(
     from transferkit.compare import compare as run_comparison
 
     options = {k: v for k, v in locals().items() if v is not None and v is not False and k not in (
-        "data", "strategies", "labels_per_class", "seeds", "out", "budget_minutes", "run_comparison")}
+        "data", "strategies", "labels_per_class", "seeds", "out", "budget_minutes", "workers", "run_comparison")}
     summary = run_comparison(data, [s.strip() for s in strategies.split(",") if s.strip()], _parse_ks(labels_per_class),
-                          seeds=seeds, out=out, budget_minutes=budget_minutes,
-                          on_run=lambda line: console.print(f"[compare] {escape(line)}"), **options)
+                          seeds=seeds, out=out, budget_minutes=budget_minutes, workers=workers,
+                          on_run=lambda line: console.print(rf"\[compare] {escape(line)}"), **options)
     metric = summary.get("metric", "accuracy")
     table = Table("strategy", "K", "R²" if metric == "r2" else metric, "s/run", "trainable",
                   title=f"compare: {summary['data']}")

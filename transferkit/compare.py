@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from transferkit import api, task_choice
+from transferkit import api, compare_workers, task_choice
 from transferkit.api import DataInput
 from transferkit.backbones import DEFAULT_FOR_MODALITY
 from transferkit.config import FitConfig
@@ -30,7 +30,7 @@ from transferkit.strategies import STRATEGIES, build_strategy
 
 def compare(data: DataInput, strategies: list[str], labels_per_class: list[int | None], seeds: int = 1,
             out: str | Path | None = None, budget_minutes: float | None = None, progress: bool = True,
-            on_run: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
+            on_run: Callable[[str], None] | None = None, workers: int = 1, **options: Any) -> dict[str, Any]:
     """Run every strategy x labels-per-class x seed on identical splits, plus the plain reference; write
     compare.json and compare.html in ``out`` (each run keeps its own folder under out/runs/).
 
@@ -39,6 +39,8 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
     same examples, and frozen features are computed once (the feature cache). ``budget_minutes`` runs the
     cheapest combinations first and skips any whose estimated time no longer fits, saying which.
     ``on_run`` receives a line as each run starts (the CLI prints it); ``progress`` is kept for symmetry with fit.
+    ``workers`` > 1 runs that many runs at once in processes (transferkit.compare_workers): ``on_run`` also gets
+    the CPU split and a line as each run finishes; results are those of the sequential loop, in the same order.
     Every split is checked once, before any run, by fit's data doctor (``strict``, ``dedupe`` and ``max_pixels``
     as in fit): unreadable inputs are left out of every run and listed (``skipped``, ``n_skipped``), and a fatal
     finding stops the comparison before it trains anything.
@@ -47,6 +49,10 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
         build_strategy(name)  # fail on a typo before hours of runs
     if not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"The 'seeds' parameter of compare must be an int >= 1. Got {seeds!r} instead.")
+    cores = compare_workers.available_cores()
+    if not isinstance(workers, int) or not 1 <= workers <= max(cores, 1):
+        raise ConfigError(f"The 'workers' parameter of compare (--workers) must be an int from 1 to {cores}, the CPU "
+                          f"cores here (workers x torch threads <= cores). Got {workers!r} instead.")
     base = FitConfig.from_options(**options)
     out_dir = Path(out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
     splits, data_report = _comparison_splits(data, base)
@@ -54,35 +60,73 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
     for k in labels_per_class:  # a combination the task refuses fails here, before any run
         for name in strategies:
             task_choice.check_options(replace(base, strategy=name, labels_per_class=k))
-    first, second = METRICS[base.task]
     plan = sorted(((k, s, seed) for k in labels_per_class for s in strategies for seed in range(seeds)),
                   key=lambda item: (_k_key(item[0]), _cost_rank(item[1]), item[2]))
+    if min(workers, len(plan)) > 1:
+        runs, skipped = _run_in_workers(splits, base, out_dir, plan, workers, budget_minutes, on_run)
+    else:
+        runs, skipped = _run_in_turn(splits, base, out_dir, plan, budget_minutes, on_run)
+    runs += _reference_runs(splits, base, labels_per_class, seeds)
+    return _write_comparison(out_dir, data, base, splits, runs, skipped, strategies, seeds, data_report)
+
+
+def _cell_config(base: FitConfig, out_dir: Path, k: int | None, strategy: str, seed: int) -> FitConfig:
+    return replace(base, strategy=strategy, labels_per_class=k, val_data=None, test_data=None,
+                   out=str(out_dir / "runs" / f"{strategy}-k{k or 'all'}-seed{seed}"),
+                   train=replace(base.train, seed=seed, progress=False))
+
+
+def _cell_name(k: int | None, strategy: str, seed: int) -> str:
+    return f"{strategy} at {k or 'all'} labels/class, seed {seed}"
+
+
+def _record(cfg: FitConfig, result: api.FitResult) -> dict[str, Any]:
+    """A finished run as compare.json lists it (its test metrics, wall time and trainable parameters)."""
+    first, second = METRICS[cfg.task]
+    summary = json.loads((result.run_dir / "metrics.json").read_text())
+    return {"strategy": cfg.strategy, "labels_per_class": cfg.labels_per_class, "seed": cfg.train.seed,
+            "run_dir": str(result.run_dir), first: result.metrics["test"][first],
+            second: result.metrics["test"][second], "seconds": summary["wall_seconds"],
+            "trainable_params": summary["trainable_params"]}
+
+
+def _run_in_turn(splits: DataSplits, base: FitConfig, out_dir: Path, plan: list[tuple[int | None, str, int]],
+                 budget_minutes: float | None, on_run: Callable[[str], None] | None) -> tuple[list, list[str]]:
+    """The plan's runs one after another in this process: (finished run records, skip reasons), in plan order."""
     runs, skipped, seconds_per_example = [], [], {}
     start = time.perf_counter()
     for k, strategy, seed in plan:
-        cfg = replace(base, strategy=strategy, labels_per_class=k, val_data=None, test_data=None,
-                      out=str(out_dir / "runs" / f"{strategy}-k{k or 'all'}-seed{seed}"),
-                      train=replace(base.train, seed=seed, progress=False))
+        cfg = _cell_config(base, out_dir, k, strategy, seed)
         n_train = len(api.prepare_data(splits, cfg).train)
         estimate = n_train * seconds_per_example.get(strategy, max(seconds_per_example.values(), default=0.0))
         if budget_minutes is not None and time.perf_counter() - start + estimate > 60 * budget_minutes:
-            skipped.append(f"{strategy} at {k or 'all'} labels/class, seed {seed}: about {estimate:.0f} s estimated, "
-                           f"over the {budget_minutes} min budget")
+            skipped.append(compare_workers.over_budget(_cell_name(k, strategy, seed), estimate, budget_minutes))
             continue
         if on_run is not None:
-            on_run(f"{strategy} at {k or 'all'} labels/class, seed {seed}")
+            on_run(_cell_name(k, strategy, seed))
         try:
             result = api.fit(splits, config=cfg)
         except TrainingDiverged as error:  # one run diverging in its first epoch does not end the comparison
-            skipped.append(f"{strategy} at {k or 'all'} labels/class, seed {seed}: {error}")
+            skipped.append(f"{_cell_name(k, strategy, seed)}: {error}")
             continue
-        summary = json.loads((result.run_dir / "metrics.json").read_text())
-        seconds_per_example[strategy] = summary["wall_seconds"] / max(n_train, 1)
-        runs.append({"strategy": strategy, "labels_per_class": k, "seed": seed, "run_dir": str(result.run_dir),
-                     first: result.metrics["test"][first], second: result.metrics["test"][second],
-                     "seconds": summary["wall_seconds"], "trainable_params": summary["trainable_params"]})
-    runs += _reference_runs(splits, base, labels_per_class, seeds)
-    return _write_comparison(out_dir, data, base, splits, runs, skipped, strategies, seeds, data_report)
+        runs.append(_record(cfg, result))
+        seconds_per_example[strategy] = runs[-1]["seconds"] / max(n_train, 1)
+    return runs, skipped
+
+
+def _run_in_workers(splits: DataSplits, base: FitConfig, out_dir: Path, plan: list[tuple[int | None, str, int]],
+                    workers: int, budget_minutes: float | None,
+                    on_run: Callable[[str], None] | None) -> tuple[list, list[str]]:
+    """The same runs, ``workers`` at a time in processes; records and skip reasons come back in plan order."""
+    cells = []
+    for index, (k, strategy, seed) in enumerate(plan):
+        cfg = _cell_config(base, out_dir, k, strategy, seed)
+        cells.append(compare_workers.Cell(index, _cell_name(k, strategy, seed), cfg,
+                                          len(api.prepare_data(splits, cfg).train)))
+    outcome = compare_workers.run_parallel(splits, cells, min(workers, len(cells)), budget_minutes,
+                                           on_run or (lambda line: None))
+    runs = [_record(cell.config, outcome.results[cell.index]) for cell in cells if cell.index in outcome.results]
+    return runs, [outcome.skipped[cell.index] for cell in cells if cell.index in outcome.skipped]
 
 
 REFERENCE_MODELS = {"regression": "ridge regression", "multilabel": "one-vs-rest logistic regression",
