@@ -232,11 +232,13 @@ def _before_adaptation(model: TransferModel, ctx: StrategyContext, data: Prepare
 
 
 def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: str | Path | None = None,
-        **options: Any) -> FitResult:
+        on_epoch_end: Any = None, **options: Any) -> FitResult:
     """Adapt a pretrained backbone to ``data``; returns metrics and the run folder holding the bundle.
 
     ``resume=RUN_DIR`` continues a stopped run from its newest complete checkpoint, with the data and
     configuration recorded in RUN_DIR/config.json (pass ``data`` only if it was not a path).
+    ``on_epoch_end(epoch, row)``: called with each validated epoch's history row (tune reports it to Optuna; an
+    exception it raises stops the run before any bundle is written).
     """
     if resume is not None:
         if config is not None or options:
@@ -294,7 +296,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     spec = model.backbone.preprocessing
     result = TrainResult()
     if strategy.trains_with_loop:
-        result = _train(model, strategy, ctx, prepared, cfg, run_dir, resume is not None)
+        result = _train(model, strategy, ctx, prepared, cfg, run_dir, resume is not None, on_epoch_end)
     n_trainable = _trainable_count(model, strategy)  # before finalize: merging adapters removes their parameters
     adapter = strategy.adapter_state(model)
     model = strategy.finalize(model)
@@ -350,7 +352,7 @@ def tune_multilabel_thresholds(model: TransferModel, data: PreparedData, precisi
 
 
 def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedData, cfg: FitConfig, run_dir: Path,
-           resume: bool) -> TrainResult:
+           resume: bool, on_epoch_end: Any = None) -> TrainResult:
     spec, t = model.backbone.preprocessing, cfg.train
     train_set, targets = (data.train, data.label_map) if ctx.unlabeled is None else \
         distillation.transfer_set(data.train, ctx.unlabeled, data.label_map, model.task)  # unlabeled: no hard target
@@ -358,7 +360,8 @@ def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedD
                                shuffle_seed=t.seed, augment=t.augment, hflip=t.hflip, balanced=t.sampler == "balanced")
     val_loader = make_loader(data.val, spec, data.label_map, 64)
     mixer = build_batch_mixer(t, len(data.label_map)) if data.modality == "image" else None
-    return train(model, strategy, ctx, train_loader, val_loader, t, run_dir, resume=resume, batch_transform=mixer)
+    return train(model, strategy, ctx, train_loader, val_loader, t, run_dir, resume=resume, batch_transform=mixer,
+                 on_epoch_end=on_epoch_end)
 
 
 def _resolve_class_weight(data: PreparedData, t: TrainConfig) -> tuple[dict[str, Any], np.ndarray | None]:

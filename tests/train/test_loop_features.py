@@ -239,3 +239,30 @@ def test_ema_keeps_a_weight_average_that_is_what_gets_saved(digits_folder: Path,
     bundle = load_file(str(tmp_path / "ema" / "bundle" / "model.safetensors"))
     if best == 2:  # the last epoch's average is what was kept
         assert torch.equal(bundle["head.linear.weight"], average["head.linear.weight"])
+
+
+# ------------------------------------------------------------------------------------------------- on_epoch_end hook
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_on_epoch_end_sees_each_row_and_can_stop_the_run(digits_folder: Path, tmp_path: Path):
+    """The hook gets every validated epoch's history row (tune reports them to Optuna); an exception it raises ends
+    the run at that epoch, before any bundle is written."""
+    seen: list[tuple[int, dict]] = []
+    result = api.fit(str(digits_folder), out=str(tmp_path / "all"), epochs=2, on_epoch_end=lambda e, r: seen.append(
+        (e, r)), **BASE)
+    assert [e for e, _ in seen] == [1, 2] and [r for _, r in seen] == result.history[1:]
+
+    def stop_after_first(epoch: int, row: dict) -> None:
+        seen.append((epoch, row))
+        raise _Stop
+
+    seen.clear()
+    with pytest.raises(_Stop):
+        api.fit(str(digits_folder), out=str(tmp_path / "stopped"), epochs=3, on_epoch_end=stop_after_first, **BASE)
+    assert [e for e, _ in seen] == [1]
+    assert _loop_state(tmp_path / "stopped")["epoch"] == 1  # epoch 1 checkpointed, epochs 2-3 never ran
+    assert not (tmp_path / "stopped" / "bundle").exists()

@@ -105,11 +105,14 @@ def validate(model: TransferModel, loader: DataLoader, precision: str) -> dict[s
 
 def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_loader: DataLoader,
           val_loader: DataLoader, cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False,
-          batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> TrainResult:
+          batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
     """Train ``model`` with ``strategy``; checkpoints go to ``run_dir/checkpoints`` (none if run_dir is None).
 
     ``resume`` continues from the newest complete checkpoint there (or starts fresh if there is none).
     ``batch_transform`` (mixup/cutmix) is applied to each training batch after it reaches the device.
+    ``on_epoch_end(epoch, row)`` sees each validated epoch's history row (epoch 1-based) after its checkpoint;
+    an exception it raises (tune's optuna.TrialPruned) ends training there and reaches the caller.
     """
     device = next(model.parameters()).device
     precision = resolve_precision(cfg.precision, device)
@@ -222,6 +225,8 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
             state.epoch, state.batches_done, state.epoch_losses = epoch + 1, 0, []
             state.finished = state.stopped_early or state.stopped_by_time or state.epoch >= cfg.epochs
             save()
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, row)
 
     if writer:
         writer.close()
