@@ -164,4 +164,5 @@ def test_a_run_s_error_reaches_the_parent_unless_it_is_a_divergence_or_a_request
     with pytest.raises(TrainingInterrupted):  # a worker stopped without a SIGTERM to the parent is an error
         compare_workers._collect(_failed(TrainingInterrupted("Stopped")), _cell(), outcome, False, interrupted)
     compare_workers._collect(_failed(BrokenProcessPool("gone")), _cell(), outcome, True, interrupted)
-    assert interrupted == ["head at 5 labels/class, seed 0: gone"] and outcome.results == {}
+    assert interrupted == ["head at 5 labels/class, seed 0: its worker ended before the run finished."]
+    assert outcome.results == {}

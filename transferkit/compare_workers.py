@@ -8,10 +8,12 @@ gets the FitConfig the sequential loop would build, so its results are the seque
 the thread counts match; more threads can change float sums in the last bits).
 
 Signals: workers ignore Ctrl-C (the parent gets it and kills them) and an idle worker ignores SIGTERM. SIGTERM to
-the parent starts no new run and passes SIGTERM on to the workers: a run in its training loop writes a checkpoint
-and stops as `fit` does (TrainingInterrupted), a run elsewhere stops at once; then the parent raises
-TrainingInterrupted naming the runs to resume. A run that diverges is returned as a skip reason, exactly as the
-sequential loop reports it; any other error stops the other workers and is raised in the parent.
+the parent starts no new run and sets an event each worker watches; the watcher sends its own process SIGTERM, so
+a run in its training loop writes a checkpoint and stops as `fit` does (TrainingInterrupted), a run elsewhere
+stops at once, and a worker still starting is never killed (that would break the pool and kill the others before
+they checkpoint). The parent then raises TrainingInterrupted naming the runs to resume. A run that diverges is
+returned as a skip reason, exactly as the sequential loop reports it; any other error stops the other workers
+and is raised in the parent.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import json
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -73,16 +76,23 @@ def split_line(workers: int, threads: int) -> str:
 
 
 _SPLITS: DataSplits | None = None
+_STOP: Any = None  # the parent's multiprocessing Event: set on SIGTERM
 
 
-def _start_worker(splits: DataSplits, threads: int) -> None:
+def _start_worker(splits: DataSplits, threads: int, stop: Any) -> None:
     """Runs once in each spawned worker, before its first run."""
-    global _SPLITS
-    _SPLITS = splits
+    global _SPLITS, _STOP
+    _SPLITS, _STOP = splits, stop
     torch.set_num_threads(threads)
     os.environ["RAYON_NUM_THREADS"] = str(threads)  # read when a tokenizer first runs in parallel
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # idle: nothing to stop
+    threading.Thread(target=_stop_when_asked, args=(stop,), daemon=True).start()
+
+
+def _stop_when_asked(stop: Any) -> None:
+    stop.wait()
+    os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread: fit's checkpoint-then-stop, or _stop_run
 
 
 def _stop_run(signum: int, frame: Any) -> None:
@@ -93,6 +103,8 @@ def _run_cell(config: FitConfig) -> FitResult:
     """One run in a worker; inside train's loop, fit's own SIGTERM handling (checkpoint, then stop) applies."""
     signal.signal(signal.SIGTERM, _stop_run)
     try:
+        if _STOP is not None and _STOP.is_set():
+            raise TrainingInterrupted("Stopped by SIGTERM before it started.")
         return api.fit(_SPLITS, config=config)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -102,8 +114,10 @@ class _Workers:
     """The process pool plus the parent's SIGTERM handler (main thread only, as fit's StopRequest)."""
 
     def __init__(self, splits: DataSplits, workers: int, threads: int):
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_start_worker, initargs=(splits, threads))
+        context = multiprocessing.get_context("spawn")
+        self.stop = context.Event()
+        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                        initargs=(splits, threads, self.stop))
         self.stop_requested, self._previous = False, None
 
     def __enter__(self) -> _Workers:
@@ -115,10 +129,10 @@ class _Workers:
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self.stop_requested = True
-        self.signal(signal.SIGTERM)
+        self.stop.set()
 
     def signal(self, signum: int) -> None:
-        """Send ``signum`` to every live worker (Python 3.14's terminate_workers is the public form of this)."""
+        """Send ``signum`` to every live worker (Python 3.14's kill_workers is the public form of this)."""
         for process in list((self.pool._processes or {}).values()):
             try:
                 os.kill(process.pid, signum)
@@ -168,7 +182,7 @@ def run_parallel(splits: DataSplits, plan: list[Cell], workers: int, budget_minu
                 break
     if pool.stop_requested:
         raise TrainingInterrupted(f"Stopped by SIGTERM after {len(outcome.results)} of {len(plan)} runs; no "
-                                  f"comparison was written. " + " ".join(interrupted))
+                                  f"comparison was written. " + "; ".join(interrupted))
     return outcome
 
 
@@ -182,7 +196,8 @@ def _collect(future: Future, cell: Cell, outcome: Outcome, stopping: bool, inter
     except (TrainingInterrupted, BrokenProcessPool) as error:
         if not stopping:
             raise
-        interrupted.append(f"{cell.name}: {error}")
+        why = error if isinstance(error, TrainingInterrupted) else "its worker ended before the run finished."
+        interrupted.append(f"{cell.name}: {why}")
         return None
     outcome.results[cell.index] = result
     return result
