@@ -60,16 +60,19 @@ def test_tune_refits_the_best_as_a_normal_run(texts: dict[str, Path], tmp_path: 
 
 def test_trials_never_read_the_test_split_and_a_rerun_continues_the_study(texts: dict[str, Path], tmp_path: Path):
     """With a test file that fails when read, the search runs (no trial touches it); the re-fit is the first to
-    read it. A second command on the same OUT continues the study to --trials in total."""
+    read it. A second command on the same OUT continues the study to --trials finished trials in total (a trial a
+    killed run left RUNNING is marked failed)."""
     out = tmp_path / "run"
     first = tune(str(texts["train"]), "head", trials=2, out=out, test_data=str(texts["broken"]), refit=False, **FAST)
     assert first["counts"]["COMPLETE"] == 2 and "refit" not in first
     with pytest.raises(DataError, match="broken_test.csv"):  # the re-fit reads the test split: here it fails
         tune(str(texts["train"]), "head", trials=2, out=out, test_data=str(texts["broken"]), **FAST)
+    killed = optuna.load_study(study_name="transferkit-head", storage=first["storage"]).ask()  # a kill -9 leftover
     second = tune(str(texts["train"]), "head", trials=3, out=out, refit=False, **FAST)
-    assert [t["number"] for t in second["trials"]] == [0, 1, 2]
+    assert [(t["number"], t["state"]) for t in second["trials"]] == [(0, "COMPLETE"), (1, "COMPLETE"),
+                                                                     (killed.number, "FAIL"), (3, "COMPLETE")]
     assert [t["params"] for t in second["trials"][:2]] == [t["params"] for t in first["trials"]]
-    assert second["trials"][2]["params"] not in [t["params"] for t in first["trials"]]  # a new point, not a replay
+    assert second["trials"][3]["params"] not in [t["params"] for t in first["trials"]]  # a new point, not a replay
     with pytest.raises(ConfigError, match="started with strategy 'head'"):  # same study name, another problem
         tune(str(texts["train"]), "lora", trials=3, out=out, study="transferkit-head", refit=False, **FAST)
 

@@ -31,7 +31,7 @@ from typing import Any
 from transferkit import api, task_choice
 from transferkit.api import DataInput
 from transferkit.config import FitConfig
-from transferkit.core.errors import ConfigError, TrainingDiverged
+from transferkit.core.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from transferkit.core.io import atomic_write_json, atomic_write_text
 from transferkit.data.examples import DataSplits
 from transferkit.evaluate.metrics import headline
@@ -80,18 +80,17 @@ def tune(data: DataInput, strategy: str, trials: int = 20, timeout_minutes: floa
                                     direction="maximize" if task.higher_is_better else "minimize",
                                     pruner=_pruner(pruner))
     _check_study(the_study, base, data, storage_name)
+    if storage is None:  # embedded: no other worker, so a RUNNING trial is one a killed run left behind
+        _fail_leftovers(the_study)
     done = _finished(the_study)
     # embedded: seeded by the trials before, so a resumed study draws new points; shared: each worker its own
     the_study.sampler = optuna.samplers.TPESampler(seed=None if storage else base.train.seed * 100_003 + len(done))
     if not the_study.trials:
         defaults = {k: v for k, v in space(_Defaults(base, fixed)).items() if k not in fixed}
         the_study.enqueue_trial(defaults, user_attrs={"default_config": True}, skip_if_exists=True)
-    remaining = trials - len(done)
-    if remaining > 0:
-        objective = _Objective(base, space, fixed, splits, out_dir / "trials", task.selection_metric, on_trial)
-        the_study.optimize(objective, n_trials=remaining, timeout=60 * timeout_minutes if timeout_minutes else None,
-                           catch=(TrainingDiverged,), gc_after_trial=True,
-                           callbacks=[optuna.study.MaxTrialsCallback(trials, states=_states(FINISHED))])
+    if trials > len(done):
+        _run_trials(the_study, _Objective(base, space, fixed, splits, out_dir / "trials", task.selection_metric,
+                                          on_trial), trials, len(done), timeout_minutes)
     summary = _summary(the_study, storage_name, task.selection_metric, trials)
     summary["out"] = str(out_dir)
     summary["plots"] = _plots(the_study, summary, task, out_dir)
@@ -99,6 +98,28 @@ def tune(data: DataInput, strategy: str, trials: int = 20, timeout_minutes: floa
         summary["refit"] = _refit(the_study, base, data, out_dir, summary)
     atomic_write_json(out_dir / "tune.json", summary)
     return summary
+
+
+def _run_trials(study: Any, objective: _Objective, trials: int, done: int, timeout_minutes: float | None) -> None:
+    """Trials until the study has ``trials`` finished ones (this process runs at most the ones missing when it
+    started). A trial that diverges in its first epoch fails and the search goes on; SIGTERM stops the search."""
+    import optuna
+
+    try:
+        study.optimize(objective, n_trials=trials - done, timeout=60 * timeout_minutes if timeout_minutes else None,
+                       catch=(TrainingDiverged,), gc_after_trial=True,
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=_states(FINISHED))])
+    except TrainingInterrupted as error:  # the trial is recorded as failed; its folder is gone
+        raise TrainingInterrupted(f"Stopped by SIGTERM during a trial of study '{study.study_name}'; run the same "
+                                  "command again to continue the study.") from error
+
+
+def _fail_leftovers(study: Any) -> None:
+    """Mark trials a killed run left RUNNING as FAIL, so they neither count as in progress nor block the re-fit."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
 
 
 def _space(strategy: str) -> Callable[[Any], dict[str, Any]]:
