@@ -23,7 +23,7 @@ from transferkit.backbones.text import DEFAULT_MAX_LENGTH, token_counter
 from transferkit.config import FitConfig
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.io import atomic_write, atomic_write_json, atomic_write_text
-from transferkit.core.runtime import default_device, inference_precision, resolve_precision
+from transferkit.core.runtime import inference_precision, resolve_precision
 from transferkit.core.seeding import seed_everything
 from transferkit.data.doctor import DataReport, DoctorConfig, diagnose, diagnose_inputs
 from transferkit.data.examples import DataSplits, Examples
@@ -48,6 +48,7 @@ from transferkit.tasks.multilabel import tune_thresholds
 from transferkit.train.checkpoint import unfinished_run
 from transferkit.train.config import IMBALANCE_RATIO_FOR_WEIGHTS, TrainConfig
 from transferkit.train.data_identity import data_identity, refuse_changed_data
+from transferkit.train.engine import Engine, make_engine
 from transferkit.train.inference import predict_logits
 from transferkit.train.loop import TrainResult, train
 from transferkit.train.mixing import build_batch_mixer
@@ -61,6 +62,7 @@ class FitResult:
     metrics: dict[str, dict[str, Any]]
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    main_process: bool = True  # False on the other ranks of a multi-process run: rank 0 wrote the run folder
 
     def predictor(self) -> Predictor:
         return Predictor.from_bundle(self.bundle_dir)
@@ -271,17 +273,19 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
                      prepared.label_map.names)
     if isinstance(prepared.label_map, NumericTargets):  # the head learns standardised targets, answers in units
         model.head.set_target_scale(prepared.label_map.mean, prepared.label_map.std)
-    device = default_device()
+    engine = make_engine()  # several processes under accelerate launch (train.engine); else this one alone
+    device = engine.device
     model.to(device)
     precision = resolve_precision(cfg.train.precision, device)
     inference = inference_precision(cfg.train.precision)  # what the bundle predicts in: evaluate with it
     run_dir = Path(resume) if resume is not None else Path(cfg.out or f"runs/{cfg.strategy}-{datetime.now():%Y%m%d-%H%M%S}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if resume is None:  # written first, so a killed run can be resumed from its folder alone
+    if resume is None and engine.is_main:  # written first, so a killed run can be resumed from its folder alone
         _claim_run_dir(run_dir)
         atomic_write_json(run_dir / "config.json", {"data": data_reference(data), "data_identity": identity,
                                                     **asdict(cfg)})
-    atomic_write_json(run_dir / "data_report.json", data_report.to_dict())
+    if engine.is_main:
+        atomic_write_json(run_dir / "data_report.json", data_report.to_dict())
 
     imbalance, class_weight = _resolve_class_weight(prepared, cfg.train)
     model.head.set_class_weight(None if class_weight is None else torch.from_numpy(class_weight))
@@ -290,13 +294,16 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     ctx = StrategyContext(n_classes=len(prepared.label_map), seed=cfg.train.seed, class_weight=class_weight,
                           features=_feature_source(model, prepared, cfg, precision), teacher=teacher,
                           unlabeled=unlabeled)
-    before = _before_adaptation(model, ctx, prepared, strategy, cfg)
+    before = _before_adaptation(model, ctx, prepared, strategy, cfg) if engine.is_main else None
     seed_everything(cfg.train.seed)
     strategy.prepare(model, ctx)
     spec = model.backbone.preprocessing
     result = TrainResult()
     if strategy.trains_with_loop:
-        result = _train(model, strategy, ctx, prepared, cfg, run_dir, resume is not None, on_epoch_end)
+        result = _train(model, strategy, ctx, prepared, cfg, run_dir, resume is not None, on_epoch_end, engine)
+    engine.close()
+    if not engine.is_main:  # rank 0 evaluates and writes the bundle and report
+        return FitResult(run_dir, run_dir / "bundle", {}, result.history, time.perf_counter() - start, False)
     n_trainable = _trainable_count(model, strategy)  # before finalize: merging adapters removes their parameters
     adapter = strategy.adapter_state(model)
     model = strategy.finalize(model)
@@ -318,6 +325,9 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
         manifest["init_from"] = init.record(prepared.label_map)
     bundle_dir = save_bundle(run_dir / "bundle", model, manifest, adapter)
     summary["batch_size_used"] = cfg.train.batch_size_for(len(prepared.train), model.task.batch_size)
+    if result.processes > 1 or result.global_batch not in (0, summary["batch_size_used"]):  # say which batch
+        summary.update(batch_size_used=result.global_batch // result.processes, processes=result.processes,
+                       global_batch=result.global_batch)
     summary["precision_used"], summary["inference_precision"] = precision, inference
     summary["imbalance"] = imbalance
     summary["task"] = cfg.task
@@ -352,7 +362,7 @@ def tune_multilabel_thresholds(model: TransferModel, data: PreparedData, precisi
 
 
 def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedData, cfg: FitConfig, run_dir: Path,
-           resume: bool, on_epoch_end: Any = None) -> TrainResult:
+           resume: bool, on_epoch_end: Any = None, engine: Engine | None = None) -> TrainResult:
     spec, t = model.backbone.preprocessing, cfg.train
     train_set, targets = (data.train, data.label_map) if ctx.unlabeled is None else \
         distillation.transfer_set(data.train, ctx.unlabeled, data.label_map, model.task)  # unlabeled: no hard target
@@ -361,7 +371,7 @@ def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedD
     val_loader = make_loader(data.val, spec, data.label_map, 64)
     mixer = build_batch_mixer(t, len(data.label_map)) if data.modality == "image" else None
     return train(model, strategy, ctx, train_loader, val_loader, t, run_dir, resume=resume, batch_transform=mixer,
-                 on_epoch_end=on_epoch_end)
+                 on_epoch_end=on_epoch_end, engine=engine)
 
 
 def _resolve_class_weight(data: PreparedData, t: TrainConfig) -> tuple[dict[str, Any], np.ndarray | None]:

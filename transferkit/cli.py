@@ -125,6 +125,8 @@ def fit(
     strict: bool = typer.Option(False, "--strict", help="Stop on any data-doctor finding, not only fatal ones."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Leave out later copies of duplicate inputs (train < val < test)."),
     max_pixels: int | None = typer.Option(None, help="Refuse images decoding to over N pixels, ~4N bytes [default: 250 M]."),
+    processes: int | None = typer.Option(None, help="Train in N processes (DDP through accelerate: CPU/gloo or one "
+                                         "GPU each); --batch-size is per process, the global batch N times it."),
 ) -> None:
     """Fit a model: pick a backbone, apply a transfer strategy, evaluate, and save a bundle."""
     from transferkit import api
@@ -132,6 +134,7 @@ def fit(
 
     given = {k: v for k, v in locals().items() if v is not None and k not in ("data", "api", "ConfigError")}
     given.pop("strategy_option")
+    _launch_if_asked(given.pop("processes", None))
     for flag in ("strict", "dedupe"):  # off unless given, so that --resume sees no settings passed
         if not given[flag]:
             given.pop(flag)
@@ -153,7 +156,12 @@ def fit(
         if "out" in options:
             options["out"] = str(options["out"])
         result = api.fit(data, **options)
+    if not result.main_process:  # another rank of a multi-process run: rank 0 reports
+        return
     summary = json.loads((result.run_dir / "metrics.json").read_text())
+    if summary.get("processes"):
+        console.print(f"batch: {summary['batch_size_used']} per process x {summary['processes']} processes = global "
+                      f"batch {summary['global_batch']}", highlight=False)
     if summary.get("task_detected"):
         console.print(escape(summary["task_detected"]), highlight=False)
     doctor_file = result.run_dir / "data_report.json"
@@ -180,6 +188,28 @@ def fit(
     if summary.get("diverged"):  # stopped at a NaN/inf loss; the bundle holds the best epoch before it
         console.print(f"[yellow]warning:[/] {escape(summary['diverged']['message'])} The bundle holds epoch "
                       f"{summary['best_epoch']}, the best before it.", highlight=False)
+
+
+def _launch_if_asked(processes: int | None) -> None:
+    """``--processes N`` (N >= 2) outside a launch: run this same command in N processes, exit with their code.
+    Inside a launch (accelerate launch, or the processes it started) N must match the processes there are."""
+    import os
+    import sys
+
+    from transferkit.cli_launch import launch_fit, without_processes_flag
+    from transferkit.core.errors import ConfigError
+
+    if processes is None:
+        return
+    if processes < 1:
+        raise ConfigError(f"--processes must be an int >= 1. Got {processes} instead.")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 or processes == 1:
+        if processes != world:
+            raise ConfigError(f"--processes {processes} inside a launch of {world} processes; drop --processes when "
+                              f"starting through accelerate launch.")
+        return
+    raise typer.Exit(launch_fit(processes, without_processes_flag(sys.argv[1:])))
 
 
 def _print_task_hints(findings: list[dict]) -> None:

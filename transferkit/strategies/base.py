@@ -8,6 +8,16 @@ extra keys: unlabeled target-domain inputs, episodes); (4) reacts at epoch start
 (5) sets train/eval mode per module (frozen batch-norm); (6) finalizes an inference-ready model (merge
 adapters, drop a teacher); (7) saves/restores its own state for exact resume. Anything a method needs beyond
 the labeled batch — cached features, a teacher, unlabeled data — arrives through StrategyContext.
+
+Under several processes (train.engine) the step gets the raw model for its parts (``model.head``,
+``model.backbone``, parameters for a penalty) and runs the forward pass through ``forward(model, batch, ctx)``,
+which goes through the DDP wrapper, so gradients are averaged over ranks. Helper modules a strategy trains but
+never bundles (a domain discriminator, a projection head) are declared by ``helpers()``: the loop wraps them the
+same way (``ctx.helpers[name]`` for their forward pass) and checkpoints them with the model. DDP fixes the set
+of parameters that train when it wraps the model, so schedules over epochs call ``set_trainable``: in one process
+it sets ``requires_grad`` as before; under DDP (``pause_instead_of_freeze``) requires_grad stays on and the
+parameter is *paused* instead: the loop drops its gradient before the optimizer step, which is a learning rate of
+0 that also leaves the optimizer's moments and weight decay alone, exactly as a frozen parameter.
 """
 from __future__ import annotations
 
@@ -57,6 +67,14 @@ class StrategyContext:
     teacher: nn.Module | None = None
     unlabeled: Any = None  # distill: Examples without labels that join the training set
     extras: dict[str, Any] = field(default_factory=dict)
+    forward: Callable[[dict[str, Any]], torch.Tensor] | None = None  # the model as the engine wrapped it (DDP)
+    helpers: dict[str, nn.Module] = field(default_factory=dict)  # helper modules as the engine wrapped them
+
+
+def forward(model: TransferModel, batch: dict[str, Any], ctx: StrategyContext) -> torch.Tensor:
+    """The model's outputs for ``batch`` through the engine's wrapper when there is one (gradients then reach
+    every rank), else through the model itself."""
+    return (ctx.forward or model)(batch)
 
 
 class Strategy:
@@ -77,6 +95,26 @@ class Strategy:
 
     def __init__(self, config: StrategyConfig | None = None):
         self.config = config or self.config_class()
+        self.pause_instead_of_freeze = False  # set by the loop under DDP (see the module docstring)
+        self.paused: set[int] = set()  # ids of parameters whose gradient the loop drops (paused, not frozen)
+
+    def helpers(self) -> dict[str, nn.Module]:
+        """Modules this strategy trains besides the model, never bundled (a domain discriminator); their
+        parameters belong in ``param_groups``. The loop wraps and checkpoints them."""
+        return {}
+
+    def set_trainable(self, module: nn.Module, flag: bool) -> None:
+        """Train ``module`` from now on or not: requires_grad in one process, pausing under DDP."""
+        if not self.pause_instead_of_freeze:
+            set_requires_grad(module, flag)
+            return
+        set_requires_grad(module, True)
+        ids = {id(p) for p in module.parameters()}
+        self.paused = self.paused - ids if flag else self.paused | ids
+
+    def trains(self, module: nn.Module) -> bool:
+        """Whether any parameter of ``module`` trains now (requires grad and is not paused)."""
+        return any(p.requires_grad and id(p) not in self.paused for p in module.parameters())
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         """Called once before training: freeze parameters, fit heads from features, inject modules."""
@@ -89,7 +127,9 @@ class Strategy:
         return iter(loader)
 
     def training_step(self, model: TransferModel, batch: dict[str, Any], ctx: StrategyContext) -> torch.Tensor:
-        return model.loss(batch)
+        """The step's loss. ``batch``: the collated training batch on the model's device (``labels``, ``index``
+        and the modality's inputs); run the forward pass as ``forward(model, batch, ctx)``."""
+        return model.head.loss(forward(model, batch, ctx), batch["labels"])
 
     def on_epoch_start(self, model: TransferModel, epoch: int) -> None:
         """Hook for schedules over epochs (gradual unfreezing)."""
@@ -98,10 +138,10 @@ class Strategy:
         """Train mode, except: frozen backbone blocks run as at inference (no dropout noise, Keras' trainable=False
         semantics), and batch norm follows the ``bn`` policy."""
         model.train()
-        if not any(p.requires_grad for p in model.backbone.parameters()):
+        if not self.trains(model.backbone):
             model.backbone.eval()  # also the backbone's own forward-time dropout (timm's drop_rate)
         for block in model.backbone.blocks():
-            if not any(p.requires_grad for p in block.parameters()):
+            if not self.trains(block):
                 block.eval()
         set_batchnorm_training(model, self.config.bn == "train")
 

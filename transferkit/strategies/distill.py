@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from transferkit.core.errors import ConfigError
 from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
-from transferkit.strategies.base import StrategyContext
+from transferkit.strategies.base import StrategyContext, forward
 from transferkit.strategies.finetune import Finetune, FinetuneConfig
 from transferkit.tasks.classification import kd_loss
 from transferkit.tasks.model import TransferModel
@@ -67,7 +67,7 @@ class Distill(Finetune):
 
     def training_step(self, model: TransferModel, batch: dict[str, Any], ctx: StrategyContext) -> torch.Tensor:
         c = self.config
-        logits = model(batch)
+        logits = forward(model, batch, ctx)  # through the DDP wrapper under several processes
         loss = c.alpha * model.task.distill_loss(logits, self.teacher_logits(batch, ctx), c.temperature, model.head)
         labels = batch["labels"]
         labeled = model.task.labeled(labels)

@@ -86,8 +86,12 @@ class Finetune(Strategy):
         """Set which blocks train from the epoch number alone, so a resumed run gets the same stage."""
         blocks = model.backbone.blocks()
         frozen = self.frozen_blocks(epoch, len(blocks))
+        first = self.first_trainable_block(len(blocks))
         for i, block in enumerate(blocks):
-            set_requires_grad(block, i >= frozen)
+            if i < first:  # never trains: frozen for good, under DDP too
+                set_requires_grad(block, False)
+            else:  # a stage: paused rather than frozen under DDP (Strategy.set_trainable)
+                self.set_trainable(block, i >= frozen)
         set_requires_grad(model.head, True)
 
     def param_groups(self, model: TransferModel, lr: float, weight_decay: float) -> list[dict[str, Any]]:

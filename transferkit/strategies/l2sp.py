@@ -48,4 +48,4 @@ class L2SP(Finetune):
         return 0.5 * self.config.alpha * drift + 0.5 * self.config.beta * head
 
     def training_step(self, model: TransferModel, batch: dict[str, Any], ctx: StrategyContext) -> torch.Tensor:
-        return model.loss(batch) + self.penalty(model)
+        return super().training_step(model, batch, ctx) + self.penalty(model)

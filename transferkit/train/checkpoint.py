@@ -1,8 +1,9 @@
 """Training checkpoints that survive kill -9: staged, fsynced, renamed, and marked complete last.
 
 Imports transferkit.core only. A checkpoint is a folder ``RUN_DIR/checkpoints/ckpt-000012/`` (the 12th save) holding tensors
-as safetensors (model, best model, optimizer tensors, torch RNG) and everything else as JSON (loop counters,
-history, scheduler, strategy state, numpy/python RNG, optimizer hyper-parameters). Nothing is pickled, so
+as safetensors (model, best model, optimizer tensors, torch RNG; the weight average and a strategy's helper
+modules when there are any) and everything else as JSON (loop counters, history, scheduler, strategy state,
+numpy/python RNG, optimizer hyper-parameters). Nothing is pickled, so
 loading a checkpoint cannot run code. The ``COMPLETE`` marker is written last and lists each file's SHA-256;
 a folder without it, or whose files do not match it, is never loaded.
 """
@@ -37,6 +38,7 @@ class Checkpoint:
     state: dict[str, Any]  # loop counters, history, scheduler, strategy, RNG states (JSON-able)
     path: Path | None = None
     ema: dict[str, torch.Tensor] | None = None  # the weight average, when the loop keeps one
+    helpers: dict[str, torch.Tensor] | None = None  # a strategy's helper modules ("name/key"), never bundled
 
 
 # ---- optimizer state <-> (tensors, JSON) -------------------------------------------------------------------
@@ -119,6 +121,8 @@ def save_checkpoint(directory: Path, index: int, ckpt: Checkpoint, keep: int = 2
     save_file(rng_tensors, str(staging / "rng.safetensors"))
     if ckpt.ema is not None:
         save_file(_tensors(ckpt.ema), str(staging / "ema.safetensors"))
+    if ckpt.helpers is not None:
+        save_file(_tensors(ckpt.helpers), str(staging / "helpers.safetensors"))
     (staging / "state.json").write_text(json.dumps({**ckpt.state, "optimizer": opt_meta, "rng": rng_plain}))
     for f in staging.iterdir():
         with open(f, "rb") as fh:
@@ -194,7 +198,7 @@ def load_checkpoint(folder: Path) -> Checkpoint:
         raise IncompleteCheckpoint(f"{folder} is not a complete checkpoint (no valid {MARKER} marker); it was being "
                                    f"written when the run stopped. Resume from an older one or start again.")
     tensors = {name: _read_tensors(folder / f"{name}.safetensors") for name in ("model", "best_model", "optimizer", "rng")
-               + (("ema",) if (folder / "ema.safetensors").is_file() else ())}
+               + tuple(name for name in ("ema", "helpers") if (folder / f"{name}.safetensors").is_file())}
     try:
         state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
         optimizer = _join_optimizer(tensors["optimizer"], state.pop("optimizer"))
@@ -203,7 +207,7 @@ def load_checkpoint(folder: Path) -> Checkpoint:
                               "delete this checkpoint folder.") from None
     state["rng_tensors"] = tensors["rng"]
     return Checkpoint(model=tensors["model"], best_model=tensors["best_model"], optimizer=optimizer, state=state,
-                      path=folder, ema=tensors.get("ema"))
+                      path=folder, ema=tensors.get("ema"), helpers=tensors.get("helpers"))
 
 
 def unfinished_run(directory: Path) -> bool:

@@ -13,6 +13,12 @@ are training on their running statistics for that step. Every epoch still sees e
 sampler's order. A non-finite training loss or gradient norm stops the run at that step with the best weights
 so far (TrainResult.diverged says where and what to change); without a finished epoch there is nothing to keep,
 and it raises TrainingDiverged.
+
+Where it runs is the engine's business (train.engine): one process, or several under DDP. There the loader
+gives each rank its shard, the step's loss and every stop (non-finite loss, the time budget, SIGTERM) are agreed
+over ranks before anyone acts on them, rank 0 validates and hands its row to all (so early stopping is decided
+once), and only rank 0 writes checkpoints and TensorBoard. A checkpoint records the global batch; resuming with
+another number of processes splits it anew (per-process batch = global batch / processes).
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +37,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from transferkit.core.errors import TrainingDiverged, TrainingInterrupted
+from transferkit.core.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from transferkit.core.runtime import autocast, inference_precision, resolve_precision
 from transferkit.strategies.base import Strategy, StrategyContext
 from transferkit.tasks.base import Task
 from transferkit.tasks.model import TransferModel
 from transferkit.train.checkpoint import Checkpoint, latest_checkpoint, restore_rng, save_checkpoint
 from transferkit.train.config import TrainConfig
+from transferkit.train.engine import Engine, LocalEngine
 from transferkit.train.inference import predict_logits, to_device
 from transferkit.train.optim import build_optimizer, warmup_cosine
 
@@ -53,6 +60,8 @@ class TrainResult:
     seconds: float = 0.0
     diverged: dict[str, Any] | None = None  # where the loss or gradient became non-finite, and what to change
     single_example_batches: int = 0  # steps whose batch held one example (batch norm used running statistics)
+    processes: int = 1  # ranks that trained (the engine's)
+    global_batch: int = 0  # examples per micro-batch over all ranks: per-process batch x processes
 
 
 @dataclass
@@ -74,6 +83,7 @@ class LoopState:
     saves: int = 0  # checkpoints written: names them, newest = highest
     diverged: dict[str, Any] | None = None  # set when a non-finite loss or gradient stopped the run
     single_example_batches: int = 0
+    global_batch: int = 0  # per-process batch x processes (0: a checkpoint from before it was recorded)
 
 
 class StopRequest:
@@ -106,31 +116,40 @@ def validate(model: TransferModel, loader: DataLoader, precision: str) -> dict[s
 def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_loader: DataLoader,
           val_loader: DataLoader, cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False,
           batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
+          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+          engine: Engine | None = None) -> TrainResult:
     """Train ``model`` with ``strategy``; checkpoints go to ``run_dir/checkpoints`` (none if run_dir is None).
 
     ``resume`` continues from the newest complete checkpoint there (or starts fresh if there is none).
     ``batch_transform`` (mixup/cutmix) is applied to each training batch after it reaches the device.
     ``on_epoch_end(epoch, row)`` sees each validated epoch's history row (epoch 1-based) after its checkpoint;
     an exception it raises (tune's optuna.TrialPruned) ends training there and reaches the caller.
+    ``engine`` (default: LocalEngine, this process alone) says where the steps run (train.engine).
     """
+    engine = engine or LocalEngine()
     device = next(model.parameters()).device
     precision = resolve_precision(cfg.precision, device)
     scoring = inference_precision(cfg.precision)  # validate as the bundle will predict: history matches metrics
+    ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
+    checkpoint = latest_checkpoint(ckpt_dir) if resume and ckpt_dir is not None else None
+    train_loader = _per_process_loader(train_loader, checkpoint, engine)
     sampler = train_loader.sampler
-    batches_per_epoch = math.ceil(len(train_loader.dataset) / train_loader.batch_size)
+    global_batch = train_loader.batch_size * engine.num_processes
+    batches_per_epoch = math.ceil(len(train_loader.dataset) / global_batch)  # micro-batches over all ranks
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
+    if engine.distributed:  # DDP fixes what trains when it wraps: stages pause parameters instead of freezing
+        strategy.pause_instead_of_freeze = True
+        strategy.on_epoch_start(model, 0)
     optimizer = build_optimizer(strategy.param_groups(model, cfg.lr, cfg.weight_decay), cfg)
     scheduler = warmup_cosine(optimizer, cfg.epochs * steps_per_epoch, cfg.warmup_fraction)
-    ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
-    result = TrainResult()
+    result = TrainResult(processes=engine.num_processes, global_batch=global_batch)
 
-    state, best_state = LoopState(), None
+    state, best_state = LoopState(global_batch=global_batch), None
     ema = _weight_average(model, cfg.ema)
     evaluated = ema.module if ema is not None else model  # what validation scores and early stopping keeps
-    checkpoint = latest_checkpoint(ckpt_dir) if resume and ckpt_dir is not None else None
     if checkpoint is not None:
         state, best_state = _restore(checkpoint, model, optimizer, scheduler, strategy)
+        state.global_batch = global_batch
         if ema is not None and checkpoint.ema is not None:
             ema.module.load_state_dict(checkpoint.ema)
         result.resumed_from = str(checkpoint.path)
@@ -139,12 +158,14 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     else:
         # Epoch 0 is the model before any step: if training never beats it on val (e.g. a probe-initialised
         # head on very few labels), the untouched model is what we keep.
-        initial = {"epoch": 0, "train_loss": None, **validate(evaluated, val_loader, scoring)}
+        initial = {"epoch": 0, "train_loss": None, **_validate_on_main(engine, evaluated, val_loader, scoring)}
         state.history.append(initial)
         state.best_score, state.best_loss = initial[model.task.selection_metric], initial["val_loss"]
         state.best_epoch = 0
         best_state = copy.deepcopy(evaluated.state_dict())
 
+    wrapped, optimizer, train_loader, helpers = engine.prepare(model, optimizer, train_loader, strategy.helpers())
+    ctx = replace(ctx, forward=wrapped, helpers=helpers)  # the step's forward pass goes through the wrapper
     seconds_before, clock = state.seconds, time.perf_counter()
 
     def elapsed() -> float:  # training seconds over all processes of this run (the --max-minutes budget)
@@ -153,36 +174,40 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     def save() -> None:
         if ckpt_dir is not None:
             state.seconds, state.saves = elapsed(), state.saves + 1
-            _save(ckpt_dir, state, model, best_state, optimizer, scheduler, strategy, cfg.keep_checkpoints, ema)
+            if engine.is_main:  # the other ranks hold the same state: one writer
+                _save(ckpt_dir, state, model, best_state, optimizer, scheduler, strategy, cfg.keep_checkpoints, ema)
 
-    writer = _writer(run_dir / "tensorboard" if run_dir is not None else None, state.step)
+    writer = _writer(run_dir / "tensorboard" if run_dir is not None and engine.is_main else None, state.step)
     with StopRequest() as stop:
         while not state.finished and state.epoch < cfg.epochs:
             epoch = state.epoch
             strategy.on_epoch_start(model, epoch)
+            wrapped.train()
             strategy.train_mode(model)
-            sampler.set_epoch(epoch, start=state.batches_done * train_loader.batch_size)
+            sampler.set_epoch(epoch, start=state.batches_done * global_batch)
             bar = tqdm(strategy.iter_batches(train_loader, ctx), total=len(train_loader), leave=False,
-                       desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or None)
+                       desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and engine.is_main) or None)
             for batch in bar:
                 batch = to_device(batch, device)
                 if batch_transform is not None:
                     batch = batch_transform(batch)
-                with autocast(precision, device), _batchnorm_safe(model, batch) as single:
-                    loss = strategy.training_step(model, batch, ctx)
-                state.single_example_batches += single
-                value = loss.item()
-                if not math.isfinite(value):  # stop before a NaN/inf reaches the weights
-                    state.diverged = _divergence("training loss", value, epoch, state.step + 1, cfg, precision)
-                    break
                 group_start = state.batches_done - state.batches_done % cfg.grad_accum
                 group_size = min(cfg.grad_accum, batches_per_epoch - group_start)  # the epoch's last may be short
-                (loss / group_size).backward()
+                steps_now = state.batches_done + 1 == min(group_start + cfg.grad_accum, batches_per_epoch)
+                with engine.no_sync(wrapped, skip=not steps_now):  # all-reduce once per accumulation group
+                    with autocast(precision, device), _batchnorm_safe(model, batch) as single:
+                        loss = strategy.training_step(model, batch, ctx)
+                    state.single_example_batches += single
+                    value, (bad,) = engine.agree(loss.item(), not math.isfinite(loss.item()))  # mean over ranks
+                    if bad:  # stop before a NaN/inf reaches the weights (on any rank: all stop)
+                        state.diverged = _divergence("training loss", value, epoch, state.step + 1, cfg, precision)
+                        break
+                    engine.backward(loss / group_size)
                 state.batches_done += 1
                 state.epoch_losses.append(value)
                 if state.batches_done % cfg.grad_accum and state.batches_done < batches_per_epoch:
                     continue  # accumulate: the optimizer steps every grad_accum micro-batches
-                norm = _optimizer_step(optimizer, scheduler, cfg.grad_clip)
+                norm = _optimizer_step(optimizer, scheduler, cfg.grad_clip, strategy.paused)
                 if not math.isfinite(norm):
                     state.diverged = _divergence("gradient norm", norm, epoch, state.step + 1, cfg, precision)
                     break
@@ -192,17 +217,19 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
                 bar.set_postfix(loss=f"{state.epoch_losses[-1]:.3f}")
                 if writer:
                     writer.add_scalar("train/loss", state.epoch_losses[-1], state.step)
-                if stop.requested:
+                over_time = cfg.max_minutes is not None and elapsed() > 60 * cfg.max_minutes
+                _, (stopping, over_time) = engine.agree(0.0, stop.requested, over_time)  # any rank: all ranks
+                if stopping:
                     save()
                     raise TrainingInterrupted(f"Stopped by SIGTERM at step {state.step} (epoch {epoch + 1}) after "
                                               f"writing a checkpoint; continue with: transferkit fit --resume {run_dir}")
-                if cfg.max_minutes is not None and elapsed() > 60 * cfg.max_minutes:
+                if over_time:
                     state.stopped_by_time = True
                     break
                 if cfg.checkpoint_steps and state.step % cfg.checkpoint_steps == 0:
                     save()
             bar.close()
-            scores = {} if state.diverged else validate(evaluated, val_loader, scoring)
+            scores = {} if state.diverged else _validate_on_main(engine, evaluated, val_loader, scoring)
             if scores and not math.isfinite(scores["val_loss"]):
                 state.diverged = _divergence("validation loss", scores["val_loss"], epoch, state.step, cfg, precision)
             if state.diverged is not None:  # keep the best weights so far; the diverged epoch is not validated
@@ -242,6 +269,26 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     return result
 
 
+def _validate_on_main(engine: Engine, model: TransferModel, loader: DataLoader, precision: str) -> dict[str, float]:
+    """Rank 0's validation row on every rank: one pass, and every rank takes the same early-stopping decision."""
+    return engine.broadcast(validate(model, loader, precision) if engine.is_main else None)
+
+
+def _per_process_loader(loader: DataLoader, checkpoint: Checkpoint | None, engine: Engine) -> DataLoader:
+    """``loader``, or on a resume with another number of processes the same data in batches of the recorded
+    global batch / processes, so the run continues with the optimizer steps and schedule it started with."""
+    recorded = int(checkpoint.state["loop"].get("global_batch", 0)) if checkpoint is not None else 0
+    if not recorded or recorded == loader.batch_size * engine.num_processes:
+        return loader
+    if recorded % engine.num_processes:
+        splits = [n for n in range(1, recorded + 1) if recorded % n == 0]
+        raise ConfigError(f"{checkpoint.path}: this run trains with a global batch of {recorded}, which "
+                          f"{engine.num_processes} processes cannot share evenly; resume it with one of {splits} "
+                          f"processes (--processes).")
+    return DataLoader(loader.dataset, batch_size=recorded // engine.num_processes, sampler=loader.sampler,
+                      generator=loader.generator, collate_fn=loader.collate_fn, num_workers=loader.num_workers)
+
+
 def _improves(row: dict[str, Any], state: LoopState, task: Task) -> bool:
     """A better selection score (classification: val macro-F1), or the same with lower val loss: on 50 validation
     images macro-F1 often reaches 1.0 early and stays there, while the loss keeps saying which of those epochs is
@@ -249,8 +296,16 @@ def _improves(row: dict[str, Any], state: LoopState, task: Task) -> bool:
     return task.improves(row[task.selection_metric], row["val_loss"], state.best_score, state.best_loss)
 
 
-def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, clip: float) -> float:
-    """Clip (if ``clip``) and step; returns the gradient norm, and takes no step when it is not finite."""
+def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, clip: float, paused: set[int]) -> float:
+    """Clip (if ``clip``) and step; returns the gradient norm, and takes no step when it is not finite.
+
+    Paused parameters (a stage not yet reached, under DDP: Strategy.set_trainable) lose their gradient first, so
+    the optimizer skips them as it skips frozen ones: learning rate 0, moments and weight decay untouched."""
+    if paused:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if id(p) in paused:
+                    p.grad = None
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if clip:
         norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
@@ -319,8 +374,10 @@ def _weight_average(model: TransferModel, decay: float) -> Any:
 def _save(directory: Path, state: LoopState, model: TransferModel, best_state: dict[str, torch.Tensor],
           optimizer: torch.optim.Optimizer, scheduler: Any, strategy: Strategy, keep: int, ema: Any = None) -> None:
     payload = {"loop": asdict(state), "scheduler": scheduler.state_dict(), "strategy": strategy.state_dict()}
+    helpers = {f"{name}/{key}": value for name, module in strategy.helpers().items()
+               for key, value in module.state_dict().items()}
     checkpoint = Checkpoint(model.state_dict(), best_state, optimizer.state_dict(), payload,
-                            ema=ema.module.state_dict() if ema is not None else None)
+                            ema=ema.module.state_dict() if ema is not None else None, helpers=helpers or None)
     save_checkpoint(directory, state.saves, checkpoint, keep=keep)
 
 
@@ -330,6 +387,9 @@ def _restore(ckpt: Checkpoint, model: TransferModel, optimizer: torch.optim.Opti
     optimizer.load_state_dict(ckpt.optimizer)
     scheduler.load_state_dict(ckpt.state["scheduler"])
     strategy.load_state_dict(ckpt.state["strategy"])
+    for name, module in strategy.helpers().items():  # helper modules train with the model, never bundled
+        prefix = f"{name}/"
+        module.load_state_dict({k[len(prefix):]: v for k, v in (ckpt.helpers or {}).items() if k.startswith(prefix)})
     restore_rng(ckpt.state["rng_tensors"], ckpt.state["rng"])
     return LoopState(**ckpt.state["loop"]), ckpt.best_model
 
