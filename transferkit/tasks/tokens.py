@@ -121,11 +121,6 @@ class TokensTask(Task):
     def decode(self, outputs: Any) -> Any:
         return outputs.argmax(1)
 
-    def tag_sequences(self, ids: Sequence[int] | np.ndarray, positions: Sequence[int] | np.ndarray) -> list[list[str]]:
-        """Tag ids of concatenated sentences -> tag names per sentence."""
-        if not self.tags:
-            raise ValueError("a tokens task needs its tag names (TokensTask(tags) or a head that has them)")
-        return split_rows([self.tags[int(i)] for i in ids], positions)
     def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float,
                      head: nn.Module) -> torch.Tensor:
         return kd_loss(student, teacher, temperature)
@@ -136,6 +131,11 @@ class TokensTask(Task):
     def missing_target(self, example: Any, n_outputs: int) -> list[int]:
         return [IGNORE] * len(example)
 
+    def tag_sequences(self, ids: Sequence[int] | np.ndarray, positions: Sequence[int] | np.ndarray) -> list[list[str]]:
+        """Tag ids of concatenated sentences -> tag names per sentence."""
+        if not self.tags:
+            raise ValueError("a tokens task needs its tag names (TokensTask(tags) or a head that has them)")
+        return split_rows([self.tags[int(i)] for i in ids], positions)
 
     def metrics(self, targets: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
         """seqeval's default-mode entity micro precision/recall/F1 and the token accuracy."""
