@@ -43,6 +43,14 @@ def test_conll2003_four_space_separated_columns_take_the_last_as_tag(tmp_path):
     assert read_conll(path).labels == [["B-ORG", "O", "B-MISC"]]
 
 
+def test_space_separated_docstart_line_in_a_tab_file_is_skipped(tmp_path):
+    path = write(tmp_path / "train.conll", "-DOCSTART- O\n\nAnna\tB-PER\nlives\tO\n\nNew York\tB-LOC\n")
+    ex = read_conll(path)
+    assert ex.inputs == [["Anna", "lives"], ["New York"]]
+    assert ex.labels == [["B-PER", "O"], ["B-LOC"]]
+    assert ex.lines == [3, 6]
+
+
 def test_a_line_with_the_wrong_column_count_names_file_and_line(tmp_path):
     path = write(tmp_path / "bad.conll", "a\tO\nb\tO\nNew York\n\nc\tO\n")
     with pytest.raises(DataError, match=r"bad\.conll:3: 1 column\(s\) where 2 is the file's majority"):

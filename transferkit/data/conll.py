@@ -8,9 +8,10 @@ refer to that text (``word_offsets``), or to the raw line a word list was cut fr
 Choices written down here:
 - CoNLL: one token per line, the tag in the LAST column (CoNLL-2003's ``word POS chunk NER`` works as is), tab-
   or space-separated (a file with tabs splits on tabs only, so a token may hold spaces there). A blank or
-  whitespace-only line ends a sentence (WNUT-16 separates tweets with a lone tab); ``-DOCSTART-`` lines are
-  skipped. A line whose column count differs from the file's majority is an error naming file:line: it is almost
-  always a token that contains the separator or a missing tag, and guessing would shift every tag after it.
+  whitespace-only line ends a sentence (WNUT-16 separates tweets with a lone tab); ``-DOCSTART-`` lines (known
+  by their first whitespace-separated token, so ``-DOCSTART- O`` in a tab file too) are skipped. A line whose
+  column count differs from the file's majority is an error naming file:line: it is almost always a token that
+  contains the separator or a missing tag, and guessing would shift every tag after it.
   A file whose lines all hold one column is unlabeled (words to tag).
 - Tag schemes are detected per file and normalised to IOB2 (what seqeval and the head use): IOBES/BIOES (and
   BILOU) by their E-/S- (L-/U-) prefixes; IOB1 when an entity starts with I- and no B- starts an entity; IO (bare
@@ -71,7 +72,7 @@ def _conll_rows(path: Path) -> list[tuple[int, list[str]]]:
     rows: list[tuple[int, list[str]]] = []
     for n, line in enumerate(lines, 1):
         cols = ([c.strip() for c in line.split("\t")] if tabbed else line.split()) if line.strip() else []
-        if cols and cols[0] == "-DOCSTART-":
+        if cols and line.split()[0] == "-DOCSTART-":  # '-DOCSTART- O' in a tab file too
             cols = []
         if cols or (rows and rows[-1][1]):
             rows.append((n, cols))
