@@ -190,6 +190,8 @@ def test_token_classification_takes_word_lists_and_tag_lists(tmp_path: Path):
     assert "use predict" in str(refused.value.__cause__)
     loaded = TransferClassifier.load(clf.save(tmp_path / "saved"))
     assert loaded.predict(X_test) == predicted and list(loaded.classes_) == list(clf.classes_)
+    text = " ".join(X_test[0][:-1]) + X_test[0][-1]  # 'Anna lives in Rome.': cut into words, not characters
+    assert clf.predict([text, X_test[1]]) == predicted[:2]
     with pytest.raises(DataError, match=r"y\[1\] must be a list of 5 tag names"):
         TransferClassifier().fit(X[:2], [y[0], y[1][:-1]])
 

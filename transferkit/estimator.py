@@ -189,9 +189,13 @@ def _is_token_data(X: Any) -> bool:
 
 
 def _token_examples(X: Any, y: Any = None) -> Examples:
-    """Sentences (lists of words) and, for fit and score, a tag list each (any IOB scheme, read as IOB2)."""
-    words = [list(s) for s in X]
+    """Sentences (lists of words) and, for fit and score, a tag list each (any IOB scheme, read as IOB2). For
+    predict (no ``y``) a sentence may also be a plain text, kept whole: it is cut into words as Predictor.tag cuts
+    it (``split_words``), rather than iterated character by character."""
+    words = [s if isinstance(s, str) and y is None else list(s) for s in X]
     for i, s in enumerate(words):
+        if isinstance(s, str):
+            continue
         if not s or not all(isinstance(w, str) for w in s):
             raise DataError(f"X[{i}] is {s!r:.60}; token classification takes each sentence as a non-empty list of "
                             "word strings.")
@@ -222,7 +226,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     >>> clf.predict(["new text"])
 
     Token classification (NER): ``X`` a list of sentences, each a list of words, and ``y`` a tag list per sentence
-    (IOB1, IOB2 or IOBES, read as IOB2); ``predict`` returns a list of IOB2 tag lists, ``classes_`` the model's
+    (IOB1, IOB2 or IOBES, read as IOB2); ``predict`` returns a list of IOB2 tag lists (it also takes plain texts,
+    cut into words as ``Predictor.tag`` does: a tag per word of ``split_words(text)``), ``classes_`` the model's
     tags and ``score`` the entity-level micro-F1 (seqeval), the score fit selects by; ``predict_proba`` is absent.
     ``out=None`` fits into a temporary folder kept as long as the estimator lives (``result_`` points into it;
     a pickled or deep copy shares it, and cannot predict once the original is gone): pass ``out`` or call ``save``
@@ -281,7 +286,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray | list[list[str]]:
         """The class of each input; multi-label: a 0/1 indicator array [n, len(classes_)] (scikit-learn's form);
-        tokens: a list of tag lists, one tag per word."""
+        tokens: a list of tag lists, one tag per word (a sentence given as a plain text is cut into words as
+        Predictor.tag cuts it, and its row has a tag per such word)."""
         task = self._check_fitted()
         if task == "tokens":
             return api.predict(self.bundle_dir_, _token_examples(X), progress=False).tags
