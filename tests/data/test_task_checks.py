@@ -51,6 +51,20 @@ def test_numbers_with_a_nan_get_the_regression_hint(tmp_path: Path):
     assert "numbers-as-classes" not in findings(codes)  # a few integer codes are classes anyway
 
 
+def test_small_float_scores_are_detected_as_regression_and_repeated_ones_get_the_hint(tmp_path: Path, monkeypatch,
+                                                                                       capsys):
+    from tests.test_cli_doctor import run_main
+
+    scores = write_csv(tmp_path / "scores.csv", [f"{-0.648 + 0.119 * i:.3f}" for i in range(12)])
+    code, out, _ = run_main(["doctor", "--data", str(scores)], monkeypatch, capsys)
+    assert code == 0 and "task: regression (detected: 12 numeric labels" in " ".join(out.split())
+    assert "small-class" not in out
+    halves = write_csv(tmp_path / "halves.csv", ["0.5", "1.5", "2", "2.5"] * 3)  # few values: left classes
+    hint = findings(halves)["numbers-as-classes"]
+    assert "the labels are all numbers" in hint.message and "pass --task regression if this is a score" in hint.message
+    assert "numbers-as-classes" not in findings(write_csv(tmp_path / "stars.csv", ["1", "2", "3", "4", "5"] * 3))
+
+
 def test_regression_targets_nan_inf_and_constant_splits(tmp_path: Path):
     train = write_csv(tmp_path / "train.csv", ["1.5", "inf", "2", "NaN", "3"])
     found = diagnose(load_source(train), DoctorConfig(task="regression")).findings

@@ -63,6 +63,12 @@ def test_metrics_selection_and_response_rows(task):
     ([str(i % 5 + 1) for i in range(200)], "classification"),  # star ratings 1..5
     ([str(i % 30) for i in range(3000)], "classification"),  # 30 integer codes, each repeated 100 times
     (["cat", "1.5", "2"] * 10, "classification"),
+    # a small file of scores: 12 rows, non-integer, every value distinct
+    (["-0.648", "-0.767", "0.312", "1.05", "-2.039", "0.445", "-0.089", "0.7", "1.9", "-1.25", "0.033", "2.4"],
+     "regression"),
+    (["1", "2", "3", "4", "5", "1", "2", "3", "4", "5", "1", "2"], "classification"),  # few star ratings
+    (["0.5", "1.5", "0.5", "1.5", "0.5", "1.5", "0.5", "1.5"], "classification"),  # few codes, repeated
+    (["0.5", "1.5", "2.5"], "classification"),  # too few rows to tell
 ])
 def test_detection_rule(labels, expected):
     guess = detect_task(labels)

@@ -5,8 +5,10 @@ Imports only transferkit.core. Labels stay strings in Examples (transferkit.data
 in one spelling); a regression task reads them back here. Detection rule (``detect_task``): every label parses as a
 finite number AND there are more distinct values than a classification would have — more than
 ``MAX_CLASSES_GUESS`` distinct values, or non-integer values — and at least half of the rows hold a value no other
-row has, or any value is non-integer. Integer codes such as 0..9 or star ratings 1..5 stay classification (pass
-``--task regression`` to treat them as numbers).
+row has, or any value is non-integer. A small file (``FEW_ROWS`` rows or more, but too few for that) is regression
+too when most of its values are non-integer and nearly every row's value is distinct (``FEW_DISTINCT_SHARE``), as a
+score's are. Integer codes such as 0..9 or star ratings 1..5 stay classification (pass ``--task regression`` to
+treat them as numbers).
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from transferkit.core.errors import DataError
 
 MAX_CLASSES_GUESS = 20  # more distinct numeric values than this looks like a target, not a class set
 DISTINCT_SHARE = 0.5  # ... when at least this share of the rows are distinct too
+FEW_ROWS = 5  # a smaller file is regression when most values are non-integer and ...
+FEW_DISTINCT_SHARE = 0.9  # ... at least this share of its rows hold distinct values
 
 
 def numeric_target(label: str | None) -> float | None:
@@ -48,10 +52,17 @@ def detect_task(labels: Sequence[str | None]) -> TaskGuess:
     distinct = len(set(values))
     fractional = any(not float(v).is_integer() for v in values)
     many = distinct > MAX_CLASSES_GUESS and (fractional or distinct >= DISTINCT_SHARE * len(values))
-    if not many:
+    if not (many or _few_scores(values, distinct)):
         return TaskGuess("classification", "")
     return TaskGuess("regression", f"task: regression (detected: {len(values):,} numeric labels, {distinct:,} "
                                    "distinct; pass --task classification to override)")
+
+
+def _few_scores(values: Sequence[float], distinct: int) -> bool:
+    """A small file of scores: enough rows, most values non-integer, nearly every value distinct."""
+    fractional = sum(1 for v in values if not float(v).is_integer())
+    return (len(values) >= FEW_ROWS and fractional > len(values) / 2
+            and distinct >= FEW_DISTINCT_SHARE * len(values))
 
 
 @dataclass(frozen=True)

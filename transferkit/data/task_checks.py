@@ -6,7 +6,8 @@ Each check yields ``Issue`` records naming a split and an example index; the doc
 file:line. Kinds: regression ``bad-target`` (not a finite number: NaN, inf, text; fatal), ``constant-target``
 (training: fatal; val/test: a warning, R² is undefined there); multi-label ``no-labels`` (a row with an empty set:
 a warning), ``single-class``, ``unknown-label`` (val/test, fatal); tokens ``empty-tags``/``tag-count``,
-``no-entities``, ``unseen-tag`` (val/test); classification hints, only when the task was detected rather than
+``no-entities``, ``unseen-tag`` (val/test), ``unprefixed-tag`` (a warning: '0' or 'X-LOC' among B-/I- tags,
+from ``Examples.raw_labels``); classification hints, only when the task was detected rather than
 given (``hints``): ``label-sets-as-classes`` and ``numbers-as-classes`` (warnings).
 """
 from __future__ import annotations
@@ -15,11 +16,12 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from transferkit.data.conll import unprefixed
 from transferkit.data.examples import Examples
 from transferkit.data.targets import detect_task, numeric_target
 
 SEPARATORS = ("|", ";", ",")  # how label sets arrive in one CSV cell; '|' is --label-sep's default
-HINT_KINDS = ("label-sets-as-classes", "numbers-as-classes")  # fit prints these, not only its report
+HINT_KINDS = ("label-sets-as-classes", "numbers-as-classes", "unprefixed-tag")  # fit prints these, not only its report
 _SHOWN = 5  # rows named per kind and split (the message counts the rest)
 
 
@@ -108,6 +110,7 @@ def _tags(usable: dict[str, Examples], stats: dict) -> Iterator[Issue]:
             if not tags or len(tags) != len(words):
                 yield Issue("empty-tags" if not tags else "tag-count", name, f"{len(words)} words but "
                             f"{len(tags or [])} tags; give one tag per word", i, fatal=True)
+        yield from _unprefixed_tags(name, examples)
     counts = Counter(t for seq in usable["train"].labels or [] for t in seq)
     stats["tag_counts"] = dict(sorted(counts.items()))
     if not set(counts) - {"O"}:
@@ -124,6 +127,22 @@ def _tags(usable: dict[str, Examples], stats: dict) -> Iterator[Issue]:
                 yield Issue("unseen-tag", name, f"entity type '{tag[2:]}' ({tag}) does not occur in the training "
                             "data; the model cannot learn it, so such entities count as missed. Fix the tag or add "
                             "training sentences with it", i, word=position)
+
+
+def _unprefixed_tags(name: str, examples: Examples) -> Iterator[Issue]:
+    """In a file whose tags carry B-/I-/E-/S- prefixes, each tag other than 'O' without one (its first line, a
+    warning): it is read as an entity type of its own, almost always a typo ('0' or 'o' for 'O', 'X-LOC')."""
+    seen: set[str] = set()
+    for i, tags in enumerate(examples.raw_labels or []):
+        for position, tag in enumerate(tags):
+            if tag in seen or not unprefixed(tag):
+                continue
+            seen.add(tag)
+            meant = "'O'" if tag.upper() in ("O", "0") else \
+                "'B-{0}' or 'I-{0}'".format(tag[2:] if len(tag) > 2 and tag[1] in "-_" else tag)
+            yield Issue("unprefixed-tag", name, f"tag '{tag}' has no B-/I- prefix while the file's other entity tags "
+                        f"have one, so it is read as an entity type of its own; did you mean {meant}? Fix the tag",
+                        i, word=position)
 
 
 # ---- classification: labels that look like another task's ----------------------------------------------------
@@ -147,10 +166,15 @@ def _label_set_hint(train: Examples) -> Iterator[Issue]:
 
 def _numbers_hint(train: Examples) -> Iterator[Issue]:
     """Labels that are numbers (as a regression target's are) but for a few rows that are not (NaN, inf, 'n/a'):
-    detection reads such a column as classes."""
+    detection reads such a column as classes; or all numbers, some with decimals, that detection left classes."""
     labels = [y for y in train.labels or [] if isinstance(y, str)]
     bad = [i for i, y in enumerate(train.labels or []) if isinstance(y, str) and numeric_target(y) is None]
     numbers = [y for y in labels if numeric_target(y) is not None]
+    if not bad and numbers and any(not numeric_target(y).is_integer() for y in numbers):
+        yield Issue("numbers-as-classes", "train", f"the labels are all numbers ({len(set(numbers))} distinct, some "
+                    "with decimals): pass --task regression if this is a score; read as classes, every distinct "
+                    "value is a class of its own", 0)
+        return
     if not bad or len(bad) > 0.1 * len(labels) or detect_task(numbers).name != "regression":
         return
     yield Issue("numbers-as-classes", "train", f"'{train.labels[bad[0]]}' is not a finite number, but {len(numbers)} "
