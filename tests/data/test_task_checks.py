@@ -29,7 +29,7 @@ def test_labels_joined_by_a_pipe_get_the_multilabel_hint_with_file_and_line(tmp_
     data = write_csv(tmp_path / "films.csv", GENRES * 3)
     hint = findings(data)["label-sets-as-classes"]
     assert (hint.path, hint.line, hint.severity) == (str(data), 2, "warning")  # the header is line 1
-    assert "6 labels contain '|' (here 'drama|comedy')" in hint.message
+    assert "6 rows (2 distinct labels) contain '|' (here 'drama|comedy')" in hint.message
     assert "pass --task multilabel (--label-sep '|')" in hint.message and "5 classes" in hint.message
     assert "label-sets-as-classes" not in findings(data, hints=False)  # --task classification given by name
 
@@ -99,4 +99,4 @@ def test_fit_and_doctor_print_the_hint_only_when_the_task_was_detected(tmp_path:
     code, _, err = run_main(["fit", "--data", str(data), "--model", "minilm", "--strategy", "linear-probe", "--out",
                              str(tmp_path / "run")], monkeypatch, capsys)
     text = " ".join(err.split())
-    assert code == 0 and f"hint: {data}:2: 8 labels contain '|'" in text and "--label-sep '|'" in text
+    assert code == 0 and f"hint: {data}:2: 8 rows (2 distinct labels) contain '|'" in text and "--label-sep '|'" in text

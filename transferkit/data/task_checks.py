@@ -158,8 +158,8 @@ def _label_set_hint(train: Examples) -> Iterator[Issue]:
         if not joined or (sep != "|" and not any(n > 1 or p in classes for p, n in parts.items())):
             continue
         rows = [i for i, y in enumerate(train.labels or []) if isinstance(y, str) and sep in y]
-        yield Issue("label-sets-as-classes", "train", f"{len(rows)} labels contain '{sep}' (here "
-                    f"'{train.labels[rows[0]]}'): if each row has several labels, pass --task multilabel "
+        yield Issue("label-sets-as-classes", "train", f"{len(rows)} rows ({len(joined)} distinct labels) contain "
+                    f"'{sep}' (here '{train.labels[rows[0]]}'): if each row has several labels, pass --task multilabel "
                     f"(--label-sep '{sep}'); read as one class each, they make {len(classes)} classes", rows[0])
         return
 
