@@ -237,6 +237,23 @@ def test_doctor_names_a_test_entity_type_never_seen_in_training(files, tmp_path)
     assert len(found) == 1 and found[0].line == 3 and "'ORG' (B-ORG)" in found[0].message
 
 
+def test_doctor_warns_about_tags_without_a_prefix_in_a_prefixed_file(files, tmp_path):
+    data = sentences(20, 3)
+    data[1][1] = (data[1][1][0], "0")  # a zero for 'O' on the second word of sentence 2
+    data[2][-2] = (data[2][-2][0], "X-LOC")
+    train = write_conll(tmp_path / "typo.conll", data)
+    start = [1 + sum(len(s) + 1 for s in data[:i]) for i in range(3)]
+    report = transferkit.api.doctor(str(train), model="minilm")
+    found = {f.message.split("'")[1]: f for f in report.findings if f.kind == "unprefixed-tag"}
+    assert set(found) == {"0", "X-LOC"} and all(f.severity == "warning" for f in found.values())
+    assert found["0"].line == start[1] + 1 and "did you mean 'O'?" in found["0"].message
+    assert found["X-LOC"].line == start[2] + len(data[2]) - 2 and "'B-LOC' or 'I-LOC'" in found["X-LOC"].message
+    from transferkit.data.task_checks import HINT_KINDS  # fit prints the finding, not only its report
+    assert "unprefixed-tag" in HINT_KINDS
+    clean = transferkit.api.doctor(str(files["train"]), model="minilm")
+    assert not [f for f in clean.findings if f.kind == "unprefixed-tag"]
+
+
 def test_compare_ranks_by_entity_f1_against_the_word_crf(files, tmp_path):
     summary = compare(str(files["train"]), ["linear-probe", "head"], [None], out=str(tmp_path / "c"), model="minilm",
                       epochs=2, lr=1e-2, progress=False)

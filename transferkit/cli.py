@@ -213,7 +213,8 @@ def _launch_if_asked(processes: int | None) -> None:
 
 
 def _print_task_hints(findings: list[dict]) -> None:
-    """The doctor's hints that the labels look like another task's (printed by fit, not only in its report)."""
+    """The doctor's hints that the labels look like another task's, or that a token file has typo tags without a
+    B-/I- prefix (printed by fit, not only in its report)."""
     from transferkit.data.task_checks import HINT_KINDS
 
     for f in findings:

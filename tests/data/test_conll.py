@@ -51,6 +51,14 @@ def test_space_separated_docstart_line_in_a_tab_file_is_skipped(tmp_path):
     assert ex.lines == [3, 6]
 
 
+def test_raw_tags_are_kept_only_when_a_prefixed_file_has_tags_without_a_prefix(tmp_path):
+    typo = read_conll(write(tmp_path / "typo.conll", "Anna\tB-PER\nlives\t0\n\nin\tO\nRome\tX-LOC\n"))
+    assert typo.raw_labels == [["B-PER", "0"], ["O", "X-LOC"]] and typo.labels[1] == ["O", "B-X-LOC"]
+    assert typo.subset([1]).raw_labels == [["O", "X-LOC"]]
+    assert read_conll(write(tmp_path / "io.conll", "Anna\tPER\nlives\tO\n")).raw_labels is None  # IO scheme
+    assert read_conll(write(tmp_path / "ok.conll", "Anna\tB-PER\nlives\tO\n")).raw_labels is None
+
+
 def test_a_line_with_the_wrong_column_count_names_file_and_line(tmp_path):
     path = write(tmp_path / "bad.conll", "a\tO\nb\tO\nNew York\n\nc\tO\n")
     with pytest.raises(DataError, match=r"bad\.conll:3: 1 column\(s\) where 2 is the file's majority"):

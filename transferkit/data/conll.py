@@ -61,7 +61,7 @@ def read_conll(path: str | Path, labeled: bool = True, strict: bool = False) -> 
         raise DataError(f"{path}: one column per line, so no tags to learn from: put each token's tag in the "
                         "last column (e.g. 'Paris<TAB>B-LOC').")
     labels = normalise_tags(tags, path, lines, strict, line_per_token=True) if width > 1 else None
-    return Examples("text", words, labels, str(path), lines=lines)
+    return Examples("text", words, labels, str(path), lines=lines, raw_labels=mixed_prefixes(tags))
 
 
 def _conll_rows(path: Path) -> list[tuple[int, list[str]]]:
@@ -111,7 +111,7 @@ def read_token_jsonl(path: str | Path, labeled: bool = True, strict: bool = Fals
         raise DataError(f"{path}: no rows; write one JSON object with 'tokens' and 'tags' lists per line.")
     has_tags = all(t is not None for t in tags)
     labels = normalise_tags(tags, path, lines, strict) if has_tags else None
-    return Examples("text", words, labels, str(path), lines=lines)
+    return Examples("text", words, labels, str(path), lines=lines, raw_labels=mixed_prefixes(tags) if has_tags else None)
 
 
 def read_raw_lines(path: str | Path) -> Examples:
@@ -204,6 +204,24 @@ class TagMap:
 
 
 # ---- tag schemes ----------------------------------------------------------------------------------------------
+_PREFIXED = re.compile(r"[BIESLU][-_]\S+")
+
+
+def unprefixed(tag: str) -> bool:
+    """A tag other than 'O' without a B-/I-/E-/S-/L-/U- prefix: an entity type of its own in the IO scheme, and a
+    likely typo ('0', 'o', 'X-LOC') in a file whose other tags carry prefixes."""
+    return tag != "O" and not _PREFIXED.fullmatch(tag)
+
+
+def mixed_prefixes(sequences: Sequence[Sequence[str]]) -> list[list[str]] | None:
+    """``sequences`` (the tags as written) when they mix prefixed tags and ``unprefixed`` ones, else None: what
+    ``Examples.raw_labels`` keeps for the doctor (a warning per such tag; they still read as entity types)."""
+    tags = {t for seq in sequences for t in seq}
+    if any(unprefixed(t) for t in tags) and any(t != "O" and not unprefixed(t) for t in tags):
+        return [list(seq) for seq in sequences]
+    return None
+
+
 def _split(tag: str) -> tuple[str, str]:
     """'B-PER' -> ('B', 'PER'); 'O' -> ('O', ''); a bare type 'PER' (IO scheme) -> ('I', 'PER')."""
     if tag == "O":

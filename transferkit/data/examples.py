@@ -35,6 +35,9 @@ class Examples:
     # cap, so an image the data doctor accepted is never refused mid-run. None: data.images' default.
     max_pixels: int | None = None
     image_column: str | None = None  # images listed in a table: the column read as their paths (ids: as written)
+    # Token files that mix prefixed tags (B-X) with tags that have none ('0', 'X-LOC'): each sentence's tags as
+    # written, for the doctor to name the bare ones (``labels`` reads them as new entity types). None otherwise.
+    raw_labels: list[Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.ids:
@@ -49,8 +52,9 @@ class Examples:
         idx = [int(i) for i in indices]
         labels = [self.labels[i] for i in idx] if self.labels is not None else None
         lines = [self.lines[i] for i in idx] if self.lines is not None else None
+        raw = [self.raw_labels[i] for i in idx] if self.raw_labels is not None else None
         return Examples(self.modality, [self.inputs[i] for i in idx], labels, self.source, [self.ids[i] for i in idx],
-                        lines, self.max_pixels, self.image_column)
+                        lines, self.max_pixels, self.image_column, raw)
 
     @property
     def is_tokens(self) -> bool:
