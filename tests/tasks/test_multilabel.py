@@ -99,6 +99,11 @@ def test_label_sets_from_json_lists_separated_cells_and_indicator_columns(tmp_pa
     bad = _write(tmp_path / "e.csv", "text,joy,fear\nx,1,maybe\n")
     with pytest.raises(DataError, match=r"e.csv:2: the 'fear' value \"maybe\" is not 0 or 1"):
         load_source(bad, TextColumns(label_columns=("joy", "fear")))
+    with pytest.raises(DataError, match=r"no 'anger' column .*Name the right column with --label-columns"):
+        load_source(cols, TextColumns(label_columns=("joy", "anger")))
+    jsonl_cols = _write(tmp_path / "f.jsonl", '{"text": "x", "joy": 1}\n')
+    with pytest.raises(DataError, match="--label-columns"):
+        load_source(jsonl_cols, TextColumns(label_columns=("joy", "anger")))
 
 
 def test_label_map_encodes_rows_and_names_unknown_labels():

@@ -53,7 +53,8 @@ def read_text_file(path: Path, columns: TextColumns, labeled: bool, encoding_err
     column = columns.image or columns.text
     if path.suffix.lower() == ".csv":
         label_fields = list(columns.label_columns) or [columns.label]
-        rows = read_csv(path, text, [column, *label_fields] if labeled else [column])
+        flag = "--label-columns A,B,C" if columns.label_columns else "--label-column NAME"
+        rows = read_csv(path, text, [column, *label_fields] if labeled else [column], flag)
     else:
         rows = read_jsonl(path, text)
         if columns.label == "label" and rows and not any("label" in r for _, r in rows) and \
@@ -110,8 +111,9 @@ def decode(path: Path, errors: EncodingErrors = "strict") -> str:
 # ------------------------------------------------------------------------------------------------------------- csv
 
 
-def read_csv(path: Path, text: str, wanted: list[str]) -> list[Row]:
-    """Rows of ``path`` holding the ``wanted`` columns (matched after NFC and stripping spaces)."""
+def read_csv(path: Path, text: str, wanted: list[str], label_flag: str = "--label-column NAME") -> list[Row]:
+    """Rows of ``path`` holding the ``wanted`` columns (matched after NFC and stripping spaces); a missing label
+    column's message names ``label_flag``."""
     lines = physical_lines(text)
     if not any(line.strip() for line in lines):
         raise DataError(f"'{path}' is empty; it needs a header row such as 'text,label'.")
@@ -121,7 +123,7 @@ def read_csv(path: Path, text: str, wanted: list[str]) -> list[Row]:
         declared = _EXCEL_SEP.fullmatch(lines[0].rstrip("\r\n"))
         if declared:  # Excel's 'sep=;' line names the delimiter; blanked, so line numbers stay physical
             lines = ["\n", *lines[1:]]
-        delimiter = declared.group(1) if declared else _delimiter(path, lines, wanted)
+        delimiter = declared.group(1) if declared else _delimiter(path, lines, wanted, label_flag)
         records = list(_records(path, lines, delimiter, keep_blank=True))
     finally:
         csv.field_size_limit(limit)
@@ -151,7 +153,7 @@ def _column_key(name: str) -> str:
     return unicodedata.normalize("NFC", name).strip()
 
 
-def _delimiter(path: Path, lines: list[str], wanted: list[str]) -> str:
+def _delimiter(path: Path, lines: list[str], wanted: list[str], label_flag: str) -> str:
     """The delimiter whose header holds every wanted column; else a DataError saying what the header looks like."""
     keys = {_column_key(c) for c in wanted}
     headers: dict[str, list[str]] = {}
@@ -170,7 +172,7 @@ def _delimiter(path: Path, lines: list[str], wanted: list[str]) -> str:
     comma = headers.get(",", [])
     missing = next(c for c in wanted if _column_key(c) not in {_column_key(n) for n in comma})
     flag = "--text-column NAME (or --image-column NAME, for a column of image file paths)" \
-        if missing == wanted[0] else "--label-column NAME"
+        if missing == wanted[0] else label_flag
     looks = next((d for d in DELIMITERS if d != "," and len(headers.get(d, [])) > max(len(comma), 1)), None)
     hint = (f"; the header {lines[0].rstrip(chr(10) + chr(13))!r} looks {DELIMITERS[looks]}-separated, with columns "
             f"{', '.join(headers[looks])}" if looks else "")
