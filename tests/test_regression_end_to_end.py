@@ -245,6 +245,21 @@ def test_cli_lists_loss_and_refuses_it_for_classification(text_csv, tmp_path, cl
         (refused.stdout + refused.stderr).split())
 
 
+@pytest.mark.parametrize("flags, said", [
+    (["--huber-delta", "0.2"], "--huber-delta applies only with --loss huber. Got --huber-delta 0.2 without it"),
+    (["--loss", "hubber"], "--loss must be mse or huber. Got 'hubber' instead"),
+    (["--loss", "huber", "--huber-delta", "inf"], "--huber-delta must be a finite number > 0. Got inf instead"),
+    (["--loss", "huber", "--strategy", "linear-probe"], "--loss huber trains the head by gradient steps"),
+])
+def test_cli_says_loss_mistakes_in_flag_names(text_csv_regression, tmp_path, monkeypatch, capsys, flags, said):
+    from tests.test_cli_doctor import run_main
+
+    code, out, err = run_main(["fit", "--data", str(text_csv_regression), "--model", "minilm", *flags, "--out",
+                               str(tmp_path / "no")], monkeypatch, capsys)
+    text = " ".join((out + err).split())
+    assert code == 2 and said in text and "TrainConfig" not in text and "loss=" not in text
+
+
 def test_transfer_regressor_takes_the_loss(tmp_path: Path):
     from sklearn.base import clone
 
@@ -266,6 +281,6 @@ def test_transfer_regressor_takes_the_loss(tmp_path: Path):
 def test_compare_passes_the_loss_to_every_run_and_refuses_it_with_the_ridge_probe(text_csv_regression, tmp_path):
     from transferkit.compare import compare
 
-    with pytest.raises(ConfigError, match="--loss huber trains the head by gradient steps, but the linear-probe"):
+    with pytest.raises(ConfigError, match="loss='huber' trains the head by gradient steps, but the linear-probe"):
         compare(str(text_csv_regression), ["head", "linear-probe"], [None], out=tmp_path / "no", model="minilm",
                 loss="huber")

@@ -46,7 +46,8 @@ class TransferkitGroup(TyperGroup):
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             code = result if isinstance(result, int) else 0  # typer returns Exit's code when not standalone
         except TransferkitError as exc:
-            Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            message = getattr(exc, "cli", None) or str(exc)  # a ConfigError may say it in flag names
+            Console(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             code = getattr(exc, "exit_code", 2)
         except Exception as exc:
             if _is_usage_error(exc):

@@ -145,9 +145,11 @@ def check_options(cfg: FitConfig, detected: bool = False) -> None:
             raise ConfigError(f"{why} ({how}).")
     strategy = STRATEGIES.get(cfg.strategy)
     if cfg.train.loss == "huber" and strategy is not None and not strategy.trains_with_loop:
-        raise ConfigError(f"--loss huber trains the head by gradient steps, but the {cfg.strategy} strategy fits its "
-                          "ridge head in closed form, which minimises squared error; use the head strategy (frozen "
-                          "backbone, the head trained with Huber) or drop --loss huber.")
+        why = (f"trains the head by gradient steps, but the {cfg.strategy} strategy fits its ridge head in closed "
+               "form, which minimises squared error; use the head strategy (frozen backbone, the head trained with "
+               "Huber)")
+        raise ConfigError(f"loss='huber' {why}: strategy='head', or loss='mse'.",
+                          cli=f"--loss huber {why} or drop --loss huber.")
 
 
 def with_task_loss(cfg: FitConfig) -> FitConfig:

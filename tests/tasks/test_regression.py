@@ -192,8 +192,24 @@ def test_huber_is_refused_with_the_closed_form_ridge_probe_and_its_delta_without
         FitConfig.from_options(task="regression", huber_delta=0.5)
     with pytest.raises(ConfigError, match=r"'loss' parameter of TrainConfig must be None or one of \('mse', 'huber'\)"):
         FitConfig.from_options(loss="l1")
-    with pytest.raises(ConfigError, match="'huber_delta' parameter of TrainConfig must be a float > 0. Got 0.0"):
-        FitConfig.from_options(loss="huber", huber_delta=0.0)
+    for delta in (0.0, -1.0, math.nan, math.inf):
+        with pytest.raises(ConfigError, match=f"'huber_delta' parameter of TrainConfig must be a finite float > 0. "
+                                              f"Got {delta!r}"):
+            FitConfig.from_options(loss="huber", huber_delta=delta)
+
+
+@pytest.mark.parametrize("options, python, cli", [
+    ({"strategy": "linear-probe", "loss": "huber"}, "loss='huber' trains the head", "--loss huber trains the head"),
+    ({"huber_delta": 0.2}, "applies only with loss='huber'", "--huber-delta applies only with --loss huber. Got "
+                                                             "--huber-delta 0.2 without it"),
+    ({"loss": "hubber"}, "'loss' parameter of TrainConfig", "--loss must be mse or huber. Got 'hubber'"),
+    ({"loss": "huber", "huber_delta": math.inf}, "finite float > 0", "--huber-delta must be a finite number > 0"),
+])
+def test_loss_messages_speak_the_python_names_and_the_command_lines_flags(options, python, cli):
+    with pytest.raises(ConfigError) as caught:
+        check_options(FitConfig.from_options(task="regression", **options))
+    assert python in str(caught.value) and "--" not in str(caught.value)
+    assert cli in caught.value.cli and "=" not in caught.value.cli
 
 
 def test_regressions_loss_is_written_out_and_other_tasks_keep_none():

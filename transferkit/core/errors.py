@@ -14,7 +14,15 @@ class DataError(TransferkitError):
 
 
 class ConfigError(TransferkitError, ValueError):
-    """A parameter has an invalid value; the message names the parameter, the rule and the received value."""
+    """A parameter has an invalid value; the message names the parameter, the rule and the received value.
+
+    ``cli``: the same message in the command line's names (``--huber-delta`` for ``huber_delta=``), which the CLI
+    prints instead; None when the message reads the same in both.
+    """
+
+    def __init__(self, message: str = "", cli: str | None = None):
+        super().__init__(message)
+        self.cli = cli
 
 
 class UnknownNameError(TransferkitError, KeyError):

@@ -4,6 +4,7 @@ Imports only transferkit.core.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from transferkit.core.errors import ConfigError
@@ -55,11 +56,7 @@ class TrainConfig:
         _check(0 <= self.warmup_fraction < 1, "warmup_fraction", "in [0, 1)", self.warmup_fraction)
         _check(isinstance(self.patience, int) and self.patience >= 0, "patience", "an int >= 0", self.patience)
         _check(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)", self.label_smoothing)
-        _check(self.loss is None or self.loss in LOSSES, "loss", f"None or one of {LOSSES}", self.loss)
-        _check(self.huber_delta > 0, "huber_delta", "a float > 0", self.huber_delta)
-        if self.huber_delta != 1.0 and self.loss != "huber":
-            raise ConfigError(f"The 'huber_delta' parameter of TrainConfig applies only with loss='huber' (--loss "
-                              f"huber). Got huber_delta={self.huber_delta!r} with loss={self.loss!r}.")
+        self._check_loss()
         _check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
         if isinstance(self.augment, bool):  # True/False from older configs and scripts
             object.__setattr__(self, "augment", "light" if self.augment else "none")
@@ -75,6 +72,22 @@ class TrainConfig:
                "an int >= 0", self.checkpoint_steps)
         _check(isinstance(self.keep_checkpoints, int) and self.keep_checkpoints >= 1, "keep_checkpoints",
                "an int >= 1", self.keep_checkpoints)
+
+    def _check_loss(self) -> None:
+        """loss and huber_delta, each message also in the command line's names (ConfigError.cli)."""
+        if self.loss is not None and self.loss not in LOSSES:
+            raise ConfigError(f"The 'loss' parameter of TrainConfig must be None or one of {LOSSES}. Got "
+                              f"{self.loss!r} instead.", cli=f"--loss must be mse or huber. Got {self.loss!r} instead.")
+        if not (isinstance(self.huber_delta, (int, float)) and math.isfinite(self.huber_delta) and self.huber_delta > 0):
+            raise ConfigError(f"The 'huber_delta' parameter of TrainConfig must be a finite float > 0. Got "
+                              f"{self.huber_delta!r} instead.",
+                              cli=f"--huber-delta must be a finite number > 0. Got {self.huber_delta!r} instead.")
+        if self.huber_delta != 1.0 and self.loss != "huber":
+            raise ConfigError(f"The 'huber_delta' parameter of TrainConfig applies only with loss='huber'. Got "
+                              f"huber_delta={self.huber_delta!r} with loss={self.loss!r}; pass loss='huber' or "
+                              "drop huber_delta.",
+                              cli=f"--huber-delta applies only with --loss huber. Got --huber-delta "
+                                  f"{self.huber_delta!r} without it; add --loss huber or drop --huber-delta.")
 
     def batch_size_for(self, n_train: int, task_default: int | None = None) -> int:
         """``batch_size`` if set, else the task's own default (``Task.batch_size``, tokens), else 8 below 1,000
