@@ -130,3 +130,15 @@ def test_cli_predict_reports_unreadable_inputs(image_bundle: Path, messy_folder:
     assert proc.returncode == 0, proc.stderr
     assert "wrote 9 predictions" in proc.stderr and "3 input(s) could not be read" in proc.stderr
     assert len(_csv(out)[1]) == 9
+
+
+def test_a_txt_gives_a_text_model_a_row_per_line_as_a_one_column_csv_does(tmp_path: Path, text_csv: Path):
+    bundle = transferkit.fit(str(text_csv), model="minilm", strategy="linear-probe", out=str(tmp_path / "run"),
+                             progress=False).bundle_dir
+    lines = ["Shares rose on the market", "", "   ", "The team won the match"]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "in.csv").write_text("text\n" + "\n".join(f'"{t}"' for t in lines) + "\n", encoding="utf-8")
+    from_txt = transferkit.predict(bundle, str(tmp_path / "in.txt"), progress=False)
+    from_csv = transferkit.predict(bundle, str(tmp_path / "in.csv"), progress=False)
+    assert from_txt.ids == lines == from_csv.ids
+    assert np.allclose(from_txt.probabilities, from_csv.probabilities, atol=1e-6)

@@ -88,12 +88,13 @@ def test_predict_writes_words_tags_and_entities_with_offsets(run, files):
             assert row["text"][entity["start"]:entity["end"]] == entity["text"]
             assert set(entity) == {"text", "type", "start", "end", "score"}
     raw = files["root"] / "raw.txt"
-    raw.write_text("  Dana   flew to Oslo.\n\nHana loves Lima!\n", encoding="utf-8")
+    raw.write_text("  Dana   flew to Oslo.\n\nHana loves Lima!\n   \n", encoding="utf-8")  # a row per line
     csv_out = files["root"] / "pred.csv"
     transferkit.predict(run.bundle_dir, str(raw), out=csv_out, progress=False)
     with open(csv_out, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["text"] for r in rows] == ["  Dana   flew to Oslo.", "Hana loves Lima!"]
+    assert [r["text"] for r in rows] == ["  Dana   flew to Oslo.", "", "Hana loves Lima!", "   "]
+    assert [json.loads(rows[i][k]) for i in (1, 3) for k in ("words", "entities")] == [[]] * 4
     entities = json.loads(rows[0]["entities"])
     assert all(rows[0]["text"][e["start"]:e["end"]] == e["text"] for e in entities)
     assert json.loads(rows[0]["words"]) == ["Dana", "flew", "to", "Oslo", "."]

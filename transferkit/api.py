@@ -509,6 +509,8 @@ def predict(bundle: str | Path, data: DataInput, out: str | Path | None = None, 
     image = image_column or (manifest.get("fit_config") or {}).get("image_column")
     splits = as_splits(data, TextColumns(text_column, "label", image=image), labeled=False)
     examples = _concat([p for p in (splits.train, splits.val, splits.test) if p is not None])
+    if not predictor.task.per_word and examples.is_tokens:  # a raw .txt (or CoNLL) for a text model: the line's text,
+        examples = Examples("text", list(examples.ids), None, examples.source, lines=examples.lines)  # as in a CSV
     if predictor.task.per_word:  # a tag per word: serve.token_output
         return predict_tokens(predictor, examples, Path(out) if out is not None else None, top_k, progress)
     return predict_to_file(predictor, examples, Path(out) if out is not None else None, top_k, progress, strict)

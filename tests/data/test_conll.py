@@ -134,4 +134,6 @@ def test_raw_lines_split_into_words_whose_offsets_point_into_the_line(tmp_path):
     assert words == ["@paulwalk", "It's", "the", "Empire", "State", "Building", ",", "in", "NYC", "!"]
     assert [text[s:e] for s, e in word_offsets(text, words)] == words
     ex = read_raw_lines(write(tmp_path / "raw.txt", "\n" + text + "\n"))
-    assert ex.ids == [text] and ex.inputs == [words] and ex.lines == [2] and ex.labels is None
+    assert ex.ids == ["", text] and ex.inputs == [[], words] and ex.lines == [1, 2] and ex.labels is None  # a row
+    with pytest.raises(DataError, match="no text lines"):  # per line, the blank one too; but not only blank ones
+        read_raw_lines(write(tmp_path / "blank.txt", "\n  \n"))

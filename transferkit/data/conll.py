@@ -115,17 +115,18 @@ def read_token_jsonl(path: str | Path, labeled: bool = True, strict: bool = Fals
 
 
 def read_raw_lines(path: str | Path) -> Examples:
-    """Unlabeled raw text, one sentence per non-blank line: words cut by ``split_words``, the id is the line."""
+    """Unlabeled raw text, one sentence per line: words cut by ``split_words``, the id is the line. Every line is
+    an input, so predictions line up with the file's lines: a blank or space-only line has no words (its row has
+    no tags, no entities)."""
     path = Path(path)
     words, ids, lines = [], [], []
-    with open(path, encoding="utf-8-sig") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh:
         for n, raw in enumerate(fh, 1):
             text = raw.rstrip("\r\n")
-            if text.strip():
-                words.append(split_words(text))
-                ids.append(text)
-                lines.append(n)
-    if not words:
+            words.append(split_words(text))
+            ids.append(text)
+            lines.append(n)
+    if not any(words):
         raise DataError(f"{path}: no text lines to tag.")
     return Examples("text", words, None, str(path), ids=ids, lines=lines)
 
