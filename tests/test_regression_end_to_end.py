@@ -18,7 +18,7 @@ from PIL import Image
 import transferkit
 from tests.conftest import VENV_BIN
 from tests.serve.conftest import LiveServer
-from transferkit.core.errors import ConfigError
+from transferkit.core.errors import ConfigError, DataError
 from transferkit.data.examples import Examples
 from transferkit.serve.config import ServeConfig
 from transferkit.serve.predictor import Predictor
@@ -97,6 +97,26 @@ def test_evaluate_predict_serve_agree_in_the_users_units(text_run, text_csv_regr
     assert answer.status_code == 200
     values = [p["value"] for p in answer.json()["predictions"]]
     np.testing.assert_allclose(values, predicted.values[:3], atol=1e-4)
+
+
+def test_evaluate_and_predict_read_the_columns_the_bundle_was_fitted_with(tmp_path: Path, monkeypatch, capsys):
+    from tests.test_cli_doctor import run_main
+
+    rows = regression_texts(24)
+    path = tmp_path / "named.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([("sentence", "valence score"), *rows])
+    run = transferkit.fit(str(path), task="regression", model="minilm", strategy="linear-probe",
+                          text_column="sentence", label_column="valence score", out=str(tmp_path / "run"),
+                          progress=False)
+    code, out, err = run_main(["evaluate", "--bundle", str(run.bundle_dir), "--data", str(path), "--json"],
+                              monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads(out)["n"] == 24
+    predicted = transferkit.predict(run.bundle_dir, str(path), progress=False)
+    assert len(predicted.values) == 24
+    with pytest.raises(DataError, match="no 'label' column"):  # a column named here still wins
+        transferkit.evaluate(run.bundle_dir, str(path), label_column="label", progress=False)
 
 
 def test_onnx_export_keeps_parity_and_int8_reports_its_agreement(text_run, text_csv_regression: Path, tmp_path: Path):

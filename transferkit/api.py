@@ -471,10 +471,11 @@ def _training_data_note(manifest: dict[str, Any], data: DataInput, split: str) -
             "(a test folder or file, or a source with a test/ split).")
 
 
-def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_column: str = "text",
-             label_column: str = "label", progress: bool = True, strict: bool = False,
+def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_column: str | None = None,
+             label_column: str | None = None, progress: bool = True, strict: bool = False,
              image_column: str | None = None) -> dict[str, Any]:
-    """Metrics of a saved bundle on labeled data (a split of a multi-split source, or the whole source).
+    """Metrics of a saved bundle on labeled data (a split of a multi-split source, or the whole source); the
+    columns default to those the bundle was fitted on (``text``/``label`` when it recorded none).
 
     Inputs fit would leave out (unreadable or refused images) are left out here too, listed in ``skipped`` and
     counted in ``n_skipped``; ``strict`` makes them (and every other per-input finding) a DataError.
@@ -496,18 +497,19 @@ def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_colu
                                                    else {})}
 
 
-def predict(bundle: str | Path, data: DataInput, out: str | Path | None = None, text_column: str = "text",
+def predict(bundle: str | Path, data: DataInput, out: str | Path | None = None, text_column: str | None = None,
             progress: bool = True, runtime: str = "auto", top_k: int | None = None, batch_size: int = 64,
             strict: bool = False, image_column: str | None = None) -> Predictions | TokenPredictions:
     """Predict every input of ``data`` (labels not needed) with the bundle's own preprocessing, batch by batch;
     with ``out``, stream CSV/JSONL rows (label, score, optional top-k; an ``error`` for unreadable inputs) to it.
     ``runtime``: torch, onnx (an exported bundle), or auto (onnx when the folder holds model.onnx).
     ``strict``: any unreadable input is a DataError naming them, and ``out`` is not written. ``image_column``: a
-    table's column of image paths (default: the one the bundle was fitted on, else a text column holding them)."""
+    table's column of image paths (default: the one the bundle was fitted on, else a text column holding them);
+    ``text_column`` likewise defaults to the bundle's own ('text')."""
     manifest = read_manifest(Path(bundle))
     predictor = Predictor.from_bundle(Path(bundle), runtime=runtime, batch_size=batch_size)
-    image = image_column or (manifest.get("fit_config") or {}).get("image_column")
-    splits = as_splits(data, TextColumns(text_column, "label", image=image), labeled=False)
+    columns = task_choice.bundle_columns(manifest, text_column, None, image_column)
+    splits = as_splits(data, TextColumns(columns.text, "label", image=columns.image), labeled=False)
     examples = _concat([p for p in (splits.train, splits.val, splits.test) if p is not None])
     if not predictor.task.per_word and examples.is_tokens:  # a raw .txt (or CoNLL) for a text model: the line's text,
         examples = Examples("text", list(examples.ids), None, examples.source, lines=examples.lines)  # as in a CSV

@@ -324,9 +324,9 @@ def evaluate(
     data: str = typer.Option(..., "--data", help="Labeled data to score."),
     split: str = typer.Option("test", help="train, val or test of a source with those parts; a single-split source "
                               "is scored whole (reported as split 'all')."),
-    text_column: str = typer.Option("text"),
+    text_column: str | None = typer.Option(None, help="CSV/JSONL text column [default: the bundle's, else text]."),
     image_column: str | None = typer.Option(None, help=IMAGE_COLUMN_HELP),
-    label_column: str = typer.Option("label"),
+    label_column: str | None = typer.Option(None, help="CSV/JSONL label column [default: the bundle's, else label]."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on any unreadable input or other per-input "
                                 "finding, instead of leaving it out."),
@@ -369,7 +369,7 @@ def predict(
     bundle: Path = typer.Option(..., help="A run's bundle/ folder, or an ONNX export of one."),
     data: str = typer.Option(..., "--data", help="Images (folder) or texts (.csv/.jsonl); labels not needed."),
     out: Path = typer.Option(Path("predictions.csv"), help="Output .csv or .jsonl: one row per input."),
-    text_column: str = typer.Option("text"),
+    text_column: str | None = typer.Option(None, help="CSV/JSONL text column [default: the bundle's, else text]."),
     image_column: str | None = typer.Option(None, help=IMAGE_COLUMN_HELP),
     top_k: int | None = typer.Option(None, help="Also write the K most probable labels with their scores."),
     runtime: str = typer.Option("auto", help="torch | onnx | auto (onnx when the bundle holds model.onnx)."),

@@ -206,11 +206,14 @@ def text_columns(cfg: FitConfig) -> TextColumns:
     return TextColumns(cfg.text_column, cfg.label_column, sep, tuple(cfg.label_columns), cfg.image_column)
 
 
-def bundle_columns(manifest: dict[str, Any], text_column: str, label_column: str,
+def bundle_columns(manifest: dict[str, Any], text_column: str | None, label_column: str | None,
                    image_column: str | None = None) -> TextColumns:
-    """The fields evaluate reads for a bundle: a multi-label bundle reads label sets as it was fitted on them;
-    images from the column fit read them from, unless ``image_column`` names another."""
-    image = image_column or (manifest.get("fit_config") or {}).get("image_column")
+    """The fields evaluate reads for a bundle: the text, label and image columns fit read (each unless named here;
+    'text' and 'label' for a bundle that recorded none); a multi-label bundle reads label sets as it was fitted."""
+    recorded = manifest.get("fit_config") or {}
+    image = image_column or recorded.get("image_column")
+    text_column = text_column or recorded.get("text_column") or "text"
+    label_column = label_column or recorded.get("label_column") or "label"
     if manifest.get("task") != "multilabel":
         return TextColumns(text_column, label_column, image=image)
     read = manifest.get("label_fields", {})
