@@ -170,3 +170,21 @@ def test_init_from_a_bundle_of_another_task_is_refused_naming_both(tmp_path: Pat
     with pytest.raises(ConfigError, match="is a regression model but this fit is multilabel"):
         transferkit.fit(str(new_data), init_from=str(old.bundle_dir), strategy="head", out=str(tmp_path / "new"),
                         progress=False)
+
+
+def test_init_from_a_huber_regression_bundle_keeps_its_task_and_loss(tmp_path: Path):
+    """New labels that detection alone would read as classes (a few integer values) continue a regression bundle as
+    regression, with the bundle's Huber loss and delta; --loss given by name still wins."""
+    from tests.test_regression_end_to_end import regression_texts, write_rows
+
+    old_data = write_rows(tmp_path / "old.csv", regression_texts(48))
+    codes = write_rows(tmp_path / "codes.csv", [(t, round(y)) for t, y in regression_texts(40, seed=7)])
+    assert transferkit.api.doctor(str(codes)).stats["task"] == "classification"  # without the bundle
+    old = transferkit.fit(str(old_data), model="minilm", strategy="head", epochs=1, loss="huber", huber_delta=0.5,
+                          out=str(tmp_path / "old"), progress=False, baseline=False)
+    new, _ = _refit(old, codes, tmp_path / "new", strategy="head", baseline=False)
+    manifest = load_bundle(new.bundle_dir).manifest
+    assert manifest["task"] == "regression"
+    assert (manifest["train_config"]["loss"], manifest["train_config"]["huber_delta"]) == ("huber", 0.5)
+    mse, _ = _refit(old, codes, tmp_path / "mse", strategy="head", loss="mse", baseline=False)
+    assert load_bundle(mse.bundle_dir).manifest["train_config"]["loss"] == "mse"

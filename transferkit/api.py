@@ -104,7 +104,7 @@ def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> 
     if full.train.labels is None:
         raise DataError(f"{full.train.source}: training data needs labels.")
     hints = cfg.task is None  # a task given by name gets no "these labels look like another task's" hints
-    cfg, detected = task_choice.resolve_task(cfg, full.train.labels)
+    cfg, detected = task_choice.resolve_task(cfg, full.train.labels, _init_from_task(cfg))
     report = diagnose(full, DoctorConfig(strict=cfg.strict, dedupe=cfg.dedupe, task=cfg.task, hints=hints,
                                          max_pixels=cfg.max_pixels or DEFAULT_MAX_PIXELS,
                                          max_tokens=DEFAULT_MAX_LENGTH, needs_val_split=val is None,
@@ -116,6 +116,11 @@ def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> 
     if raise_on_fatal:
         report.raise_if_fatal()
     return report.apply(full), report
+
+
+def _init_from_task(cfg: FitConfig) -> str | None:
+    """The task of the bundle --init-from continues (the default task of the fit), None without one."""
+    return read_manifest(Path(cfg.init_from)).get("task", "classification") if cfg.init_from else None
 
 
 def doctor(data: DataInput, **options: Any) -> DataReport:
@@ -140,7 +145,7 @@ def prepare_data(data: DataInput, cfg: FitConfig) -> PreparedData:
     if cfg.labels_per_class:  # the K labels are all the user has: validation comes out of them too
         train_set = subsample_per_class(train_set, cfg.labels_per_class, cfg.train.seed)
     if cfg.task is None:
-        cfg = task_choice.resolve_task(cfg, train_set.labels)[0]
+        cfg = task_choice.resolve_task(cfg, train_set.labels, _init_from_task(cfg))[0]
     if val is None:
         train_set, val = held_out_split(train_set, cfg.val_fraction, cfg.train.seed, cfg.task)
     label_map = task_choice.target_map(cfg.task, train_set.labels, train_set.source,
@@ -256,6 +261,8 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
     checked, data_report = check_data(data, cfg)  # the data doctor: unreadable inputs left out, fatal findings stop
     cfg = replace(cfg, task=data_report.stats["task"])  # as given, or detected from the labels (and then said so)
+    if cfg.init_from:  # a Huber bundle goes on with Huber unless --loss says otherwise
+        cfg = task_choice.with_bundle_loss(cfg, read_manifest(Path(cfg.init_from)))
     cfg = task_choice.with_task_loss(cfg)  # regression: 'mse' unless --loss huber, recorded as such
     prepared = prepare_data(checked, replace(cfg, val_data=None, test_data=None))
     cfg = distillation.with_teacher_image_size(cfg, prepared.modality)

@@ -10,7 +10,8 @@ Refusals are ConfigErrors that name the option and say why it has no meaning for
 a classification default (``class_weight='auto'``) simply stay off. ``--loss`` (mse | huber) is regression's alone,
 and ``--loss huber`` is refused with a strategy that fits its head in closed form (linear-probe's ridge minimises
 squared error). Distillation and --init-from work for every task; the bundle they build on must be of the same task
-(``check_bundle_task``).
+(``check_bundle_task``); --init-from's bundle decides classification vs regression when --task is not given
+(``resolve_task``'s ``bundle_task``), and a Huber bundle's loss carries over without --loss (``with_bundle_loss``).
 """
 from __future__ import annotations
 
@@ -94,8 +95,10 @@ def _multilabel(cfg: FitConfig, train_labels: Sequence[Any]) -> tuple[FitConfig,
     return cfg, ""
 
 
-def resolve_task(cfg: FitConfig, train_labels: Sequence[str | None]) -> tuple[FitConfig, str]:
-    """``cfg`` with its task set (detected when not given) and the sentence saying it was detected ('' if not)."""
+def resolve_task(cfg: FitConfig, train_labels: Sequence[str | None],
+                 bundle_task: str | None = None) -> tuple[FitConfig, str]:
+    """``cfg`` with its task set (detected when not given) and the sentence saying it was detected ('' if not);
+    ``bundle_task`` (--init-from's) decides between classification and regression instead of the label values."""
     note = ""
     tokens = _is_tokens(train_labels)
     if cfg.task == "tokens" and not tokens:
@@ -108,6 +111,8 @@ def resolve_task(cfg: FitConfig, train_labels: Sequence[str | None]) -> tuple[Fi
         cfg = replace(cfg, task="tokens")
     if not tokens:
         cfg, note = _multilabel(cfg, train_labels)
+    if cfg.task is None and bundle_task in ("classification", "regression"):
+        cfg = replace(cfg, task=bundle_task)  # as the bundle it continues was fitted
     if cfg.task is None:
         guess = detect_task(train_labels)
         cfg, note = replace(cfg, task=guess.name), guess.reason
@@ -158,6 +163,17 @@ def with_task_loss(cfg: FitConfig) -> FitConfig:
     if cfg.task == "regression" and cfg.train.loss is None:
         return replace(cfg, train=replace(cfg.train, loss="mse"))
     return cfg
+
+
+def with_bundle_loss(cfg: FitConfig, manifest: dict[str, Any]) -> FitConfig:
+    """``--init-from`` a regression bundle fitted with Huber, without --loss: ``cfg`` with its loss and huber_delta
+    (for a strategy trained by the loop; the closed-form ridge probe minimises squared error)."""
+    trained = manifest.get("train_config") or {}
+    strategy = STRATEGIES.get(cfg.strategy)
+    if cfg.task != "regression" or cfg.train.loss is not None or trained.get("loss") != "huber" or \
+            (strategy is not None and not strategy.trains_with_loop):
+        return cfg
+    return replace(cfg, train=replace(cfg.train, loss="huber", huber_delta=trained.get("huber_delta", 1.0)))
 
 
 def check_bundle_task(manifest: dict[str, Any], cfg: FitConfig, what: str) -> None:
