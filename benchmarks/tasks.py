@@ -35,6 +35,7 @@ import tempfile
 import time
 import zipfile
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -213,14 +214,15 @@ def run_one(task: str, dataset: str, strategy: str, seed: int, data: tuple, epoc
 
 
 def environment() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     versions = {}
-    for name in ("torch", "transformers", "sklearn", "seqeval", "sklearn_crfsuite"):
+    for name in ("torch", "transformers", "scikit-learn", "seqeval", "sklearn-crfsuite"):
         try:
-            versions[name] = __import__(name).__version__
-        except (ImportError, AttributeError):
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             versions[name] = None
     return {"commit": commit, "date": datetime.now().isoformat(timespec="seconds"), "cpu": cpu,
             "threads": torch.get_num_threads(), "transferkit": transferkit.__version__, **versions,
@@ -312,13 +314,15 @@ def merge(files: list[str], out: str, note: str | None) -> None:
     for row in (r for record in records for r in record["rows"]):
         key = (row["task"], row["dataset"], row["strategy"])
         first.setdefault(key, row)
-        runs.setdefault(key, {}).update({r.get("seed", i): r for i, r in enumerate(row["runs"])})
+        for i, run in enumerate(row["runs"]):  # runs written before runs recorded their seed: by position
+            runs.setdefault(key, {})[run.get("seed", i)] = {**run, "seed": run.get("seed", i)}
     rows = [summarise(*key, [by_seed[s] for s in sorted(by_seed)], first[key]["n_test"], first[key]["max_epochs"])
             for key, by_seed in runs.items()]
     done = {f"{r['task']}/{r['dataset']}/{r['strategy']}" for r in rows}
     todo = [t for record in records for t in record.get("todo", []) if t["row"] not in done]
     _write(out, rows, list({t["row"]: t for t in todo}.values()), note or next((r["note"] for r in records
-                                                                                if r.get("note")), None))
+                                                                                if r.get("note")), None),
+           environments=[r["environment"] for r in records])
     print_table(rows)
     print(f"wrote {out}")
 
@@ -331,9 +335,14 @@ def print_table(rows: list[dict]) -> None:
         print(f"{r['task']:10s} {r['dataset']:12s} {r['strategy']:12s} {r['seeds']:5d}  {scores}")
 
 
-def _write(out: str, rows: list[dict], todo: list[dict], note: str | None = None) -> None:
+def _write(out: str, rows: list[dict], todo: list[dict], note: str | None = None,
+           environments: list[dict] | None = None) -> None:
+    """The results file; ``environments``: those of merged pieces (where the runs ran), kept beside this one's."""
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     record = {"environment": environment(), "note": note, "rows": rows, "todo": todo}
+    if environments:
+        record["environment"] = {**environments[0], "merged": record["environment"]["date"]}
+        record["piece_environments"] = environments
     Path(out).write_text(json.dumps(record, indent=2))
 
 
