@@ -1,4 +1,4 @@
-"""The preprocessing spec a backbone declares, and the transforms/tokenizer built from it.
+"""The preprocessing spec a backbone declares, and the transforms/tokenizer/audio feature extractor built from it.
 
 Imports only transferkit.core and transferkit.data. The spec is plain data so it can be saved in a bundle
 and replayed exactly at predict time.
@@ -25,6 +25,17 @@ class PreprocessSpec:
     interpolation: str = "bicubic"
     tokenizer: str | None = None
     max_length: int = 256
+    # audio (transferkit.data.audio): clips are mono at ``sample_rate``, cropped/padded to ``clip_seconds``;
+    # ``feature_extractor``: a folder with a transformers preprocessor_config.json (None: raw waveforms)
+    sample_rate: int = 16000
+    clip_seconds: float = 5.0
+    feature_extractor: str | None = None
+
+    def with_clip_seconds(self, seconds: float | None) -> PreprocessSpec:
+        if seconds is None:
+            return self
+        check_clip_seconds(seconds)
+        return replace(self, clip_seconds=float(seconds))
 
     def with_image_size(self, size: int | None) -> PreprocessSpec:
         if size is None:
@@ -41,7 +52,15 @@ class PreprocessSpec:
         d = dict(d)
         for key in ("mean", "std"):
             d[key] = tuple(d[key])
-        return cls(**d)
+        return cls(**d)  # a bundle saved before a field existed gets that field's default
+
+
+def check_clip_seconds(seconds: object) -> None:
+    """ConfigError unless ``seconds`` is a finite number > 0 (the length every audio clip is cropped/padded to)."""
+    ok = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and 0 < seconds < float("inf")
+    if not ok:
+        raise ConfigError(f"The 'clip_seconds' parameter must be a number of seconds > 0. Got {seconds!r} instead.",
+                          cli=f"--clip-seconds must be a number of seconds > 0. Got {seconds!r} instead.")
 
 
 _INTERPOLATION = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}
@@ -108,3 +127,16 @@ def _tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(name_or_path)
+
+
+def load_feature_extractor(spec: PreprocessSpec):  # -> transformers.FeatureExtractionMixin | None
+    """The audio spec's transformers feature extractor (log-mel for Whisper, normalisation for wav2vec2), or None
+    when the backbone reads raw waveforms."""
+    return _feature_extractor(spec.feature_extractor) if spec.feature_extractor else None
+
+
+@functools.lru_cache(maxsize=8)
+def _feature_extractor(name_or_path: str):
+    from transformers import AutoFeatureExtractor
+
+    return AutoFeatureExtractor.from_pretrained(name_or_path)

@@ -1,0 +1,91 @@
+"""Decode an audio clip into mono float32 at a backbone's sample rate, and crop or pad it to a fixed length.
+
+Imports only transferkit.core. ``soundfile`` (libsndfile) decodes WAV, FLAC, OGG/Vorbis and MP3; ``soxr`` resamples.
+Any channel count becomes mono (the mean of the channels) and any sample rate the one asked for, so clips recorded
+at 8 kHz stereo and 48 kHz mono reach a backbone alike. A clip that cannot be decoded, holds no samples or holds
+non-finite values is an ``AudioDecodeError`` naming the file and what to do; loaders and the data doctor catch it
+the way they catch ``ImageDecodeError``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from transferkit.core.errors import DataError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+_FIX = ("re-encode it as WAV or FLAC (e.g. `ffmpeg -i in.x out.wav`) or remove it; readable formats: "
+        + ", ".join(AUDIO_EXTENSIONS))
+
+
+class AudioDecodeError(DataError):
+    """An input that is no decodable, non-empty clip; ``reason`` says which, ``kind`` is the data doctor's name for
+    it (``unreadable-audio``, ``empty-file``). Same attributes as ``ImageDecodeError``."""
+
+    def __init__(self, where: str, reason: str, kind: str = "unreadable-audio", format: str | None = None):
+        super().__init__(f"{where}: {reason}")
+        self.where, self.reason, self.kind, self.format = where, reason, kind, format
+
+
+def is_audio_name(name: str | Path) -> bool:
+    return os.path.splitext(str(name))[1].lower() in AUDIO_EXTENSIONS
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """The clip as decoded: float32 [frames, channels] and its own sample rate."""
+    import soundfile as sf
+
+    where = str(path)
+    try:
+        data, rate = sf.read(where, dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise AudioDecodeError(where, "file not found; fix the path or restore the file", "missing-audio") from None
+    except (RuntimeError, OSError, ValueError, TypeError) as exc:  # soundfile.LibsndfileError is a RuntimeError
+        if os.path.isfile(where) and os.path.getsize(where) == 0:
+            raise AudioDecodeError(where, "empty file (0 bytes); remove it", "empty-file") from None
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioDecodeError(where, f"cannot be decoded as audio ({detail}); {_FIX}") from None
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise AudioDecodeError(where, "holds no audio (0 samples); remove it or record it again", "empty-file")
+    if not np.isfinite(data).all():
+        raise AudioDecodeError(where, "holds NaN or infinite samples; re-export it from the recording software")
+    return data, int(rate)
+
+
+def to_mono(data: np.ndarray) -> np.ndarray:
+    """[frames, channels] -> [frames], the mean of the channels (a [frames] array is returned as it is)."""
+    return np.ascontiguousarray(data.mean(axis=1) if data.ndim == 2 else data, dtype=np.float32)
+
+
+def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """``wave`` at ``target`` samples a second (soxr's high-quality resampler; unchanged when the rates agree)."""
+    if rate == target:
+        return wave
+    import soxr
+
+    return np.asarray(soxr.resample(wave, rate, target), dtype=np.float32)
+
+
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Mono float32 samples of ``path`` at ``sample_rate``; AudioDecodeError naming the file when it is unusable."""
+    data, rate = read_audio(path)
+    return resample(to_mono(data), rate, sample_rate)
+
+
+def clip_samples(clip_seconds: float, sample_rate: int) -> int:
+    """The number of samples a clip of ``clip_seconds`` holds at ``sample_rate`` (at least one)."""
+    return max(1, int(round(clip_seconds * sample_rate)))
+
+
+def crop_or_pad(wave: np.ndarray, samples: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Exactly ``samples`` samples: a longer clip cropped (at a random start when ``rng`` is given, i.e. in training;
+    centred otherwise), a shorter one zero-padded at the end."""
+    n = len(wave)
+    if n > samples:
+        start = int(rng.integers(0, n - samples + 1)) if rng is not None else (n - samples) // 2
+        return np.ascontiguousarray(wave[start:start + samples], dtype=np.float32)
+    if n == samples:
+        return np.asarray(wave, dtype=np.float32)
+    return np.concatenate([np.asarray(wave, dtype=np.float32), np.zeros(samples - n, dtype=np.float32)])
