@@ -13,12 +13,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-Modality = Literal["image", "text"]
+Modality = Literal["image", "text", "audio"]
 
 
 @dataclass
 class Examples:
-    """A list of inputs (image paths/arrays or texts) with optional string labels.
+    """A list of inputs (image paths/arrays, texts, or audio file paths) with optional string labels.
 
     ``ids`` is what `predict` writes next to each prediction (a path, a text, or an index). Token classification
     (transferkit.data.conll): each input is a sentence's list of words, each label its list of IOB2 tags, and
@@ -34,7 +34,8 @@ class Examples:
     # The decode cap these images were checked with (fit/compare --max-pixels): the loaders decode with the same
     # cap, so an image the data doctor accepted is never refused mid-run. None: data.images' default.
     max_pixels: int | None = None
-    image_column: str | None = None  # images listed in a table: the column read as their paths (ids: as written)
+    # images (or audio clips) listed in a table: the column read as their paths (ids: the paths as written)
+    image_column: str | None = None
     # Token files that mix prefixed tags (B-X) with tags that have none ('0', 'X-LOC'): each sentence's tags as
     # written, for the doctor to name the bare ones (``labels`` reads them as new entity types). None otherwise.
     raw_labels: list[Any] | None = None

@@ -1,4 +1,5 @@
-"""Turn a SRC string (image folder, .csv/.jsonl of texts, a token-classification file, or builtin:NAME) into DataSplits.
+"""Turn a SRC string (image or audio folder, .csv/.jsonl of texts, a token-classification file, or builtin:NAME) into
+DataSplits.
 
 Imports only transferkit.core and transferkit.data. Every user mistake raises DataError naming the
 file, line or field and the fix. CSV/JSONL files are read by transferkit.data.tables; CoNLL files and JSONL with a
@@ -13,8 +14,8 @@ from transferkit.core.registry import lookup
 from transferkit.data.builtins import DATASETS
 from transferkit.data.conll import is_token_file, read_token_file
 from transferkit.data.examples import DataSplits, Examples
-from transferkit.data.folders import SPLIT_DIRS, images_under, list_class_folder
-from transferkit.data.images import IMAGE_EXTENSIONS
+from transferkit.data.folders import MEDIA_EXTENSIONS, MEDIA_NOUNS, SPLIT_DIRS, folder_kind, images_under, \
+    list_class_folder
 from transferkit.data.tables import EncodingErrors, TextColumns, read_text_file
 
 
@@ -28,47 +29,49 @@ def load_source(src: str | Path, columns: TextColumns = TextColumns(), labeled: 
     path = Path(text).expanduser()
     if not path.exists():
         raise DataError(
-            f"Data path '{path}' does not exist. Pass an image folder, a .csv/.jsonl file of texts, "
+            f"Data path '{path}' does not exist. Pass an image or audio folder, a .csv/.jsonl file of texts, "
             "or builtin:NAME (see `transferkit list datasets`)."
         )
     if path.is_dir():
-        return _image_folder_splits(path, labeled)
+        return _folder_splits(path, labeled, folder_kind(path))
     if is_token_file(path) or (not labeled and path.suffix.lower() == ".txt"):
         return DataSplits(train=read_token_file(path, labeled, strict_tags))
     if path.suffix.lower() in (".csv", ".jsonl"):
         return DataSplits(train=read_text_file(path, columns, labeled, encoding_errors))
-    raise DataError(f"'{path}' is neither a folder of images, a .csv/.jsonl file nor a CoNLL file of tagged tokens "
-                    "(.conll, or .txt with 'token<TAB>TAG' lines); pass one of those.")
+    raise DataError(f"'{path}' is neither a folder of images or audio clips, a .csv/.jsonl file nor a CoNLL file of "
+                    "tagged tokens (.conll, or .txt with 'token<TAB>TAG' lines); pass one of those.")
 
 
-def _image_folder_splits(root: Path, labeled: bool) -> DataSplits:
+def _folder_splits(root: Path, labeled: bool, kind: str) -> DataSplits:
     if (root / "train").is_dir():
-        parts = {name: _class_folder(root / name, labeled) for name in SPLIT_DIRS if (root / name).is_dir()}
+        parts = {name: _class_folder(root / name, labeled, kind) for name in SPLIT_DIRS if (root / name).is_dir()}
         return DataSplits(**parts)
-    return DataSplits(train=_class_folder(root, labeled))
+    return DataSplits(train=_class_folder(root, labeled, kind))
 
 
-def _class_folder(root: Path, labeled: bool) -> Examples:
+def _class_folder(root: Path, labeled: bool, kind: str = "image") -> Examples:
     """``root/<class>/**/<image>`` -> labeled examples, listed by transferkit.data.folders' rules (OS files never,
-    class = NFC folder name); images directly under ``root`` -> unlabeled (predict only)."""
-    listing = list_class_folder(root)
+    class = NFC folder name); images directly under ``root`` -> unlabeled (predict only). ``kind`` "audio": clips."""
+    listing = list_class_folder(root, kind)
+    noun, extensions = MEDIA_NOUNS[kind], ", ".join(MEDIA_EXTENSIONS[kind])
     if not listing.classes or (listing.loose and not labeled):
-        paths = images_under(root)[0] if not labeled else listing.loose
+        paths = images_under(root, kind)[0] if not labeled else listing.loose
         if not paths:
-            raise DataError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under '{root}'.")
+            audio = f" or audio clips ({', '.join(MEDIA_EXTENSIONS['audio'])})" if kind == "image" else ""
+            raise DataError(f"No {noun}s ({extensions}){audio} found under '{root}'.")
         if labeled:
             raise DataError(
-                f"'{root}' holds images but no class folders; arrange them as {root}/<class>/<image> "
+                f"'{root}' holds {noun}s but no class folders; arrange them as {root}/<class>/<{noun.split()[0]}> "
                 "so each folder name is a label."
             )
-        return Examples("image", [str(p) for p in paths], None, str(root))
+        return Examples(kind, [str(p) for p in paths], None, str(root))
     paths, labels = [], []
     for name, found in listing.classes.items():
         paths += [str(p) for p in found]
         labels += [name] * len(found)
     if not paths:
         raise DataError(
-            f"The class folders under '{root}' ({', '.join(list(listing.classes)[:5])}) contain no images "
-            f"with extensions {', '.join(IMAGE_EXTENSIONS)}."
+            f"The class folders under '{root}' ({', '.join(list(listing.classes)[:5])}) contain no {noun}s "
+            f"with extensions {extensions}."
         )
-    return Examples("image", paths, labels, str(root))
+    return Examples(kind, paths, labels, str(root))

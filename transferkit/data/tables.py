@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from transferkit.core.errors import DataError
 from transferkit.data.examples import Examples
-from transferkit.data.image_tables import image_paths
+from transferkit.data.image_tables import column_kind, image_paths
 from transferkit.data.labels import label_name
 from transferkit.data.multilabels import indicator_set, label_set
 
@@ -43,8 +43,8 @@ class TextColumns:
     # needs nothing), or one 0/1 column per label name (``label_columns``, instead of ``label``).
     label_sep: str | None = None
     label_columns: tuple[str, ...] = ()
-    # A column of image file paths (transferkit.data.image_tables), read instead of ``text``; None: the text column
-    # is read as images when its values are image files.
+    # A column of image (or audio) file paths (transferkit.data.image_tables), read instead of ``text``; None: the
+    # text column is read as images (audio clips) when its values are image (audio) files.
     image: str | None = None
 
 
@@ -68,9 +68,10 @@ def read_text_file(path: Path, columns: TextColumns, labeled: bool, encoding_err
     texts = [_text_value(path, line, row[column], column) for line, row in rows]
     labels = _labels(path, rows, columns) if labeled else None
     lines = [line for line, _ in rows]
-    images = image_paths(path, texts, lines, column, named=columns.image is not None)
-    if images is not None:  # the column names image files: an image table (its paths kept as the ids)
-        return Examples("image", images, labels, str(path), list(texts), lines, image_column=column)
+    kind = column_kind(path, texts, lines, column, named=columns.image is not None)
+    images = image_paths(path, texts, lines, column, columns.image is not None, kind)
+    if images is not None:  # the column names image (or audio) files: its paths are kept as the ids
+        return Examples(kind, images, labels, str(path), list(texts), lines, image_column=column)
     return Examples("text", texts, labels, str(path), list(texts), lines)
 
 
