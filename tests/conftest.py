@@ -158,6 +158,41 @@ def text_jsonl(tmp_path_factory: pytest.TempPathFactory, texts_and_labels) -> Pa
     return write_text_jsonl(tmp_path_factory.mktemp("text-jsonl") / "texts.jsonl", texts, labels)
 
 
+# ----------------------------------------------------------------------------------------------------------- audio
+
+TONES = {"high": 880.0, "low": 220.0}  # class -> pitch (Hz) of its synthetic clips
+
+
+def tone(freq: float, seconds: float, rate: int = 16000, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """A sine at ``freq`` Hz with a little noise: float32 [frames, channels] (each channel at its own amplitude)."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    noise = np.random.default_rng(seed).normal(0, 0.02, (len(t), channels))
+    wave = 0.5 * np.sin(2 * np.pi * freq * t)[:, None] * np.linspace(1.0, 0.6, channels)[None, :]
+    return (wave + noise).astype(np.float32)
+
+
+def write_tone_folder(root: Path, per_class: int = 6, tones: dict[str, float] = TONES) -> Path:
+    """root/<class>/<i>.<ext>: per class, ``per_class`` clips of 1-2 s at the class's pitch (+-3 %), cycling through
+    8 / 16 / 22.05 / 44.1 kHz, mono and stereo, .wav / .flac / .ogg."""
+    import soundfile as sf
+
+    rates, exts = (16000, 8000, 22050, 44100), ("wav", "flac", "ogg")
+    for c, (name, freq) in enumerate(tones.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            rate, channels = rates[i % len(rates)], 1 + i % 2
+            seconds = 1.0 + (i % per_class) / max(per_class - 1, 1)
+            clip = tone(freq * (0.97 + 0.06 * i / max(per_class - 1, 1)), seconds, rate, channels, seed=100 * c + i)
+            sf.write(root / name / f"{i}.{exts[i % len(exts)]}", clip, rate)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tone_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 classes (high, low) x 6 clips of 1-2 s, mixed rates, channels and formats; read-only."""
+    return write_tone_folder(tmp_path_factory.mktemp("tones") / "clips")
+
+
 # ------------------------------------------------------------------------------------------------------- helpers
 
 

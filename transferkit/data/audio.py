@@ -38,14 +38,14 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     where = str(path)
+    if not os.path.isfile(where):
+        raise AudioDecodeError(where, "file not found; fix the path or restore the file", "missing-audio")
+    if os.path.getsize(where) == 0:
+        raise AudioDecodeError(where, "empty file (0 bytes); remove it", "empty-file")
     try:
         data, rate = sf.read(where, dtype="float32", always_2d=True)
-    except FileNotFoundError:
-        raise AudioDecodeError(where, "file not found; fix the path or restore the file", "missing-audio") from None
     except (RuntimeError, OSError, ValueError, TypeError) as exc:  # soundfile.LibsndfileError is a RuntimeError
-        if os.path.isfile(where) and os.path.getsize(where) == 0:
-            raise AudioDecodeError(where, "empty file (0 bytes); remove it", "empty-file") from None
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = getattr(exc, "error_string", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
         raise AudioDecodeError(where, f"cannot be decoded as audio ({detail}); {_FIX}") from None
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise AudioDecodeError(where, "holds no audio (0 samples); remove it or record it again", "empty-file")

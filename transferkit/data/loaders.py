@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from transferkit.data.audio_loader import AudioCollator, AudioDataset
 from transferkit.data.examples import Examples
 from transferkit.data.labels import LabelMap
 from transferkit.data.preprocess import (
@@ -117,7 +118,8 @@ def make_loader(
 ) -> DataLoader:
     """A loader over ``examples``; ``shuffle_seed`` (None = keep order) drives an EpochSampler.
 
-    ``augment`` names the training transform for images (never used for evaluation or prediction);
+    ``augment`` names the training transform for images (never used for evaluation or prediction; for audio,
+    any policy but "none" means random crops and transferkit.data.audio_augment);
     ``balanced`` samples classes equally (needs labels and a shuffle seed).
     """
     if isinstance(augment, bool):
@@ -130,6 +132,9 @@ def make_loader(
         return make_token_loader(examples, spec, targets, batch_size, shuffle_seed)
     if examples.modality == "image":
         dataset, collate = ImageDataset(examples, targets, spec, augment, hflip), None
+    elif examples.modality == "audio":  # augment other than "none": random crops + audio_augment (training only)
+        dataset = AudioDataset(examples, targets, spec, augment)
+        collate = AudioCollator(spec, train=augment != "none")
     else:
         dataset, collate = TextDataset(examples, targets), TextCollator(spec)
     sampler = None

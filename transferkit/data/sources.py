@@ -14,8 +14,7 @@ from transferkit.core.registry import lookup
 from transferkit.data.builtins import DATASETS
 from transferkit.data.conll import is_token_file, read_token_file
 from transferkit.data.examples import DataSplits, Examples
-from transferkit.data.folders import MEDIA_EXTENSIONS, MEDIA_NOUNS, SPLIT_DIRS, folder_kind, images_under, \
-    list_class_folder
+from transferkit.data.folders import MEDIA_EXTENSIONS, MEDIA_NOUNS, SPLIT_DIRS, folder_kind, images_under, list_class_folder
 from transferkit.data.tables import EncodingErrors, TextColumns, read_text_file
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from transferkit.data.audio import AudioDecodeError
+from transferkit.data.audio_loader import AudioCollator, AudioDataset
 from transferkit.data.examples import Examples
 from transferkit.data.images import ImageDecodeError
 from transferkit.data.loaders import TextCollator
@@ -26,7 +28,7 @@ class InferenceBatch:
 
     positions: list[int]
     inputs: dict[str, torch.Tensor] | None
-    errors: list[tuple[int, ImageDecodeError]] = field(default_factory=list)
+    errors: list[tuple[int, ImageDecodeError | AudioDecodeError]] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -63,15 +65,16 @@ class _Collate:
     """Stack the readable rows; keep the others as (position, error)."""
 
     def __init__(self, spec: PreprocessSpec):
-        self.text = TextCollator(spec) if spec.modality == "text" else None
+        self.collate = TextCollator(spec) if spec.modality == "text" else AudioCollator(spec) \
+            if spec.modality == "audio" else None  # images: stacked here
 
     def __call__(self, items: list[dict[str, Any]]) -> InferenceBatch:
         good = [it for it in items if "error" not in it]
         errors = [(it["index"], it["error"]) for it in items if "error" in it]
         if not good:
             return InferenceBatch([], None, errors)
-        if self.text is not None:
-            inputs = self.text(good)
+        if self.collate is not None:
+            inputs = self.collate(good)
             inputs.pop("index")
         else:
             inputs = {"pixel_values": torch.stack([it["pixel_values"] for it in good])}
@@ -80,6 +83,7 @@ class _Collate:
 
 def inference_batches(examples: Examples, spec: PreprocessSpec, batch_size: int) -> Iterator[InferenceBatch]:
     """Batches in input order; the same ``spec`` always gives the same tensors, whichever runtime consumes them."""
-    dataset = _Texts(examples) if spec.modality == "text" else _SafeImages(examples, spec)
+    dataset = _Texts(examples) if spec.modality == "text" else AudioDataset(examples, None, spec, safe=True) \
+        if spec.modality == "audio" else _SafeImages(examples, spec)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_Collate(spec), num_workers=0)
     yield from loader

@@ -109,7 +109,7 @@ def predict_to_file(predictor: Predictor, examples: Examples, out: Path | None, 
         writer = None
         if fh is not None:
             writer = _JsonlRows(fh) if Path(out).suffix.lower() == ".jsonl" else \
-                _CsvRows(fh, id_field, top_k, with_error=examples.modality == "image",
+                _CsvRows(fh, id_field, top_k, with_error=examples.modality in ("image", "audio"),
                          row_fields=predictor.task.row_fields, label_names=predictor.label_names)
         bar, task = _progress(progress, len(examples))
         with bar:
