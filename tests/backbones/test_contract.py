@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import tone
 from transferkit.backbones import BACKBONES, backbone_from_architecture, build_backbone
 from transferkit.backbones.base import Backbone, state_dict_sha256
 from transferkit.data.examples import Examples
@@ -20,9 +21,24 @@ def backbone(request) -> Backbone:
     return build_backbone(request.param).eval()
 
 
-def _tiny_batch(backbone: Backbone) -> dict:
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Real speech (tests/fixtures/hello-world.wav, 8 kHz) and two tones of other lengths and rates."""
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("contract-clips")
+    paths = [str(Path(__file__).parent.parent / "fixtures" / "hello-world.wav")]
+    for i, (freq, seconds, rate) in enumerate(((220.0, 2.5, 16000), (660.0, 0.6, 22050))):
+        sf.write(folder / f"{i}.wav", tone(freq, seconds, rate, seed=i), rate)
+        paths.append(str(folder / f"{i}.wav"))
+    return paths
+
+
+def _tiny_batch(backbone: Backbone, clips: list[str]) -> dict:
     """A real batch from the real loader and the backbone's own preprocessing (images shrunk to 64 px)."""
-    if backbone.preprocessing.modality == "image":
+    if backbone.preprocessing.modality == "audio":
+        spec, examples = backbone.preprocessing, Examples("audio", clips, None, "mem")
+    elif backbone.preprocessing.modality == "image":
         rng = np.random.default_rng(0)
         inputs = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(BATCH)]
         spec = backbone.preprocessing.with_image_size(64)
@@ -36,7 +52,7 @@ def _tiny_batch(backbone: Backbone) -> dict:
 
 def test_declares_its_attributes(backbone: Backbone):
     assert isinstance(backbone.feature_dim, int) and backbone.feature_dim > 0
-    assert backbone.preprocessing.modality in ("image", "text")
+    assert backbone.preprocessing.modality in ("image", "text", "audio")
     assert backbone.modality == backbone.preprocessing.modality
     assert isinstance(backbone.name, str) and backbone.name
     if backbone.modality == "text":
@@ -67,8 +83,8 @@ def test_blocks_cover_every_parameter_exactly_once(backbone: Backbone):
     assert not foreign
 
 
-def test_embed_shape_and_values(backbone: Backbone):
-    batch = _tiny_batch(backbone)
+def test_embed_shape_and_values(backbone: Backbone, clips: list[str]):
+    batch = _tiny_batch(backbone, clips)
     with torch.inference_mode():
         features = backbone.embed(batch)
     assert features.shape == (BATCH, backbone.feature_dim)
@@ -80,7 +96,7 @@ def test_embed_shape_and_values(backbone: Backbone):
         torch.testing.assert_close(backbone(batch), features)  # forward == embed
 
 
-def test_architecture_round_trip(backbone: Backbone, tmp_path: Path):
+def test_architecture_round_trip(backbone: Backbone, tmp_path: Path, clips: list[str]):
     arch = backbone.architecture()
     assert isinstance(arch, dict) and "type" in arch
     backbone.save_assets(tmp_path)
@@ -97,9 +113,10 @@ def test_architecture_round_trip(backbone: Backbone, tmp_path: Path):
     rebuilt.load_state_dict(own)  # the bundle's weights fit the rebuilt architecture
     rebuilt.eval()
     own_spec, other_spec = backbone.preprocessing.to_dict(), rebuilt.preprocessing.to_dict()
-    own_spec.pop("tokenizer"), other_spec.pop("tokenizer")
+    for path_field in ("tokenizer", "feature_extractor"):  # asset folders: the package's vs the bundle's copy
+        own_spec.pop(path_field, None), other_spec.pop(path_field, None)
     assert own_spec == other_spec
-    batch = _tiny_batch(backbone)
+    batch = _tiny_batch(backbone, clips)
     with torch.inference_mode():
         torch.testing.assert_close(rebuilt.embed(batch), backbone.embed(batch), atol=1e-5, rtol=1e-5)
 
