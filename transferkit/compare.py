@@ -26,6 +26,7 @@ from transferkit.evaluate.baselines import reference_metrics, reference_name
 from transferkit.evaluate.comparison import METRICS, gains, series, summarize
 from transferkit.evaluate.html import render_compare
 from transferkit.strategies import STRATEGIES, build_strategy
+from transferkit.train.engine import refuse_launch
 
 
 def compare(data: DataInput, strategies: list[str], labels_per_class: list[int | None], seeds: int = 1,
@@ -45,6 +46,8 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
     as in fit): unreadable inputs are left out of every run and listed (``skipped``, ``n_skipped``), and a fatal
     finding stops the comparison before it trains anything.
     """
+    refuse_launch("compare", "Run its cells side by side with compare --workers N instead, or train one model in "
+                             "several processes with transferkit fit --processes N.")
     for name in strategies:
         build_strategy(name)  # fail on a typo before hours of runs
     if not isinstance(seeds, int) or seeds < 1:

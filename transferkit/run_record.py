@@ -97,7 +97,7 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
                    "strategy": f"{strategy.name} ({strategy.summary})",
                    "strategy options": json.dumps(asdict(strategy.config)), **asdict(cfg.train),
                    "labels_per_class": cfg.labels_per_class, "image_size": cfg.image_size,
-                   "batch_size": summary["batch_size_used"], "precision": summary["precision_used"],
+                   "batch_size": batch_text(summary), "precision": summary["precision_used"],
                    "inference precision": summary["inference_precision"],
                    "device": str(default_device())}
     metrics = {k: v for k, v in summary.items() if k in ("test", "val")}
@@ -187,3 +187,11 @@ def cfg_data(run_dir: Path) -> str | None:
     """The data reference recorded in the run's config.json (None for in-memory data)."""
     config_file = run_dir / "config.json"
     return json.loads(config_file.read_text()).get("data") if config_file.is_file() else None
+
+
+def batch_text(summary: dict) -> int | str:
+    """The report's batch size: the number, or after a multi-process run which batch it is (as fit prints it)."""
+    if not summary.get("processes"):
+        return summary["batch_size_used"]
+    return (f"{summary['batch_size_used']} per process x {summary['processes']} processes = global batch "
+            f"{summary['global_batch']}")

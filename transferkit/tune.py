@@ -40,6 +40,7 @@ from transferkit.strategies import STRATEGIES, build_strategy
 from transferkit.strategies.search import SEARCH_SPACES
 from transferkit.tasks import get_task
 from transferkit.train.config import TrainConfig
+from transferkit.train.engine import refuse_launch
 
 PRUNERS = ("median", "hyperband", "none")
 FINISHED = ("COMPLETE", "PRUNED")  # the states that count toward --trials
@@ -62,6 +63,10 @@ def tune(data: DataInput, strategy: str, trials: int = 20, timeout_minutes: floa
     """
     import optuna
 
+    refuse_launch("tune", "To search on several GPUs or machines, start one tune worker per GPU or machine on one "
+                          "shared study instead (the same command with --storage postgresql://..., mysql://... or a "
+                          "journal file, and --no-refit; CUDA_VISIBLE_DEVICES picks each worker's GPU), then one "
+                          "plain run to re-fit the best.")
     base = FitConfig.from_options(strategy=strategy, **options)
     space = _space(strategy)
     if not isinstance(trials, int) or trials < 0:

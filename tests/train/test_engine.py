@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import VENV_BIN, bbc_texts, write_text_csv
+from tests.conftest import VENV_BIN, bbc_texts, write_digit_folder, write_text_csv
 from transferkit import api
 from transferkit.cli_launch import without_processes_flag
 from transferkit.core.errors import ConfigError
@@ -54,7 +54,9 @@ def two_processes(texts: tuple[Path, Path], tmp_path_factory: pytest.TempPathFac
                            "4", "--processes", "2", "--out", str(out)],
                           env=cli_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "batch: 4 per process x 2 processes = global batch 8" in proc.stdout + proc.stderr  # (torchrun's streams)
+    line = "4 per process x 2 processes = global batch 8"
+    assert f"batch: {line}" in proc.stderr  # the CLI's console is stderr; torchrun passes rank 0's through
+    assert f"| batch_size | {line} |" in (out / "report.md").read_text()
     return out
 
 
@@ -123,6 +125,63 @@ def test_a_killed_rank_fails_the_job_with_a_message(texts, tmp_path: Path, cli_e
     assert proc.returncode == 1
     assert "rank 1 was killed by SIGKILL, so the other ranks were stopped too" in stderr
     assert "--resume" in stderr
+
+
+def test_gradual_unfreezing_in_two_processes_matches_one_process(tmp_path: Path, cli_env: dict):
+    """gradual, one stage an epoch, on EfficientNet-Lite0 (no dropout; batch norm frozen by the finetune family's
+    policy, no augmentation: every example's forward pass is the same in either run): epoch 1 trains the head,
+    epoch 2 also the last block group, epoch 3 the one before too. Under DDP the blocks stay requires_grad=True
+    and are paused until their stage; had requires_grad changed mid-run, DDP (which fixes the parameters it
+    all-reduces when it wraps the model) would not average the unfrozen blocks' gradients and rank 0 would have
+    trained them on its shard alone, far from the 1-process weights. Blocks whose stage never came are unchanged."""
+    from transferkit.backbones import build_backbone
+
+    train = write_digit_folder(tmp_path / "train", (0, 1, 2), 8)
+    val = write_digit_folder(tmp_path / "val", (0, 1, 2), 2, offset=8)
+    options = ["--model", "efficientnet_lite0", "--image-size", "32", "--augment", "none", "--strategy", "gradual",
+               "--epochs", "3", "--seed", "0", "--patience", "0", "--optimizer", "sgd", "--lr", "0.1",
+               "--precision", "fp32"]
+    two = tmp_path / "two"
+    proc = subprocess.run([EXE, "fit", "--data", str(train), "--val-data", str(val), *options, "--batch-size", "4",
+                           "--processes", "2", "--out", str(two)], env=cli_env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = api.fit(str(train), val_data=str(val), model="efficientnet_lite0", image_size=32, augment="none",
+                  strategy="gradual", epochs=3, seed=0, patience=0, optimizer="sgd", lr=0.1, precision="fp32",
+                  batch_size=8, progress=False, out=str(tmp_path / "one"))
+    _assert_close_runs(one.run_dir, two)
+    assert json.loads((two / "metrics.json").read_text())["global_batch"] == 8
+
+    pretrained = {f"backbone.{k}": v for k, v in build_backbone("efficientnet_lite0").state_dict().items()}
+    trained = _weights(two)
+
+    def moved(prefix: str) -> float:
+        return max(float((trained[k] - pretrained[k]).abs().max()) for k in pretrained if k.startswith(prefix))
+
+    # moved by ~9e-3 and ~3e-3 here, while the two runs agree within 2e-7
+    assert moved("backbone.model.conv_head.") > 10 * TOLERANCE  # stage 1 (epochs 2-3): the last block group
+    assert moved("backbone.model.blocks.6.") > 10 * TOLERANCE  # stage 2 (epoch 3): the one before
+    assert moved("backbone.model.blocks.5.") == 0.0 and moved("backbone.model.conv_stem.") == 0.0  # never reached
+
+
+@pytest.mark.parametrize(("command", "instead"), [
+    (["tune", "--strategy", "head", "--trials", "2"], "--storage"),
+    (["compare", "--strategies", "head,finetune"], "--workers N"),
+])
+def test_tune_and_compare_refuse_a_multi_process_launch(command, instead, texts, tmp_path: Path, cli_env: dict):
+    """Under `accelerate launch --num_processes 2` each rank would run every trial or cell (N copies racing on one
+    folder): both stop at once with a message naming the way they scale out; fit is the command that launches."""
+    out = tmp_path / "out"
+    proc = subprocess.run([str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "--main_process_port", "0", "--num_cpu_threads_per_process", "1", "-m", "transferkit",
+                           *command, "--data", str(texts[0]), "--model", "minilm", "--out", str(out)],
+                          env={**cli_env, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    message = f"transferkit {command[0]} does not run inside a multi-process launch"
+    assert proc.stderr.count(message) == 2, proc.stderr[-3000:]  # one line from each rank
+    assert instead in proc.stderr and "WORLD_SIZE=2" in proc.stderr
+    assert not out.exists()  # refused before any trial, cell or folder
 
 
 # ------------------------------------------------------------------------------- in process, no second rank needed

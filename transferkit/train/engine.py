@@ -26,12 +26,23 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from transferkit.core.errors import ConfigError
 from transferkit.core.runtime import default_device
 
 
 def distributed_launch() -> bool:
     """Whether this process is one of several started by accelerate launch / torchrun (WORLD_SIZE > 1)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def refuse_launch(command: str, instead: str) -> None:
+    """A ConfigError for ``command`` (tune, compare) inside a multi-process launch: it runs many independent fits,
+    and N ranks would each run all of them (N copies of every trial or cell, racing on one output folder), so
+    the error names the way it does scale out (``instead``)."""
+    if distributed_launch():
+        raise ConfigError(f"transferkit {command} does not run inside a multi-process launch (accelerate launch or "
+                          f"--processes; here WORLD_SIZE={os.environ['WORLD_SIZE']}): only fit trains in several "
+                          f"processes. {instead}")
 
 
 def make_engine() -> Engine:
