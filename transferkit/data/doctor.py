@@ -14,6 +14,9 @@ metric), so every finding names a file (and line, for text rows), a kind and a s
   Unusable images are *left out* of the run: the report lists them (``skipped``: path, kind, reason), counts them
   (``n_skipped``) and ``DataReport.apply`` drops them; ``diagnose_inputs`` runs only these per-input checks, for
   `evaluate`, so every command leaves out the same files.
+- audio (transferkit.data.audio_checks): ``empty-file``, ``unreadable-audio``, ``missing-audio`` (left out like
+  unusable images), ``silent-audio``, ``wrong-extension``, ``short-audio``/``long-audio`` against
+  ``clip_seconds``, ``mixed-sample-rates``/``mixed-channels``; duplicates by audio fingerprint (below).
 - labels: ``no-examples``, ``single-class``, ``small-class`` (fewer than a validation split needs),
   ``empty-class``, ``similar-class-names`` (case/space/plural/one edit), ``imbalance``, ``unknown-label``, and
   the hints of transferkit.data.task_checks (labels that look like label sets or numbers); regression, multi-label
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.core.errors import ConfigError, DataError
+from transferkit.data.audio_checks import AudioInfo, audio_infos, audio_issues, near_audio_pairs
 from transferkit.data.examples import DataSplits, Examples
 from transferkit.data.fingerprints import (
     ImageInfo,
@@ -72,6 +76,7 @@ class DoctorConfig:
     needs_val_split: bool | None = None  # None: when the data has no val split of its own
     task: str = "classification"  # regression checks targets (numbers, not constant), tokens tags, not classes
     hints: bool = True  # classification: say when labels look like label sets or numbers (fit: task not given)
+    clip_seconds: float | None = None  # audio: the length clips are cut or padded to; None: PreprocessSpec's
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_pixels, int) or self.max_pixels < 1:
@@ -182,10 +187,10 @@ def diagnose_inputs(parts: dict[str, Examples], config: DoctorConfig = DoctorCon
 
 
 def locate(examples: Examples, i: int) -> tuple[str, int | None]:
-    """(path, line) naming example ``i``: the image file, or the text file and row (an image table's too; else
+    """(path, line) naming example ``i``: the image or audio file, or the text file and row (an image table's too; else
     its id)."""
     item = examples.inputs[i]
-    if isinstance(item, (str, Path)) and examples.modality == "image" and examples.lines is None:
+    if isinstance(item, (str, Path)) and examples.modality in ("image", "audio") and examples.lines is None:
         return str(item), None
     if examples.lines is not None:
         return examples.source, examples.lines[i]
@@ -210,12 +215,13 @@ class _Doctor:
 
     def run(self, parts: dict[str, Examples], inputs_only: bool = False) -> DataReport:
         start = time.perf_counter()
-        infos: dict[str, list[ImageInfo]] = {}
+        infos: dict[str, list[ImageInfo] | list[AudioInfo]] = {}
         for name, examples in parts.items():
             if examples.modality == "image":
                 infos[name] = self._images(name, examples)
-            else:
+            elif examples.modality != "audio":
                 self._texts(name, examples)
+        infos.update(self._audio({n: ex for n, ex in parts.items() if ex.modality == "audio"}, inputs_only))
         dropped = {name: set(self.unreadable[name]) for name in parts}
         usable = {name: ex.subset([i for i in range(len(ex)) if i not in dropped[name]]) for name, ex in parts.items()}
         needs_split = self.config.needs_val_split if self.config.needs_val_split is not None else "val" not in parts
@@ -252,13 +258,29 @@ class _Doctor:
 
     def _folder(self, split: str, examples: Examples) -> None:
         """What listing a split's folder left out (files the OS leaves behind are only counted)."""
-        listing = folder_report(examples.source, split) if examples.labels is not None else None
+        listing = folder_report(examples.source, split, examples.modality) if examples.labels is not None else None
         if listing is None:
             return
         self.listings[split] = listing
         self.stats["os_files_ignored"] = self.stats.get("os_files_ignored", 0) + listing.ignored
         for item in listing.unexpected:
             self.add(item.kind, str(item.path), item.reason, split=split)
+
+    # ---- audio ------------------------------------------------------------------------------------------------
+
+    def _audio(self, parts: dict[str, Examples], inputs_only: bool) -> dict[str, list[AudioInfo]]:
+        """transferkit.data.audio_checks' findings; unusable clips are left out like unreadable images."""
+        for name, examples in parts.items():
+            self._folder(name, examples)
+        infos = {name: audio_infos(examples) for name, examples in parts.items()}
+        for issue in audio_issues(parts, infos, self.config.clip_seconds, self.stats, summaries=not inputs_only):
+            examples = parts[issue.split]
+            path, line = locate(examples, issue.index) if issue.index is not None else (examples.source, None)
+            if issue.left_out and issue.index is not None:
+                self.unreadable[issue.split].append(issue.index)
+                self.reasons[issue.split][issue.index] = (issue.kind, issue.reason)
+            self.add(issue.kind, path, issue.message, line=line, split=issue.split)
+        return infos
 
     # ---- texts ------------------------------------------------------------------------------------------------
 
@@ -390,12 +412,17 @@ class _Doctor:
                     continue
                 earlier, j = first[key]
                 kind = "leakage" if earlier != name else "duplicate"
-                what = "pixels" if ex.modality == "image" else "text (ignoring case and spacing)"
+                what = {"image": "pixels", "audio": "sound (at 8 kHz, mono, scaled to its peak)"}.get(
+                    ex.modality, "text (ignoring case and spacing)")
                 self._duplicate(kind, name, ex, i, parts[earlier], j, f"same {what} as")
         modalities = {ex.modality for ex in parts.values()}
         if self.config.near_duplicates and len(parts) > 1 and len(modalities) == 1:  # mixed: fit refuses anyway
             if modalities == {"image"}:
                 self._near_images(parts, infos)
+            elif modalities == {"audio"}:
+                for name, i, s, j in near_audio_pairs(infos, {n: set(self.duplicates[n]) for n in parts}):
+                    self._duplicate("near-duplicate", name, parts[name], i, parts[s], j, "the same sound (resampled "
+                                    "or re-encoded) as")
             else:
                 self._near_texts(parts)
 
