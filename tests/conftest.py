@@ -171,9 +171,9 @@ def tone(freq: float, seconds: float, rate: int = 16000, channels: int = 1, seed
     return (wave + noise).astype(np.float32)
 
 
-def write_tone_folder(root: Path, per_class: int = 6, tones: dict[str, float] = TONES) -> Path:
+def write_tone_folder(root: Path, per_class: int = 6, tones: dict[str, float] = TONES, seed: int = 0) -> Path:
     """root/<class>/<i>.<ext>: per class, ``per_class`` clips of 1-2 s at the class's pitch (+-3 %), cycling through
-    8 / 16 / 22.05 / 44.1 kHz, mono and stereo, .wav / .flac / .ogg."""
+    8 / 16 / 22.05 / 44.1 kHz, mono and stereo, .wav / .flac / .ogg; another ``seed``: other noise, other files."""
     import soundfile as sf
 
     rates, exts = (16000, 8000, 22050, 44100), ("wav", "flac", "ogg")
@@ -182,7 +182,8 @@ def write_tone_folder(root: Path, per_class: int = 6, tones: dict[str, float] = 
         for i in range(per_class):
             rate, channels = rates[i % len(rates)], 1 + i % 2
             seconds = 1.0 + (i % per_class) / max(per_class - 1, 1)
-            clip = tone(freq * (0.97 + 0.06 * i / max(per_class - 1, 1)), seconds, rate, channels, seed=100 * c + i)
+            clip = tone(freq * (0.97 + 0.06 * i / max(per_class - 1, 1)), seconds, rate, channels,
+                        seed=1000 * seed + 100 * c + i)
             sf.write(root / name / f"{i}.{exts[i % len(exts)]}", clip, rate)
     return root
 

@@ -162,7 +162,8 @@ def prepare_data(data: DataInput, cfg: FitConfig) -> PreparedData:
 def _build_model(cfg: FitConfig, modality: str, n_classes: int, pretrained: bool,
                  names: tuple[str, ...] = ()) -> TransferModel:
     name = DEFAULT_FOR_MODALITY[modality] if cfg.model == "auto" else cfg.model
-    backbone = build_backbone(name, pretrained=pretrained)
+    clip = cfg.clip_seconds if modality == "audio" else None  # Whisper's encoder is built for the clip length
+    backbone = build_backbone(name, pretrained=pretrained, clip_seconds=clip)
     if backbone.modality != modality:
         raise ConfigError(f"Model '{name}' is a {backbone.modality} model but the data is {modality}; "
                           f"use e.g. --model {DEFAULT_FOR_MODALITY[modality]}.")

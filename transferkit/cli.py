@@ -26,8 +26,10 @@ LOSS_HELP = ("Regression loss: mse | huber. Huber counts errors beyond --huber-d
              "targets pull the model less [default: mse].")
 HUBER_DELTA_HELP = ("--loss huber: the delta on the standardised target, in training-target stds (outliers inflate "
                     "the std: a smaller delta resists them more) [default: 1.0].")
-IMAGE_COLUMN_HELP = ("CSV/JSONL column of image file paths, relative to the file's folder [default: the text column "
-                     "when its values are image files].")
+CLIP_SECONDS_HELP = ("Audio: crop (at random in training with --augment, else centred) or zero-pad every clip to S "
+                     "seconds [default: the backbone's, 5].")
+IMAGE_COLUMN_HELP = ("CSV/JSONL column of image (or audio clip) file paths, relative to the file's folder [default: "
+                     "the text column when its values are image or audio files].")
 
 FIT_EXAMPLES = """
 Examples:
@@ -77,7 +79,7 @@ def _parse_options(pairs: list[str]) -> dict[str, object]:
 
 @app.command(epilog=FIT_EXAMPLES)
 def fit(
-    data: str | None = typer.Option(None, "--data", help="Image folder, .csv/.jsonl of texts, or builtin:NAME."),
+    data: str | None = typer.Option(None, "--data", help="Image or audio folder, .csv/.jsonl of texts, or builtin:NAME."),
     model: str | None = typer.Option(None, help="Backbone: a name from `list models`, timm:NAME or hf:ID."),
     strategy: str | None = typer.Option(None, help="How to adapt: a name from `list strategies` [default: finetune]."),
     task: str | None = typer.Option(None, help=TASK_HELP),
@@ -94,6 +96,7 @@ def fit(
     label_sep: str | None = typer.Option(None, help=LABEL_SEP_HELP),
     label_columns: str | None = typer.Option(None, help=LABEL_COLUMNS_HELP),
     image_size: int | None = typer.Option(None, help="Resize images to PX (default: the backbone's size)."),
+    clip_seconds: float | None = typer.Option(None, help=CLIP_SECONDS_HELP),
     batch_size: int | None = typer.Option(None, help="Training batch size [default: 8 below 1,000 examples, else 32; "
                                                      "tokens: 8 sentences]."),
     grad_accum: int | None = typer.Option(None, help="Micro-batches per optimizer step [default: 1]."),
@@ -105,7 +108,8 @@ def fit(
     label_smoothing: float | None = typer.Option(None, help="Label smoothing [default: 0]."),
     loss: str | None = typer.Option(None, help=LOSS_HELP),
     huber_delta: float | None = typer.Option(None, help=HUBER_DELTA_HELP),
-    augment: str | None = typer.Option(None, help="Image augmentation: none | light | randaugment | trivial [light]."),
+    augment: str | None = typer.Option(None, help="Image augmentation: none | light | randaugment | trivial [light]; "
+                                       "audio: any but none = random crops, shift, gain, noise, SpecAugment masks."),
     hflip: float | None = typer.Option(None, help="Horizontal-flip probability [default: 0; 0.5 for photos]."),
     mixup: float | None = typer.Option(None, help="Mixup alpha, images (0 = off)."),
     cutmix: float | None = typer.Option(None, help="CutMix alpha, images (0 = off)."),
@@ -250,7 +254,7 @@ def _parse_ks(text: str) -> list[int | None]:
 
 @app.command(epilog=COMPARE_EXAMPLES)
 def compare(
-    data: str = typer.Option(..., "--data", help="Image folder, .csv/.jsonl of texts, or builtin:NAME."),
+    data: str = typer.Option(..., "--data", help="Image or audio folder, .csv/.jsonl of texts, or builtin:NAME."),
     strategies: str = typer.Option("linear-probe,finetune,scratch", help="Comma-separated strategy names."),
     labels_per_class: str = typer.Option("all", help="Comma-separated K values (or 'all'), e.g. 10,100."),
     seeds: int = typer.Option(1, help="Seeds per (strategy, K): each seed draws its own K-subsample."),
@@ -264,6 +268,7 @@ def compare(
     image_column: str | None = typer.Option(None, help=IMAGE_COLUMN_HELP),
     label_column: str | None = typer.Option(None, help="CSV/JSONL label column."),
     image_size: int | None = typer.Option(None, help="Resize images to PX."),
+    clip_seconds: float | None = typer.Option(None, help=CLIP_SECONDS_HELP),
     epochs: int | None = typer.Option(None, help="Maximum epochs per run."),
     batch_size: int | None = typer.Option(None, help="Training batch size."),
     lr: float | None = typer.Option(None, help="Head learning rate."),
@@ -367,7 +372,7 @@ Rows keep the input order. An image that cannot be read gets a row with an 'erro
 @app.command(epilog=PREDICT_EXAMPLES)
 def predict(
     bundle: Path = typer.Option(..., help="A run's bundle/ folder, or an ONNX export of one."),
-    data: str = typer.Option(..., "--data", help="Images (folder) or texts (.csv/.jsonl); labels not needed."),
+    data: str = typer.Option(..., "--data", help="Images or audio clips (folder) or texts (.csv/.jsonl); no labels needed."),
     out: Path = typer.Option(Path("predictions.csv"), help="Output .csv or .jsonl: one row per input."),
     text_column: str | None = typer.Option(None, help="CSV/JSONL text column [default: the bundle's, else text]."),
     image_column: str | None = typer.Option(None, help=IMAGE_COLUMN_HELP),

@@ -31,6 +31,7 @@ class FitConfig:
     label_sep: str | None = None  # multi-label CSV: the separator in a label cell; None: '|' when task is multilabel
     label_columns: tuple[str, ...] = ()  # multi-label: one 0/1 column per label name (instead of label_column)
     image_size: int | None = None  # default: the backbone's own input size
+    clip_seconds: float | None = None  # audio: clips cropped/padded to this length; None: the backbone's (5.0 s)
     val_fraction: float = 0.15
     strategy_options: dict[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
@@ -54,6 +55,10 @@ class FitConfig:
             raise ConfigError(f"The 'labels_per_class' parameter must be an int >= 1. Got {k!r} instead.")
         if self.max_pixels is not None and (not isinstance(self.max_pixels, int) or self.max_pixels < 1):
             raise ConfigError(f"The 'max_pixels' parameter must be an int >= 1. Got {self.max_pixels!r} instead.")
+        c = self.clip_seconds
+        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c < float("inf")):
+            raise ConfigError(f"The 'clip_seconds' parameter must be a number of seconds > 0. Got {c!r} instead.",
+                              cli=f"--clip-seconds must be a number of seconds > 0. Got {c!r} instead.")
         if not 0 < self.val_fraction < 0.9:
             raise ConfigError(f"The 'val_fraction' parameter must be in (0, 0.9). Got {self.val_fraction} instead.")
 

@@ -1,7 +1,8 @@
 """TransferClassifier and TransferRegressor: scikit-learn estimators (fit / predict / predict_proba / score) over
 transferkit.api.
 
-Accepts texts (strings), image paths, or image arrays (a list, or an [n, H, W(, C)] uint8 array).
+Accepts texts (strings), image paths, image arrays (a list, or an [n, H, W(, C)] uint8 array) or audio file paths
+(.wav, .flac, .ogg, .mp3; ``clip_seconds`` sets the length they are cropped or padded to).
 ``__init__`` only stores parameters; learned state ends in ``_``. Subclassing BaseEstimator/ClassifierMixin gives
 get_params/set_params, clone and GridSearchCV. Labels keep their type: ``classes_`` holds values of ``y`` (ints,
 floats, bools, numpy scalars, strings, in y's dtype) sorted as np.unique sorts them, ``predict`` returns them, and
@@ -33,6 +34,7 @@ from sklearn.utils.metaestimators import available_if
 from transferkit import api
 from transferkit.core.errors import DataError, NotFittedError
 from transferkit.core.io import atomic_write_json
+from transferkit.data.audio import AUDIO_EXTENSIONS
 from transferkit.data.conll import normalise_tags
 from transferkit.data.examples import Examples
 from transferkit.data.images import IMAGE_EXTENSIONS
@@ -50,10 +52,12 @@ def _to_examples(X: Any, names: list[str] | None, source: str) -> Examples:
     if not items:
         raise DataError(f"{source}: X is empty.")
     first = items[0]
-    is_text = isinstance(first, str) and Path(first).suffix.lower() not in IMAGE_EXTENSIONS
+    suffix = Path(first).suffix.lower() if isinstance(first, (str, Path)) else ""
+    modality = "audio" if suffix in AUDIO_EXTENSIONS else "image" if suffix in IMAGE_EXTENSIONS or \
+        not isinstance(first, str) else "text"
     if names is not None and len(names) != len(items):
         raise DataError(f"{source}: X has {len(items)} items but y has {len(names)}.")
-    return Examples("text" if is_text else "image", items, names, source)
+    return Examples(modality, [str(x) for x in items] if modality == "audio" else items, names, source)
 
 
 def _class_name(value: Any, i: int) -> str:
@@ -236,9 +240,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, model: str = "auto", strategy: str = "finetune", epochs: int = 10, batch_size: int | None = None,
                  lr: float = 1e-3, image_size: int | None = None, seed: int = 0, out: str | None = None,
-                 progress: bool = False):
+                 progress: bool = False, clip_seconds: float | None = None):
         self.model, self.strategy, self.epochs, self.batch_size = model, strategy, epochs, batch_size
         self.lr, self.image_size, self.seed, self.out, self.progress = lr, image_size, seed, out, progress
+        self.clip_seconds = clip_seconds
 
     def fit(self, X: Any, y: Any) -> TransferClassifier:
         classes: np.ndarray | None = None
@@ -251,7 +256,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         result = _fit_run(self, self.out, lambda out: api.fit(
             examples, model=self.model, strategy=self.strategy, epochs=self.epochs, batch_size=self.batch_size,
             lr=self.lr, image_size=self.image_size, seed=self.seed, out=out, progress=self.progress,
-            task=task))  # the task always given: many numeric classes stay classes
+            clip_seconds=self.clip_seconds, task=task))  # the task always given: many numeric classes stay classes
         if classes is None:
             classes = np.array(read_manifest(Path(result.bundle_dir))["labels"])
         atomic_write_json(Path(result.bundle_dir) / CLASSES_FILE, _encode_classes(classes))
@@ -373,17 +378,17 @@ class TransferRegressor(RegressorMixin, BaseEstimator):
 
     def __init__(self, model: str = "auto", strategy: str = "finetune", epochs: int = 10, batch_size: int | None = None,
                  lr: float = 1e-3, image_size: int | None = None, seed: int = 0, out: str | None = None,
-                 progress: bool = False, loss: str = "mse", huber_delta: float = 1.0):
+                 progress: bool = False, loss: str = "mse", huber_delta: float = 1.0, clip_seconds: float | None = None):
         self.model, self.strategy, self.epochs, self.batch_size = model, strategy, epochs, batch_size
         self.lr, self.image_size, self.seed, self.out, self.progress = lr, image_size, seed, out, progress
-        self.loss, self.huber_delta = loss, huber_delta
+        self.loss, self.huber_delta, self.clip_seconds = loss, huber_delta, clip_seconds
 
     def fit(self, X: Any, y: Any) -> TransferRegressor:
         examples = _to_examples(X, _targets(y), "X")
         result = _fit_run(self, self.out, lambda out: api.fit(
             examples, model=self.model, strategy=self.strategy, epochs=self.epochs, batch_size=self.batch_size,
             lr=self.lr, image_size=self.image_size, seed=self.seed, out=out, progress=self.progress,
-            task="regression", loss=self.loss, huber_delta=self.huber_delta))
+            task="regression", loss=self.loss, huber_delta=self.huber_delta, clip_seconds=self.clip_seconds))
         self.predictor_, self.result_ = Predictor.from_bundle(result.bundle_dir), result
         return self
 

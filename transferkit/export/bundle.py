@@ -1,4 +1,5 @@
-"""Save and load bundles: ``model.safetensors`` + ``transferkit.json`` (+ tokenizer/config for text models).
+"""Save and load bundles: ``model.safetensors`` + ``transferkit.json`` (+ tokenizer/config for text models, the
+feature extractor's ``preprocessor_config.json`` for audio models that have one).
 
 Imports transferkit.core, transferkit.data, transferkit.backbones and transferkit.tasks. A bundle alone is
 enough to predict, offline: the architecture is rebuilt from the manifest (its ``task`` names the head, via
@@ -27,6 +28,7 @@ from transferkit.tasks.model import TransferModel
 WEIGHTS = "model.safetensors"
 ADAPTER_WEIGHTS = "adapter.safetensors"
 MANIFEST = "transferkit.json"
+FEATURE_EXTRACTOR = "feature_extractor"  # audio: the transformers feature extractor's folder inside a bundle
 FORMAT_VERSION = 1
 INFERENCE_PRECISIONS = ("fp32", "bf16")
 
@@ -55,6 +57,7 @@ def save_bundle(folder: Path, model: TransferModel, manifest: dict[str, Any],
             manifest = {**manifest, "adapter": {"file": ADAPTER_WEIGHTS, "tensors": len(adapter),
                                                 "params": sum(v.numel() for v in adapter.values())}}
         model.backbone.save_assets(staging)
+        _save_feature_extractor(model.backbone.preprocessing, staging / FEATURE_EXTRACTOR)
         atomic_write_json(staging / MANIFEST, {"format_version": FORMAT_VERSION, **manifest})
     return folder
 
@@ -118,13 +121,30 @@ def load_bundle(folder: Path) -> Bundle:
     if missing or unexpected:
         raise BundleError(f"{folder / WEIGHTS} does not match the architecture in {MANIFEST}: "
                           f"{len(missing)} missing and {len(unexpected)} unexpected tensors.")
-    spec = dict(manifest["preprocessing"])
-    if spec.get("tokenizer") is not None:
-        spec["tokenizer"] = str(folder / "tokenizer")
+    spec = bundle_spec(manifest["preprocessing"], folder)
     notes = [m] if (m := pretrained_mismatch(manifest["backbone"], folder)) else []
     for note in notes:
         warnings.warn(note, PretrainedWeightsWarning, stacklevel=2)
-    return Bundle(model.eval(), manifest, label_map, PreprocessSpec.from_dict(spec), folder, notes)
+    return Bundle(model.eval(), manifest, label_map, spec, folder, notes)
+
+
+def bundle_spec(recorded: dict[str, Any], folder: Path) -> PreprocessSpec:
+    """The manifest's preprocessing spec with its tokenizer / feature extractor read from the bundle's own copy."""
+    spec = dict(recorded)
+    if spec.get("tokenizer") is not None:
+        spec["tokenizer"] = str(folder / "tokenizer")
+    if spec.get("feature_extractor") is not None:
+        spec["feature_extractor"] = str(folder / FEATURE_EXTRACTOR)
+    return PreprocessSpec.from_dict(spec)
+
+
+def _save_feature_extractor(spec: PreprocessSpec, target: Path) -> None:
+    """Copy an audio spec's feature extractor into the bundle (unless the backbone's save_assets already did)."""
+    if spec.feature_extractor is None or target.exists():
+        return
+    from transformers import AutoFeatureExtractor
+
+    AutoFeatureExtractor.from_pretrained(spec.feature_extractor).save_pretrained(target)
 
 
 def _alias_loaded(model: TransferModel, name: str, state: dict[str, Any]) -> bool:

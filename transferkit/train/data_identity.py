@@ -30,7 +30,7 @@ def data_identity(splits: dict[str, Examples | None], labels: Sequence[str]) -> 
 
 
 def content_sha256(examples: Examples) -> str:
-    """A hash of the inputs (image files: relative path and bytes) and labels, in order."""
+    """A hash of the inputs (image and audio files: relative path and bytes) and labels, in order."""
     digest = hashlib.sha256(examples.modality.encode() + b"\0")
     labels = examples.labels if examples.labels is not None else [None] * len(examples)
     for item, label in zip(examples.inputs, labels):
@@ -40,7 +40,7 @@ def content_sha256(examples: Examples) -> str:
 
 
 def _input_bytes(item: Any, examples: Examples) -> bytes:
-    if examples.modality == "image" and isinstance(item, (str, Path)):
+    if examples.modality in ("image", "audio") and isinstance(item, (str, Path)):
         base = os.path.dirname(os.path.abspath(examples.source)) if examples.image_column else examples.source
         name = os.path.relpath(item, base) if os.path.isdir(base) else str(item)  # a folder's, or a table's
         try:
