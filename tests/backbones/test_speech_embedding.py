@@ -154,3 +154,30 @@ def test_bundles_record_the_onnx_file_they_start_from():
     record = pretrained_record("speech-embedding")
     assert Path(record["pretrained_file"]) == resource("embedding_model.onnx")
     assert record["pretrained_file_sha256"] == sha256_file(resource("embedding_model.onnx"))
+
+
+def test_exports_to_onnx_with_any_batch_and_clip_length(backbone: SpeechEmbeddingBackbone, clips: list[np.ndarray],
+                                                        tmp_path: Path):
+    """TorchScript exporter (as transferkit.export.onnx uses), dynamic batch and length: the windows are an index,
+    not ``unfold``, which that exporter cannot take with a dynamic length."""
+    import onnxruntime as ort
+
+    class Embed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = backbone
+
+        def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.backbone.embed({"input_values": input_values, "attention_mask": attention_mask})
+
+    names = ["input_values", "attention_mask"]
+    example = batch_of(clips, 3 * RATE)
+    torch.onnx.export(Embed(), tuple(example[n] for n in names), str(tmp_path / "se.onnx"), dynamo=False,
+                      input_names=names, output_names=["features"], opset_version=17,
+                      dynamic_axes={n: {0: "batch", 1: "samples"} for n in names})
+    session = ort.InferenceSession(str(tmp_path / "se.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (batch_of(clips[:1], 2 * RATE), batch_of(clips + clips[:1], 4 * RATE)):
+        with torch.inference_mode():
+            expected = backbone.embed(batch).numpy()
+        got = session.run(None, {n: batch[n].numpy() for n in names})[0]
+        np.testing.assert_allclose(got, expected, atol=PARITY_ATOL, rtol=0)

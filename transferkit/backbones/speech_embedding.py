@@ -163,8 +163,10 @@ class SpeechEmbeddingNet(nn.Module):
             waves = F.pad(waves, (0, WINDOW_SAMPLES - waves.shape[1]))
         frames = ((lengths - N_FFT) // HOP + 1).clamp(min=1)
         mel = self.frontend(waves, frames)  # [B, T, 32]
-        windows = mel.unfold(1, WINDOW, STRIDE).transpose(2, 3)  # [B, W, 76, 32]
-        batch, n_windows = windows.shape[:2]
+        batch, n_windows = mel.shape[0], (mel.shape[1] - WINDOW) // STRIDE + 1
+        starts = torch.arange(n_windows, device=mel.device) * STRIDE  # an index, not unfold: ONNX-exportable
+        frame_index = (starts[:, None] + torch.arange(WINDOW, device=mel.device)[None, :]).reshape(-1)
+        windows = mel.index_select(1, frame_index)  # [B, W * 76, 32]
         embeddings = self.cnn(windows.reshape(batch * n_windows, 1, WINDOW, mel.shape[2]))
         real = ((frames - WINDOW) // STRIDE + 1).clamp(min=1)
         mask = torch.arange(n_windows, device=waves.device)[None, :] < real[:, None]
