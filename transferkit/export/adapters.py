@@ -30,12 +30,14 @@ def model_from_adapter(bundle_dir: Path) -> TransferModel:
         raise BundleError(f"{bundle_dir} was not trained with a PEFT strategy (lora, ia3, adapter, prompt): it has "
                           f"no {ADAPTER_WEIGHTS}; load the bundle itself.")
     info = manifest["backbone"]
-    backbone = build_backbone(info["name"], pretrained=True)
+    # an audio backbone's architecture depends on the clip length it was built for (Whisper's positions)
+    backbone = build_backbone(info["name"], pretrained=True, clip_seconds=manifest["preprocessing"].get("clip_seconds"))
     if backbone.weights_sha256 != info.get("pretrained_sha256"):
         raise BundleError(f"The pretrained weights of '{info['name']}' here differ from the ones {bundle_dir} was "
                           f"trained on (SHA-256 mismatch); its adapter only fits those.")
     backbone.preprocessing = PreprocessSpec.from_dict({**manifest["preprocessing"],
-                                                       "tokenizer": backbone.preprocessing.tokenizer})
+                                                       "tokenizer": backbone.preprocessing.tokenizer,
+                                                       "feature_extractor": backbone.preprocessing.feature_extractor})
     task = bundle_task(manifest, bundle_dir)
     model = TransferModel(backbone, task.head(backbone.feature_dim, len(manifest["labels"])), task)
     strategy = build_strategy(manifest["strategy"]["name"], manifest["strategy"]["config"])
