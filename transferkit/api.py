@@ -108,6 +108,7 @@ def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> 
     report = diagnose(full, DoctorConfig(strict=cfg.strict, dedupe=cfg.dedupe, task=cfg.task, hints=hints,
                                          max_pixels=cfg.max_pixels or DEFAULT_MAX_PIXELS,
                                          max_tokens=DEFAULT_MAX_LENGTH, needs_val_split=val is None,
+                                         clip_seconds=cfg.clip_seconds,
                                          count_tokens=token_counter(cfg.model, cfg.init_from)
                                          if full.train.modality == "text" else None))
     report.stats["task"] = cfg.task  # fit runs the task the doctor checked for; ``detected`` says if it guessed

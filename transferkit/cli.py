@@ -512,6 +512,8 @@ def doctor(
     strict: bool = typer.Option(False, "--strict", help="Treat every finding as fatal (exit 2 on any)."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Mark later copies of duplicates as left out, as fit --dedupe."),
     max_pixels: int | None = typer.Option(None, help="Refuse images decoding to over N pixels, ~4N bytes [default: 250 M]."),
+    clip_seconds: float | None = typer.Option(None, help="Audio: the clip length fit would use; clips much shorter or "
+                                              "longer are reported [default: 5]."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON report (data_report.json) on stdout."),
     limit: int = typer.Option(50, help="Findings shown in the table (the JSON always has all)."),
 ) -> None:
@@ -521,7 +523,7 @@ def doctor(
     options = {k: v for k, v in {"val_data": val_data, "test_data": test_data, "text_column": text_column,
                                  "label_column": label_column, "max_pixels": max_pixels, "task": task,
                                  "label_sep": label_sep, "label_columns": label_columns,
-                                 "image_column": image_column}.items()
+                                 "image_column": image_column, "clip_seconds": clip_seconds}.items()
                if v is not None}
     report = api.doctor(data, strict=strict, dedupe=dedupe, **options).to_dict()
     if as_json:

@@ -3,6 +3,7 @@ extreme durations against --clip-seconds, mixed sample rates and channels report
 splits found by audio fingerprint (also resampled, re-encoded, louder or in stereo), and `transferkit doctor`."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,7 @@ def test_duplicates_across_splits_by_fingerprint(tmp_path):
     found = {f.path: f for f in report.findings if f.kind in ("leakage", "near-duplicate")}
     assert set(found) == {str(copy), str(moved), str(relabelled)}
     assert found[str(copy)].kind == "leakage" and str(root / "train" / "a" / "0.wav") in found[str(copy)].message
-    assert found[str(moved)].kind == "near-duplicate" and "the same sound (resampled" in found[str(moved)].message
+    assert found[str(moved)].kind == "near-duplicate" and "nearly the same sound (a re-encoded" in found[str(moved)].message
     assert "labelled 'b' here and 'a' there" in found[str(relabelled)].message
     assert report.n_skipped == 0
     deduped = diagnose(load_source(root), DoctorConfig(dedupe=True))
@@ -155,6 +156,12 @@ def test_cli_doctor_reports_audio_findings(tmp_path, tone_folder, monkeypatch, c
     for kind in ("silent-audio", "unreadable-audio", "mixed-sample-rates", "mixed-channels"):
         assert kind in out, out
     assert "broken.flac" in out and "quiet.wav" in out and "fit would leave out 1 input(s)" in out
+    assert "long-audio" not in out  # 1-2 s clips against the default 5 s
+    code, out, _ = run_main(["doctor", "--data", str(root), "--clip-seconds", "0.5", "--json"], monkeypatch, capsys)
+    report = json.loads(out)
+    long = [f for f in report["findings"] if f["kind"] == "long-audio"]
+    assert code == 0 and report["stats"]["audio"]["clip_seconds"] == 0.5 and len(long) == 1
+    assert "longer than 2 x --clip-seconds 0.5" in long[0]["message"]
 
 
 def test_stats_name_rates_channels_and_durations(tmp_path):

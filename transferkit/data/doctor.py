@@ -421,8 +421,8 @@ class _Doctor:
                 self._near_images(parts, infos)
             elif modalities == {"audio"}:
                 for name, i, s, j in near_audio_pairs(infos, {n: set(self.duplicates[n]) for n in parts}):
-                    self._duplicate("near-duplicate", name, parts[name], i, parts[s], j, "the same sound (resampled "
-                                    "or re-encoded) as")
+                    self._duplicate("near-duplicate", name, parts[name], i, parts[s], j, "nearly the same sound (a "
+                                    "re-encoded, resampled or louder copy?) as")
             else:
                 self._near_texts(parts)
 
