@@ -105,21 +105,22 @@ def decoder_state_dict(variables: dict[str, np.ndarray]) -> dict[str, np.ndarray
 
 def whisper_config_kwargs(variables: dict[str, np.ndarray]) -> dict[str, Any]:
     """``transformers.WhisperConfig`` arguments that match the arrays' shapes (encoder and decoder)."""
-    conv1 = variables["encoder/conv1/weight"]
+    m = _Mapper(variables)  # a missing array is a BackboneLoadError naming it
+    conv1 = m.get("encoder/conv1/weight")
     kwargs: dict[str, Any] = {
         "num_mel_bins": int(conv1.shape[1]),
         "d_model": int(conv1.shape[0]),
         "encoder_layers": _count_layers(variables, "encoder"),
-        "encoder_attention_heads": int(variables["encoder/num_heads"]),
-        "encoder_ffn_dim": int(variables["encoder/layer_0/ffn/linear_0/weight"].shape[0]),
-        "max_source_positions": int(variables["encoder/position_encodings/encodings"].shape[0]),
+        "encoder_attention_heads": int(m.get("encoder/num_heads")),
+        "encoder_ffn_dim": int(m.get("encoder/layer_0/ffn/linear_0/weight").shape[0]),
+        "max_source_positions": int(m.get("encoder/position_encodings/encodings").shape[0]),
     }
     if "decoder/embeddings/weight" in variables:
         kwargs.update({
-            "vocab_size": int(variables["decoder/embeddings/weight"].shape[0]),
+            "vocab_size": int(m.get("decoder/embeddings/weight").shape[0]),
             "decoder_layers": _count_layers(variables, "decoder"),
-            "decoder_attention_heads": int(variables["decoder/num_heads"]),
-            "decoder_ffn_dim": int(variables["decoder/layer_0/ffn/linear_0/weight"].shape[0]),
-            "max_target_positions": int(variables["decoder/position_encodings/encodings"].shape[0]),
+            "decoder_attention_heads": int(m.get("decoder/num_heads")),
+            "decoder_ffn_dim": int(m.get("decoder/layer_0/ffn/linear_0/weight").shape[0]),
+            "max_target_positions": int(m.get("decoder/position_encodings/encodings").shape[0]),
         })
     return kwargs
