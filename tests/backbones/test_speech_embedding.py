@@ -181,3 +181,26 @@ def test_exports_to_onnx_with_any_batch_and_clip_length(backbone: SpeechEmbeddin
             expected = backbone.embed(batch).numpy()
         got = session.run(None, {n: batch[n].numpy() for n in names})[0]
         np.testing.assert_allclose(got, expected, atol=PARITY_ATOL, rtol=0)
+
+
+def test_lora_reaches_the_19_convolutions_named_conv(clips: list[np.ndarray]):
+    from peft import LoraConfig
+
+    from transferkit.strategies.lora import inject_adapters, merge_adapters
+
+    model = torch.nn.Module()
+    model.backbone, model.head = build_backbone("speech-embedding").eval(), torch.nn.Linear(96, 2)
+    inject_adapters(model, LoraConfig(r=4, lora_alpha=8, target_modules=["conv"]), "lora_")
+    adapted = [n for n, _ in model.backbone.named_modules() if n.endswith(".conv")]
+    assert len(adapted) == 19 and all(hasattr(model.backbone.get_submodule(n), "lora_A") for n in adapted)
+    with torch.no_grad():
+        for name, p in model.backbone.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 1e-3)  # a trained update (peft starts B at zero)
+    batch = batch_of(clips, 2 * RATE)
+    with torch.inference_mode():
+        adapted_features = model.backbone.embed(batch)
+        merge_adapters(model.backbone.model)
+        merged = model.backbone.embed(batch)
+    assert list(model.backbone.state_dict()) == list(build_backbone("speech-embedding", False).state_dict())
+    torch.testing.assert_close(merged, adapted_features, atol=PARITY_ATOL, rtol=1e-5)

@@ -18,6 +18,7 @@ the 80 dB floor is taken from the real audio's frames, so a padded clip embeds a
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -93,23 +94,28 @@ class MelFrontEnd(nn.Module):
         return torch.maximum(db, (peak - TOP_DB)[:, None, None]) / 10.0 + 2.0
 
 
-class FlooredLeakyReLU(nn.Module):
-    """LeakyReLU(0.2) then max(x, -0.4), as every convolution of the embedding graph is followed."""
+class ConvUnit(nn.Module):
+    """A convolution, then LeakyReLU(0.2) floored at -0.4, as in the embedding graph. Every such convolution is
+    named ``conv`` (LoRA's ``-o target_modules=[conv]`` reaches all 19; the final ``project`` is left out)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, int]):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel, padding=(0, kernel[1] // 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(x, 0.2).clamp(min=-0.4)
+        return F.leaky_relu(self.conv(x), 0.2).clamp(min=-0.4)
 
 
 def _stage(in_channels: int, convs: tuple[tuple[int, tuple[int, int]], ...], pool: tuple[int, int],
            last: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for out_channels, kernel in convs:
-        layers += [nn.Conv2d(in_channels, out_channels, kernel, padding=(0, kernel[1] // 2)), FlooredLeakyReLU()]
+    layers: dict[str, nn.Module] = {}
+    for i, (out_channels, kernel) in enumerate(convs):
+        layers[str(i)] = ConvUnit(in_channels, out_channels, kernel)
         in_channels = out_channels
-    layers.append(nn.MaxPool2d(pool, pool))
+    layers["pool"] = nn.MaxPool2d(pool, pool)
     if last:  # the projection to 96 values: no bias, no activation
-        layers.append(nn.Conv2d(in_channels, FEATURE_DIM, (3, 1), bias=False))
-    return nn.Sequential(*layers)
+        layers["project"] = nn.Conv2d(in_channels, FEATURE_DIM, (3, 1), bias=False)
+    return nn.Sequential(OrderedDict(layers))
 
 
 class EmbeddingCNN(nn.Module):
