@@ -313,3 +313,8 @@ def test_hf_folder_without_feature_extractor_says_what_is_missing(tmp_path: Path
                                  num_conv_pos_embedding_groups=2)).save_pretrained(folder)
     with pytest.raises(BackboneLoadError, match="preprocessor_config.json"):
         build_backbone(f"hf:{folder}")
+
+
+def test_hf_missing_folder_is_one_clear_error(tmp_path: Path):
+    with pytest.raises(BackboneLoadError, match="Could not load Hugging Face model .* hf:/path/to/folder"):
+        build_backbone(f"hf:{tmp_path / 'missing'}")

@@ -238,13 +238,19 @@ def whisper_tiny_en(pretrained: bool = True, clip_seconds: float = CLIP_SECONDS)
 
 def is_audio_model(model_id: str) -> bool:
     """Whether ``model_id`` (hub id or folder) is a speech encoder transformers can classify audio with (Whisper,
-    wav2vec2, HuBERT, WavLM, ...). False when its config cannot be read (the text path then reports why)."""
+    wav2vec2, HuBERT, WavLM, ...). A config that cannot be fetched is a BackboneLoadError (asked once, not again
+    by the text path); one transformers does not know gives False (the text path then reports it)."""
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
 
     try:
         config = AutoConfig.from_pretrained(model_id)
-    except (OSError, ValueError):
+    except OSError as exc:
+        raise BackboneLoadError(
+            f"Could not load Hugging Face model '{model_id}': {str(exc).splitlines()[0]} Without network access, "
+            "pass a local folder that holds config.json, the weights and the tokenizer (text) or "
+            "preprocessor_config.json (audio): hf:/path/to/folder.") from None
+    except ValueError:
         return False
     return config.model_type in MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
 
