@@ -204,3 +204,15 @@ def test_lora_reaches_the_19_convolutions_named_conv(clips: list[np.ndarray]):
         merged = model.backbone.embed(batch)
     assert list(model.backbone.state_dict()) == list(build_backbone("speech-embedding", False).state_dict())
     torch.testing.assert_close(merged, adapted_features, atol=PARITY_ATOL, rtol=1e-5)
+
+
+def test_bf16_autocast_keeps_the_front_end_in_fp32(backbone: SpeechEmbeddingBackbone, clips: list[np.ndarray]):
+    batch = batch_of(clips, 2 * RATE)
+    with torch.inference_mode():
+        mel32 = backbone.model.frontend(batch["input_values"], torch.tensor([400, 190]))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mel16 = backbone.model.frontend(batch["input_values"], torch.tensor([400, 190]))
+            features = backbone.embed(batch)
+    assert mel16.dtype == torch.float32
+    torch.testing.assert_close(mel16, mel32)
+    assert torch.isfinite(features).all()

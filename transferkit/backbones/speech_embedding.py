@@ -86,9 +86,10 @@ class MelFrontEnd(nn.Module):
         self.register_buffer("mel_weights", torch.from_numpy(weights["1.melW"].copy()), persistent=False)
 
     def forward(self, waves: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        x = waves.unsqueeze(1).float() * PCM_SCALE
-        power = F.conv1d(x, self.stft_real, stride=HOP) ** 2 + F.conv1d(x, self.stft_imag, stride=HOP) ** 2
-        db = 10.0 * torch.log10(torch.matmul(power.transpose(1, 2), self.mel_weights).clamp(min=AMIN))
+        with torch.autocast(waves.device.type, enabled=False):  # powers reach ~1e14: fp32 even under autocast
+            x = waves.unsqueeze(1).float() * PCM_SCALE
+            power = F.conv1d(x, self.stft_real, stride=HOP) ** 2 + F.conv1d(x, self.stft_imag, stride=HOP) ** 2
+            db = 10.0 * torch.log10(torch.matmul(power.transpose(1, 2), self.mel_weights).clamp(min=AMIN))
         real = torch.arange(db.shape[1], device=db.device)[None, :] < frames[:, None]
         peak = db.masked_fill(~real[:, :, None], float("-inf")).amax(dim=(1, 2))
         return torch.maximum(db, (peak - TOP_DB)[:, None, None]) / 10.0 + 2.0
