@@ -4,7 +4,9 @@ Debian's ``asterisk-core-sounds-{en,es,fr,it,ru}-wav`` hold the Asterisk PBX voi
 (one voice per language: en_US and es_MX 'Allison', fr_CA 'June', it_IT 'Carlo', ru_RU 'IvrvoiceRU'); the same
 prompt file names recur across languages ('digits/7.wav', 'vm-youhave.wav'). A prompt's name is its path relative
 to the voice folder. Split BY PROMPT NAME, once (seed 0, whatever the training seed): every language's recording
-of a prompt lands in the same part, so no prompt heard in training, in any language, is in val or test. Left out:
+of a prompt lands in the same part, so no prompt heard in training, in any language, is in val or test; names
+whose recordings are the same sound in a language (en 'seconds' and 'queue-seconds': one recording filed twice,
+found by the data doctor's duplicate test) move together, so no recording is in two parts either. Left out:
 the language-free sounds (``silence/*``, beeps, tones, the conference join/leave chimes, ``tt-monkeys``: the same
 recording in every package) and empty files. Written the way real audio arrives, a class folder per language:
 
@@ -28,6 +30,8 @@ from pathlib import Path
 
 import soundfile as sf
 
+from transferkit.data.audio_checks import audio_info, near_audio
+
 LANGUAGES = ("en", "es", "fr", "it", "ru")
 PACKAGE = "asterisk-core-sounds-{}-wav"
 SOUNDS = Path("usr/share/asterisk/sounds")
@@ -35,7 +39,7 @@ NON_SPEECH = frozenset({"beep.wav", "beeperr.wav", "ascending-2tone.wav", "desce
                         "confbridge-join.wav", "confbridge-leave.wav", "tt-monkeys.wav"})
 FRACTIONS = {"test": 0.3, "val": 0.1}  # of the prompt names; the rest is train
 SPLIT_SEED = 0
-MARKER = "dataset.json"  # written into root: what was built (and a folder this script may rebuild)
+MARKER = ".dataset.json"  # written into root: what was built (hidden: the folder listing does not report it)
 DEFAULT_WORK = Path.home() / ".cache" / "transferkit-bench" / "asterisk"
 
 
@@ -75,12 +79,47 @@ def prompts(voice: Path) -> dict[str, Path]:
     return found
 
 
-def prompt_split(names: set[str] | list[str], seed: int = SPLIT_SEED) -> dict[str, str]:
-    """Prompt name -> 'train' | 'val' | 'test': a seeded shuffle of the sorted names, cut by FRACTIONS."""
-    order = sorted(names)
+def linked_prompts(by_language: dict[str, dict[str, Path]], work: Path) -> list[list[str]]:
+    """Prompt names whose recordings are the same sound in some language (one recording filed under two names, e.g.
+    en 'seconds' and 'queue-seconds'): the data doctor's exact/near-duplicate test (transferkit.data.audio_checks),
+    within each language. Cached in work/linked.json."""
+    cache = work / "linked.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    links = []
+    for found in by_language.values():
+        infos = {name: audio_info(path) for name, path in found.items()}
+        names = sorted(infos, key=lambda n: (infos[n].seconds, n))
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                if infos[b].seconds > infos[a].seconds * 1.05:  # near_audio needs durations within a few %
+                    break
+                if (infos[a].sha256 and infos[a].sha256 == infos[b].sha256) or near_audio(infos[a], infos[b]):
+                    links.append(sorted((a, b)))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(links))
+    return links
+
+
+def prompt_split(names: set[str] | list[str], links: list[list[str]] = (), seed: int = SPLIT_SEED) -> dict[str, str]:
+    """Prompt name -> 'train' | 'val' | 'test': groups of linked names (each name alone, unless ``links`` joins
+    it to others) in a seeded shuffle, cut by FRACTIONS of the names."""
+    group = {name: {name} for name in names}
+    for a, b in links:
+        if a in group and b in group and group[a] is not group[b]:
+            merged = group[a] | group[b]
+            for name in merged:
+                group[name] = merged
+    order = sorted({min(g) for g in group.values()})
     random.Random(seed).shuffle(order)
-    n_test, n_val = (round(len(order) * FRACTIONS[p]) for p in ("test", "val"))
-    return {name: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, name in enumerate(order)}
+    n_test, n_val = (round(len(group) * FRACTIONS[p]) for p in ("test", "val"))
+    parts, count = {}, 0
+    for first in order:
+        part = "test" if count < n_test else "val" if count < n_test + n_val else "train"
+        for name in group[first]:
+            parts[name] = part
+        count += len(group[first])
+    return parts
 
 
 def clips(work: Path = DEFAULT_WORK, languages: tuple[str, ...] = LANGUAGES) -> dict[str, dict[str, Path]]:
@@ -88,10 +127,11 @@ def clips(work: Path = DEFAULT_WORK, languages: tuple[str, ...] = LANGUAGES) -> 
     return {language: prompts(extracted(language, work)) for language in languages}
 
 
-def choose(by_language: dict[str, dict[str, Path]], per_language: int | None, seed: int) -> dict[str, list[tuple]]:
+def choose(by_language: dict[str, dict[str, Path]], per_language: int | None, seed: int,
+           links: list[list[str]] = ()) -> dict[str, list[tuple]]:
     """Split -> [(language, prompt name, file)]: the prompt-disjoint parts, train cut to ``per_language`` clips
     per language (a seeded sample; None: all)."""
-    parts = prompt_split({name for found in by_language.values() for name in found})
+    parts = prompt_split({name for found in by_language.values() for name in found}, links)
     chosen: dict[str, list[tuple]] = {"train": [], "val": [], "test": []}
     for language, found in sorted(by_language.items()):
         for part in chosen:
@@ -106,7 +146,7 @@ def choose(by_language: dict[str, dict[str, Path]], per_language: int | None, se
 
 
 def write(root: Path, chosen: dict[str, list[tuple]], info: dict) -> Path:
-    """The folders under ``root`` (replaced if an earlier build of this script is there), plus root/dataset.json."""
+    """The folders under ``root`` (replaced if an earlier build of this script is there), plus root/.dataset.json."""
     if root.exists() and any(root.iterdir()):
         if not (root / MARKER).is_file():
             raise FileExistsError(f"{root} exists and was not written by this script; choose an empty folder")
@@ -129,9 +169,11 @@ def write(root: Path, chosen: dict[str, list[tuple]], info: dict) -> Path:
 def build(root: str | Path, per_language: int | None = None, seed: int = 0, work: str | Path = DEFAULT_WORK,
           languages: tuple[str, ...] = LANGUAGES) -> Path:
     """Write the language-ID folders under ``root``; returns root. See the module docstring."""
-    chosen = choose(clips(Path(work), languages), per_language, seed)
+    by_language = clips(Path(work), languages)
+    chosen = choose(by_language, per_language, seed, linked_prompts(by_language, Path(work)))
     info = {"source": [PACKAGE.format(lang) for lang in languages], "per_language": per_language, "seed": seed,
-            "split": f"by prompt name, seed {SPLIT_SEED}, test {FRACTIONS['test']}, val {FRACTIONS['val']}"}
+            "split": f"by prompt name (same-sound names together), seed {SPLIT_SEED}, test {FRACTIONS['test']}, "
+                     f"val {FRACTIONS['val']}"}
     return write(Path(root), chosen, info)
 
 
