@@ -32,10 +32,16 @@ from transferkit.train.inference import predict_logits
 
 
 def with_teacher_image_size(cfg: FitConfig, modality: str) -> FitConfig:
-    """A distilled image student reads the teacher's image size unless --image-size says otherwise."""
-    if cfg.teacher is None or modality != "image" or cfg.image_size is not None:
+    """A distilled image student reads the teacher's image size unless --image-size says otherwise; an audio
+    student the teacher's clip length unless --clip-seconds does (then the teacher refuses to read its batches)."""
+    if cfg.teacher is None:
         return cfg
-    return replace(cfg, image_size=int(read_manifest(Path(cfg.teacher))["preprocessing"]["image_size"]))
+    if modality == "image" and cfg.image_size is None:
+        return replace(cfg, image_size=int(read_manifest(Path(cfg.teacher))["preprocessing"]["image_size"]))
+    if modality == "audio" and cfg.clip_seconds is None:
+        clip = read_manifest(Path(cfg.teacher))["preprocessing"].get("clip_seconds")
+        return replace(cfg, clip_seconds=float(clip)) if clip else cfg
+    return cfg
 
 
 def load_teacher(cfg: FitConfig, label_names: tuple[str, ...], model: TransferModel, strategy) -> Teacher | None:

@@ -1,4 +1,5 @@
-"""Shared pieces of the strategy tests: a tiny real image task, model builders and the loop's call order.
+"""Shared pieces of the strategy tests: a tiny real image task (or text, or audio), model builders and the loop's
+call order.
 
 Digits at 32 px through EfficientNet-Lite0 (pretrained unless the strategy says not). At 32 px the backbone's
 last feature map is 1x1, so a forward+backward of 16 images takes ~0.1-0.3 s on one CPU thread.
@@ -40,8 +41,9 @@ class Task:
     used whole for both (``split`` = 0). Its context carries a teacher (a linear probe on the same data) for
     distillation; the other strategies ignore it."""
 
-    def __init__(self, folder: Path, split: float = 0.2, backbone: str = "efficientnet_lite0"):
-        self.backbone = backbone
+    def __init__(self, folder: Path, split: float = 0.2, backbone: str = "efficientnet_lite0",
+                 clip_seconds: float | None = None):
+        self.backbone, self.clip_seconds = backbone, clip_seconds  # clip_seconds: audio clips' length
         self._teacher: TransferModel | None = None
         examples = load_source(folder).train
         if split:
@@ -56,9 +58,12 @@ class Task:
 
     def model(self, strategy: Strategy, seed: int = 0) -> TransferModel:
         torch.manual_seed(seed)  # the from-scratch backbone is drawn from the global RNG
-        backbone = build_backbone(self.backbone, pretrained=strategy.uses_pretrained_weights)
+        backbone = build_backbone(self.backbone, pretrained=strategy.uses_pretrained_weights,
+                                  clip_seconds=self.clip_seconds)
         if backbone.modality == "image":
             backbone.preprocessing = backbone.preprocessing.with_image_size(IMAGE_SIZE)
+        if backbone.modality == "audio" and self.clip_seconds:
+            backbone.preprocessing = backbone.preprocessing.with_clip_seconds(self.clip_seconds)
         return TransferModel(backbone, ClassificationHead(backbone.feature_dim, self.n_classes))
 
     def teacher(self) -> TransferModel:

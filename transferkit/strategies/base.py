@@ -91,7 +91,8 @@ class Strategy:
     def check_modality(self, model: TransferModel) -> None:
         if model.backbone.modality not in self.modalities:
             raise ConfigError(f"The {self.name} strategy adapts {' and '.join(self.modalities)} backbones only, not "
-                              f"{model.backbone.name} ({model.backbone.modality}); for images use lora or ia3.")
+                              f"{model.backbone.name} ({model.backbone.modality}); for {model.backbone.modality} "
+                              f"use lora or ia3 (or partial, gradual, finetune).")
 
     def __init__(self, config: StrategyConfig | None = None):
         self.config = config or self.config_class()

@@ -17,7 +17,9 @@ label order, and is never saved with the student.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -79,7 +81,8 @@ class Teacher(torch.nn.Module):
     """A fitted teacher model that reads the student's batches and answers in the student's label order.
 
     Images: the student's normalised pixels are mapped to the teacher's normalisation (and size), exactly.
-    Texts: the two tokenizers must agree (same vocabulary), since both read the same input ids.
+    Texts: the two tokenizers must agree (same vocabulary), since both read the same input ids. Audio: the same
+    sample rate, clip length and front end (feature extractor settings, or raw waves), for the same reason.
     """
 
     def __init__(self, model: torch.nn.Module, teacher_labels: list[str], student_labels: list[str],
@@ -93,6 +96,10 @@ class Teacher(torch.nn.Module):
         if teacher_spec.modality == "text" and not same_tokenizer(teacher_spec, student_spec):
             raise ConfigError(f"The teacher {source} tokenizes text differently from the student model; distil into "
                               f"a student that shares its vocabulary (e.g. minilm-l3 for a minilm teacher).")
+        if teacher_spec.modality == "audio" and (reason := audio_input_mismatch(teacher_spec, student_spec)):
+            raise ConfigError(f"The teacher {source} reads audio differently from the student model ({reason}); "
+                              f"distil into a student with the same input (e.g. whisper-tiny-en-l2 for a "
+                              f"whisper-tiny-en teacher, at the teacher's clip length).")
         self.model = model
         self.register_buffer("columns", torch.tensor([teacher_labels.index(x) for x in student_labels]), persistent=False)
         self.teacher_spec, self.student_spec = teacher_spec, student_spec
@@ -143,6 +150,29 @@ def _check_labels(task: Any, teacher_labels: list[str], student_labels: list[str
         raise ConfigError(f"The teacher {source} has the {noun} {', '.join(teacher_labels[:12])}; this data's "
                           f"{noun} are {', '.join(student_labels[:12])}. A {task.name} teacher needs the same {noun}: "
                           f"distil from a teacher fitted on data with this {noun[:-1]} set.")
+
+
+def audio_input_mismatch(teacher: PreprocessSpec, student: PreprocessSpec) -> str | None:
+    """Why a teacher cannot read the student's audio batches (both read the same collated tensors), or None:
+    another sample rate, clip length, or front end (a feature extractor with other settings, or raw waves)."""
+    if teacher.sample_rate != student.sample_rate:
+        return f"{teacher.sample_rate} Hz vs {student.sample_rate} Hz"
+    if teacher.clip_seconds != student.clip_seconds:
+        return f"{teacher.clip_seconds:g}-second clips vs {student.clip_seconds:g}-second clips"
+    extractors = [_extractor_settings(spec) for spec in (teacher, student)]
+    if extractors[0] != extractors[1]:
+        named = [f"a {x.get('feature_extractor_type', 'feature extractor')}" if x else "raw waveforms"
+                 for x in extractors]
+        return f"{named[0]} vs {named[1]}" if named[0] != named[1] else "feature extractors with other settings"
+    return None
+
+
+def _extractor_settings(spec: PreprocessSpec) -> dict[str, Any] | None:
+    if not spec.feature_extractor:
+        return None
+    config = json.loads((Path(spec.feature_extractor) / "preprocessor_config.json").read_text())
+    config.pop("processor_class", None)
+    return config
 
 
 def same_tokenizer(a: PreprocessSpec, b: PreprocessSpec) -> bool:

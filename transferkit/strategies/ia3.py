@@ -1,7 +1,8 @@
 """(IA)^3 (Liu et al. 2022) through `peft`: learned vectors that rescale activations of frozen layers.
 
 Imports transferkit.strategies. Even cheaper than LoRA (one vector per adapted layer): keys, values and the
-feed-forward output of each transformer layer, or EfficientNet's projection 1x1 convolutions. Like LoRA it is
+feed-forward output of each transformer layer (BERT's output.dense, Whisper's fc2, wav2vec2's output_dense), or
+EfficientNet's projection 1x1 convolutions (the speech-embedding CNN: its convolutions). Like LoRA it is
 merged into the base weights at ``finalize``, so the bundle is the plain architecture.
 """
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from transferkit.strategies.base import PeftStrategy, StrategyConfig, StrategyContext
-from transferkit.strategies.lora import inject_adapters, merge_adapters
+from transferkit.strategies.lora import default_targets, inject_adapters, merge_adapters
 from transferkit.tasks.model import TransferModel
 
-DEFAULT_TARGETS = {"text": ("key", "value", "output.dense"), "image": ("conv_pwl", "conv_head")}
-DEFAULT_FEEDFORWARD = {"text": ("output.dense",), "image": ("conv_pwl", "conv_head")}  # scale inputs, not outputs
+DEFAULT_TARGETS = {"text": ("key", "value", "output.dense"), "image": ("conv_pwl", "conv_head"),
+                   "audio": ("k_proj", "v_proj", "fc2", "output_dense")}  # Whisper: fc2; wav2vec2: output_dense
+DEFAULT_FEEDFORWARD = {"text": ("output.dense",), "image": ("conv_pwl", "conv_head"),  # scale inputs, not outputs
+                       "audio": ("fc2", "output_dense")}
+BACKBONE_TARGETS = {"speech-embedding": ("conv",)}
 
 
 @dataclass(frozen=True)
@@ -30,10 +34,9 @@ class IA3(PeftStrategy):
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         from peft import IA3Config as PeftIA3Config
 
-        modality = model.backbone.modality
-        targets = list(self.config.target_modules or DEFAULT_TARGETS[modality])
-        feedforward = list(self.config.feedforward_modules or
-                           (DEFAULT_FEEDFORWARD[modality] if not self.config.target_modules else ()))
+        targets = list(self.config.target_modules or default_targets(model, DEFAULT_TARGETS, BACKBONE_TARGETS))
+        feedforward = list(self.config.feedforward_modules or (
+            default_targets(model, DEFAULT_FEEDFORWARD, BACKBONE_TARGETS) if not self.config.target_modules else ()))
         inject_adapters(model, PeftIA3Config(target_modules=targets, feedforward_modules=feedforward), "ia3_")
 
     def finalize(self, model: TransferModel) -> TransferModel:

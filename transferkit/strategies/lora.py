@@ -1,7 +1,8 @@
 """LoRA (Hu et al. 2021) through the `peft` library: low-rank updates beside frozen pretrained weights.
 
 Imports transferkit.strategies. peft's ``inject_adapter_in_model`` wraps the target layers of the backbone in
-place (attention projections of a transformer; the pointwise 1x1 convolutions of an EfficientNet), only the
+place (attention projections of a transformer, Whisper's and wav2vec2's q/k/v/out_proj included; the pointwise
+1x1 convolutions of an EfficientNet; the speech-embedding CNN's convolutions), only the
 LoRA matrices and the new head train, and ``finalize`` merges the updates into the base weights and unwraps the
 layers, so the bundle holds the plain architecture (no peft needed to load it) and predicts exactly as the
 adapted model did. The head is part of TransferModel, not of peft's wrapper, so it is always trained and saved
@@ -20,7 +21,19 @@ from transferkit.tasks.model import TransferModel
 DEFAULT_TARGETS = {
     "text": ("query", "value"),  # BERT-style attention projections (MiniLM), as in the LoRA paper
     "image": ("conv_pwl", "conv_head"),  # EfficientNet projection 1x1 convs (the expansion ones would add ~4 %)
+    "audio": ("q_proj", "k_proj", "v_proj", "out_proj"),  # Whisper / wav2vec2 / HuBERT / WavLM self-attention
 }
+# backbones whose layers the modality's defaults miss: the speech-embedding CNN has no attention, its 19
+# convolutions are each named 'conv' (the final projection is left out, as a head-side layer)
+BACKBONE_TARGETS = {"speech-embedding": ("conv",)}
+
+
+def default_targets(model: TransferModel, defaults: dict[str, tuple[str, ...]],
+                    per_backbone: dict[str, tuple[str, ...]]) -> list[str]:
+    """The layers a PEFT method adapts when ``target_modules`` is not given: the backbone's own, else its
+    modality's (registered students share their teacher's names: 'whisper-tiny-en-l2' is Whisper)."""
+    backbone = model.backbone
+    return list(per_backbone.get(backbone.name) or defaults[backbone.modality])
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,7 @@ class Lora(PeftStrategy):
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         from peft import LoraConfig as PeftLoraConfig
 
-        targets = list(self.config.target_modules or DEFAULT_TARGETS[model.backbone.modality])
+        targets = list(self.config.target_modules or default_targets(model, DEFAULT_TARGETS, BACKBONE_TARGETS))
         config = PeftLoraConfig(r=self.config.rank, lora_alpha=self.config.alpha, lora_dropout=self.config.dropout,
                                 target_modules=targets)
         inject_adapters(model, config, "lora_")
