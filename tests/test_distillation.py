@@ -123,3 +123,23 @@ def test_a_teacher_of_another_task_or_label_set_is_refused(setup, tmp_path: Path
     with pytest.raises(ConfigError, match=f"is a classification model but this fit is {task}"):
         transferkit.fit(str(files["labeled"]), strategy="distill", teacher=str(other.bundle_dir),
                         out=str(tmp_path / "s"), task=task, **STUDENT)
+
+
+def test_audio_teacher_distils_into_the_whisper_student_at_its_clip_length(tone_folder: Path, tmp_path: Path):
+    """A whisper-tiny-en linear probe (1.5-second clips) distils into whisper-tiny-en-l2: the student takes the
+    teacher's clip length without --clip-seconds, and its bundle reloads and predicts as fit scored it; a student
+    that reads raw waveforms (speech-embedding) is refused, naming the one that fits."""
+    teacher = transferkit.fit(str(tone_folder), model="whisper-tiny-en", strategy="linear-probe", clip_seconds=1.5,
+                              out=str(tmp_path / "teacher"), progress=False, baseline=False)
+    student = transferkit.fit(str(tone_folder), strategy="distill", teacher=str(teacher.bundle_dir),
+                              out=str(tmp_path / "student"), batch_size=4,
+                              **{**STUDENT, "model": "whisper-tiny-en-l2"})
+    bundle = load_bundle(student.bundle_dir)
+    assert bundle.preprocessing.clip_seconds == 1.5 and bundle.manifest["backbone"]["name"] == "whisper-tiny-en-l2"
+    assert len(bundle.model.backbone.model.layers) == 2
+    val = transferkit.evaluate(student.bundle_dir, str(tone_folder), split="train", progress=False)
+    assert val["n"] == 12  # every clip of the tone folder read through the bundle alone
+    with pytest.raises(ConfigError, match=r"reads audio differently from the student model \(a "
+                                          r"WhisperFeatureExtractor vs raw waveforms\)"):
+        transferkit.fit(str(tone_folder), strategy="distill", teacher=str(teacher.bundle_dir),
+                        out=str(tmp_path / "refused"), **{**STUDENT, "model": "speech-embedding"})

@@ -188,3 +188,19 @@ def test_init_from_a_huber_regression_bundle_keeps_its_task_and_loss(tmp_path: P
     assert (manifest["train_config"]["loss"], manifest["train_config"]["huber_delta"]) == ("huber", 0.5)
     mse, _ = _refit(old, codes, tmp_path / "mse", strategy="head", loss="mse", baseline=False)
     assert load_bundle(mse.bundle_dir).manifest["train_config"]["loss"] == "mse"
+
+
+def test_init_from_an_audio_bundle_keeps_its_clip_length(tone_folder: Path, tmp_path: Path):
+    """The bundle's clip length (Whisper's encoder positions) is the start: used without --clip-seconds, and a
+    different --clip-seconds is refused with the length the bundle was fitted on."""
+    old = transferkit.fit(str(tone_folder), model="whisper-tiny-en", strategy="linear-probe", clip_seconds=1.5,
+                          out=str(tmp_path / "old"), progress=False, baseline=False)
+    new = transferkit.fit(str(tone_folder), strategy="finetune", init_from=str(old.bundle_dir), epochs=1,
+                          batch_size=4, out=str(tmp_path / "new"), progress=False, baseline=False)
+    bundle = load_bundle(new.bundle_dir)
+    assert bundle.preprocessing.clip_seconds == 1.5
+    assert bundle.model.backbone.model.config.max_source_positions == 75  # 1.5 s of 20 ms positions
+    assert json.loads((new.run_dir / "metrics.json").read_text())["init_from"]["bundle"] == str(old.bundle_dir.resolve())
+    with pytest.raises(ConfigError, match=r"was fitted on 1.5-second clips; drop --clip-seconds 2 "):
+        transferkit.fit(str(tone_folder), strategy="finetune", init_from=str(old.bundle_dir), clip_seconds=2.0,
+                        out=str(tmp_path / "refused"), progress=False)

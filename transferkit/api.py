@@ -268,7 +268,8 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     cfg = task_choice.with_task_loss(cfg)  # regression: 'mse' unless --loss huber, recorded as such
     prepared = prepare_data(checked, replace(cfg, val_data=None, test_data=None))
     cfg = distillation.with_teacher_image_size(cfg, prepared.modality)
-    init = start_from(cfg.init_from, cfg.model, cfg.image_size, prepared.modality, strategy) if cfg.init_from else None
+    init = start_from(cfg.init_from, cfg.model, cfg.image_size, prepared.modality, strategy,
+                      cfg.clip_seconds) if cfg.init_from else None
     if init is not None:  # fit --init-from BUNDLE: its backbone and head; its classes first, then the new ones
         prepared.label_map = init.labels(prepared.label_map, cfg)
     identity = data_identity({"train": prepared.train, "val": prepared.val, "test": prepared.test},

@@ -99,8 +99,10 @@ class InitFrom:
         return out
 
 
-def start_from(folder: str | Path, model_name: str, image_size: int | None, modality: str, strategy) -> InitFrom:
-    """Load the bundle to continue from, refusing combinations that would not continue it."""
+def start_from(folder: str | Path, model_name: str, image_size: int | None, modality: str, strategy,
+               clip_seconds: float | None = None) -> InitFrom:
+    """Load the bundle to continue from, refusing combinations that would not continue it (another model, image
+    size or clip length: the bundle's preprocessing and architecture are the start)."""
     folder = Path(folder)
     if not strategy.uses_pretrained_weights:
         raise ConfigError(f"--init-from continues from {folder}'s weights but --strategy {strategy.name} starts from "
@@ -118,6 +120,10 @@ def start_from(folder: str | Path, model_name: str, image_size: int | None, moda
     if image_size is not None and image_size != bundle.preprocessing.image_size:
         raise ConfigError(f"--init-from {folder} was fitted at {bundle.preprocessing.image_size} px; drop "
                           f"--image-size {image_size} (the preprocessing comes from the bundle).")
+    if clip_seconds is not None and modality == "audio" and clip_seconds != bundle.preprocessing.clip_seconds:
+        raise ConfigError(f"--init-from {folder} was fitted on {bundle.preprocessing.clip_seconds:g}-second clips; "
+                          f"drop --clip-seconds {clip_seconds:g} (the clip length comes from the bundle: Whisper's "
+                          "encoder positions were built for it).")
     return InitFrom(bundle, state_dict_sha256(bundle.model.backbone.model))
 
 
