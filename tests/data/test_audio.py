@@ -65,6 +65,35 @@ def test_load_audio_undecodable_empty_and_missing_name_the_file(tmp_path: Path):
         load_audio(tmp_path / "gone.wav", 16000)
 
 
+@pytest.mark.parametrize("ext", ["wav", "flac", "ogg"])
+def test_load_audio_from_bytes_equals_from_the_file_and_arrays_pass_through(tmp_path: Path, ext: str):
+    """Uploads (serve) arrive as bytes; parity checks feed synthetic clips as arrays at the target rate."""
+    path = tmp_path / f"t.{ext}"
+    sf.write(path, tone(440.0, 1.2, 22050, 2, seed=3), 22050)
+    from_file = load_audio(path, 16000)
+    np.testing.assert_array_equal(load_audio(path.read_bytes(), 16000), from_file)
+    np.testing.assert_array_equal(load_audio(from_file, 16000), from_file)
+    with pytest.raises(AudioDecodeError, match=r"files\[0\] \(x\.wav\): cannot be decoded as audio"):
+        load_audio(b"RIFF" + bytes(40), 16000, where="files[0] (x.wav)")
+    with pytest.raises(AudioDecodeError, match=r"upload: empty file"):
+        load_audio(b"", 16000, where="upload")
+    with pytest.raises(AudioDecodeError, match="1-d array of finite mono samples"):
+        load_audio(np.zeros((10, 2), np.float32), 16000)
+
+
+def test_max_seconds_refuses_long_clips_from_the_header_before_decoding(tmp_path: Path):
+    from transferkit.data.audio import AudioTooLongError
+
+    path = tmp_path / "long.flac"
+    sf.write(path, np.zeros((16000 * 3, 1), np.float32) + 0.1, 16000)
+    assert len(load_audio(path.read_bytes(), 16000, max_seconds=3.0)) == 48000  # exactly the limit passes
+    with pytest.raises(AudioTooLongError, match=r"up: the clip is 3.0 s long, over the 2.5-second limit") as info:
+        load_audio(path.read_bytes(), 16000, where="up", max_seconds=2.5)
+    assert info.value.kind == "too-long" and isinstance(info.value, AudioDecodeError)
+    with pytest.raises(AudioTooLongError, match=r"long\.flac: the clip is 3.0 s long"):
+        load_audio(path, 16000, max_seconds=2.5)
+
+
 def test_crop_or_pad_centres_in_evaluation_crops_randomly_in_training_and_pads_at_the_end():
     wave = np.arange(10, dtype=np.float32)
     np.testing.assert_array_equal(crop_or_pad(wave, 4), [3, 4, 5, 6])

@@ -4,12 +4,15 @@ Imports only transferkit.core. ``soundfile`` (libsndfile) decodes WAV, FLAC, OGG
 Any channel count becomes mono (the mean of the channels) and any sample rate the one asked for, so clips recorded
 at 8 kHz stereo and 48 kHz mono reach a backbone alike. A clip that cannot be decoded, holds no samples or holds
 non-finite values is an ``AudioDecodeError`` naming the file and what to do; loaders and the data doctor catch it
-the way they catch ``ImageDecodeError``.
+the way they catch ``ImageDecodeError``. A clip may also come as the file's bytes (an upload, with an optional
+limit on its duration: ``AudioTooLongError``) or as an array of mono samples already at the target rate.
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,21 +32,45 @@ class AudioDecodeError(DataError):
         self.where, self.reason, self.kind, self.format = where, reason, kind, format
 
 
+class AudioTooLongError(AudioDecodeError):
+    """A clip longer than a stated maximum (serve's --max-audio-seconds), known from its header before decoding."""
+
+    def __init__(self, where: str, seconds: float, max_seconds: float):
+        super().__init__(where, f"the clip is {seconds:.1f} s long, over the {max_seconds:g}-second limit per clip; "
+                         "cut it into shorter clips", "too-long")
+        self.seconds, self.max_seconds = seconds, max_seconds
+
+
 def is_audio_name(name: str | Path) -> bool:
     return os.path.splitext(str(name))[1].lower() in AUDIO_EXTENSIONS
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """The clip as decoded: float32 [frames, channels] and its own sample rate."""
+def read_audio(source: str | Path | bytes, where: str | None = None, max_seconds: float | None = None
+               ) -> tuple[np.ndarray, int]:
+    """The clip as decoded: float32 [frames, channels] and its own sample rate. ``source`` is a path or the file's
+    bytes (an upload; ``where`` names it in errors). ``max_seconds``: a longer clip is an ``AudioTooLongError``
+    raised from the header, before decoding (a small compressed upload can hold hours of audio); soundfile never
+    decodes more frames than the header states."""
     import soundfile as sf
 
-    where = str(path)
-    if not os.path.isfile(where):
-        raise AudioDecodeError(where, "file not found; fix the path or restore the file", "missing-audio")
-    if os.path.getsize(where) == 0:
-        raise AudioDecodeError(where, "empty file (0 bytes); remove it", "empty-file")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        where = where or f"<{len(source)} bytes of audio>"
+        if len(source) == 0:
+            raise AudioDecodeError(where, "empty file (0 bytes); send the clip's bytes", "empty-file")
+        opened: Any = io.BytesIO(bytes(source))
+    else:
+        where = where or str(source)
+        if not os.path.isfile(source):
+            raise AudioDecodeError(where, "file not found; fix the path or restore the file", "missing-audio")
+        if os.path.getsize(source) == 0:
+            raise AudioDecodeError(where, "empty file (0 bytes); remove it", "empty-file")
+        opened = str(source)
     try:
-        data, rate = sf.read(where, dtype="float32", always_2d=True)
+        with sf.SoundFile(opened) as f:
+            rate, frames = int(f.samplerate), int(f.frames)
+            if max_seconds is not None and frames > max_seconds * rate:
+                raise AudioTooLongError(where, frames / rate, max_seconds)
+            data = f.read(dtype="float32", always_2d=True)
     except (RuntimeError, OSError, ValueError, TypeError) as exc:  # soundfile.LibsndfileError is a RuntimeError
         detail = getattr(exc, "error_string", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
         raise AudioDecodeError(where, f"cannot be decoded as audio ({detail}); {_FIX}") from None
@@ -51,7 +78,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         raise AudioDecodeError(where, "holds no audio (0 samples); remove it or record it again", "empty-file")
     if not np.isfinite(data).all():
         raise AudioDecodeError(where, "holds NaN or infinite samples; re-export it from the recording software")
-    return data, int(rate)
+    return data, rate
 
 
 def to_mono(data: np.ndarray) -> np.ndarray:
@@ -68,9 +95,16 @@ def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
     return np.asarray(soxr.resample(wave, rate, target), dtype=np.float32)
 
 
-def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 samples of ``path`` at ``sample_rate``; AudioDecodeError naming the file when it is unusable."""
-    data, rate = read_audio(path)
+def load_audio(source: str | Path | bytes | np.ndarray, sample_rate: int, where: str | None = None,
+               max_seconds: float | None = None) -> np.ndarray:
+    """Mono float32 samples of ``source`` at ``sample_rate``; AudioDecodeError naming the file when it is unusable.
+    ``source``: a path, a file's bytes, or a 1-d array taken as mono samples already at ``sample_rate``."""
+    if isinstance(source, np.ndarray):
+        if source.ndim != 1 or not np.isfinite(source).all():
+            raise AudioDecodeError(where or "an audio array", "in-memory audio must be a 1-d array of finite mono "
+                                   f"samples at {sample_rate} Hz; got shape {source.shape}")
+        return np.ascontiguousarray(source, dtype=np.float32)
+    data, rate = read_audio(source, where, max_seconds)
     return resample(to_mono(data), rate, sample_rate)
 
 

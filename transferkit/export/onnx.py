@@ -29,10 +29,19 @@ from torch import nn
 
 from transferkit.core.errors import BundleError, ConfigError
 from transferkit.core.io import atomic_write_json, staged_folder
+from transferkit.data.audio import clip_samples
+from transferkit.data.audio_loader import AudioCollator
 from transferkit.data.examples import Examples
 from transferkit.data.labels import LabelMap
 from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
-from transferkit.export.bundle import MANIFEST, load_bundle, read_manifest, recorded_precision
+from transferkit.export.bundle import (
+    FEATURE_EXTRACTOR,
+    MANIFEST,
+    bundle_spec,
+    load_bundle,
+    read_manifest,
+    recorded_precision,
+)
 from transferkit.export.recorded import check_inputs, recorded_split
 from transferkit.export.rows import ModelBatch, model_batches, torch_rows
 from transferkit.tasks import Task
@@ -41,6 +50,7 @@ from transferkit.tasks.model import TransferModel
 ONNX_FILE = "model.onnx"
 PARITY_ATOL = 1e-4
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+AUDIO_INPUTS = ("input_features", "input_values", "attention_mask")
 
 
 class ExportError(BundleError):
@@ -96,11 +106,8 @@ def load_onnx_bundle(folder: Path, threads: int | None = None) -> OnnxBundle:
     if not set(names) <= found:
         raise BundleError(f"{folder / ONNX_FILE} takes inputs {sorted(found)} but {MANIFEST} lists {names}; "
                           "the export is damaged — run `transferkit export` again.")
-    spec = dict(manifest["preprocessing"])
-    if spec.get("tokenizer") is not None:
-        spec["tokenizer"] = str(folder / "tokenizer")
-    return OnnxBundle(session, names, manifest, LabelMap(tuple(manifest["labels"])), PreprocessSpec.from_dict(spec),
-                      folder)
+    return OnnxBundle(session, names, manifest, LabelMap(tuple(manifest["labels"])),
+                      bundle_spec(manifest["preprocessing"], folder), folder)
 
 
 class _Logits(nn.Module):
@@ -118,9 +125,13 @@ SAMPLE_TEXTS = ["a", "a somewhat longer text, so the first one is padded"]
 
 
 def _sample_batch(spec: PreprocessSpec, per_word: bool) -> dict[str, torch.Tensor]:
-    """Two inputs; for text of different lengths, so the traced graph contains the padding-mask path."""
+    """Two inputs; for text and audio of different lengths, so the traced graph contains the padding-mask path."""
     if spec.modality == "image":
         return {"pixel_values": torch.zeros(2, 3, spec.image_size, spec.image_size)}
+    if spec.modality == "audio":  # the backbone's batch from the audio collator: a whole clip and one of a third
+        samples = clip_samples(spec.clip_seconds, spec.sample_rate)
+        waves = [np.sin(np.arange(n, dtype=np.float32) * 0.05) * 0.1 for n in (samples, max(1, samples // 3))]
+        return AudioCollator(spec).features(waves)
     if per_word:  # the tensors the token windows carry (data.token_loader), without the word positions
         return next(model_batches(Examples("text", SAMPLE_TEXTS, None, "sample"), spec, 2, per_word=True)).inputs
     return dict(load_tokenizer(spec)(SAMPLE_TEXTS, padding=True, return_tensors="pt"))
@@ -129,6 +140,8 @@ def _sample_batch(spec: PreprocessSpec, per_word: bool) -> dict[str, torch.Tenso
 def _input_names(spec: PreprocessSpec, per_word: bool = False) -> list[str]:
     if spec.modality == "image":
         return ["pixel_values"]
+    if spec.modality == "audio":
+        return [name for name in AUDIO_INPUTS if name in _sample_batch(spec, per_word)]
     accepted = set(load_tokenizer(spec).model_input_names) & set(_sample_batch(spec, per_word))
     return [name for name in TEXT_INPUTS if name in accepted]
 
@@ -264,6 +277,8 @@ def export_onnx(bundle_dir: Path, out_dir: Path, int8: bool = False, opset: int 
         entry["vs_bundle"] = vs_bundle(bundle, model, eager, onnx, check, "int8" if int8 else "fp32")
         if spec.modality == "text":
             shutil.copytree(bundle_dir / "tokenizer", staging / "tokenizer")
+        if spec.feature_extractor is not None:  # audio: the feature extraction stays in preprocessing
+            shutil.copytree(bundle_dir / FEATURE_EXTRACTOR, staging / FEATURE_EXTRACTOR)
         atomic_write_json(staging / MANIFEST, {**bundle.manifest, "runtime": "onnx", "onnx": entry})
     return entry
 

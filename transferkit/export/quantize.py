@@ -8,6 +8,9 @@ quantization runs its convolutions as ConvInteger, ~10x slower than fp32, while 
 The int8 model replaces the fp32 one in the export; the manifest says which method was used and what it cost.
 Token classification is compared per word (transferkit.export.rows gathers each word's logits from the graph's
 per-sub-word output): tag agreement with fp32, and word-tag accuracy and entity F1 on labeled sentences.
+Audio: a transformers speech encoder is quantized dynamically like a text encoder (matrices only); the
+speech-embedding CNN statically like an image CNN, its fixed log-mel front end left in float. The feature
+extraction (log-mels for Whisper) runs before the graph in both runtimes.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ N_ACCURACY = 500  # labeled examples scored by both the fp32 and the int8 model
 BERT_LIKE = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert", "mpnet")
 DROP_WARNING_POINTS = 1.0
 HUGE_WEIGHT = 100.0  # a head weight this large turns int8 feature noise of ~1e-2 into logit noise of ~1
+FRONT_END = "/frontend/"  # ONNX node scope of speech-embedding's fixed log-mel front end (its ``frontend`` module)
 
 
 def _head_nodes(path: Path) -> list[str]:
@@ -95,18 +99,42 @@ class _Calibration:
         return next(self.batches, None)
 
 
-def _quantize_cnn(bundle: Bundle, fp32: Path, out: Path, names: list[str], calibration: Examples) -> dict[str, Any]:
+def _quantize_cnn(bundle: Bundle, fp32: Path, out: Path, names: list[str], calibration: Examples,
+                  audio: bool = False) -> dict[str, Any]:
+    """``audio`` (speech-embedding): only the CNN's convolutions; its fixed log-mel front end stays in float (int8
+    there moved logits 8x more on tone clips) and the mask arithmetic too (constant ranges give NaN zero points)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = out.with_name("prepared.onnx")
     quant_pre_process(str(fp32), str(prepared))
+    keep = _head_nodes(prepared) + (_nodes_under(prepared, FRONT_END) if audio else [])
     quantize_static(str(prepared), str(out), _Calibration(calibration, bundle.preprocessing, names),
                     quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=_head_nodes(prepared))
+                    weight_type=QuantType.QInt8, nodes_to_exclude=keep, op_types_to_quantize=["Conv"] if audio else None)
     prepared.unlink()
     return {"method": "static QDQ", "weights": "int8 per channel", "activations": "uint8, calibrated",
-            "calibration": {"n": len(calibration), "inputs": calibration.source}, "float": "the head"}
+            "calibration": {"n": len(calibration), "inputs": calibration.source},
+            "float": "the mel front end and the head" if audio else "the head"}
+
+
+def _nodes_under(path: Path, scope: str) -> list[str]:
+    import onnx
+
+    return [node.name for node in onnx.load(str(path), load_external_data=False).graph.node if scope in node.name]
+
+
+def _quantize_speech_encoder(fp32: Path, out: Path) -> dict[str, Any]:
+    """A transformers speech encoder (Whisper, wav2vec2-style): the attention and feed-forward matrices, dynamically;
+    its convolutional front end stays in float (as ConvInteger it would run ~10x slower). On whisper-tiny-en
+    probes of tone clips: top-1 agreement with fp32 0.98 on 100 clips, against 0.95 for calibrated static QDQ."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
+                     nodes_to_exclude=_head_nodes(fp32), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return {"method": "dynamic", "weights": "int8 per channel (attention and feed-forward)",
+            "activations": "uint8, scaled per batch at run time", "float": "the convolutional front end and the head"}
 
 
 def _regression_accuracy(bundle: Bundle, fp32, int8, names: list[str], labeled: Examples) -> dict[str, Any]:
@@ -178,12 +206,15 @@ def quantize_bundle(bundle: Bundle, onnx_file: Path, names: list[str], check: Ex
     """Replace ``onnx_file`` (fp32) by its int8 version; the manifest's ``int8`` entry."""
     int8_file = onnx_file.with_name("int8.onnx")
     with _quiet():
+        audio = bundle.preprocessing.modality == "audio"
         if bundle.preprocessing.modality == "text":
             info = _quantize_text(bundle, onnx_file, int8_file)
+        elif audio and getattr(getattr(bundle.model.backbone, "model", None), "config", None) is not None:
+            info = _quantize_speech_encoder(onnx_file, int8_file)
         else:
             train = recorded.train if recorded is not None and recorded.train is not None else None
             calibration = spread(train, N_CALIBRATION) if train is not None else check
-            info = _quantize_cnn(bundle, onnx_file, int8_file, names, calibration)
+            info = _quantize_cnn(bundle, onnx_file, int8_file, names, calibration, audio)
     fp32_session, int8_session = open_session(onnx_file), open_session(int8_file)
     batches = [b for b in model_batches(check, bundle.preprocessing, 32, bundle.model.task.per_word)
                if b.inputs is not None]

@@ -96,17 +96,28 @@ def spread(examples: Examples, n: int) -> Examples:
 
 
 def synthetic_examples(spec: PreprocessSpec, n: int, seed: int = 0) -> Examples:
-    """Random pictures, or texts of 5-40 random vocabulary tokens: inputs for a parity check without real data."""
+    """Random pictures, texts of 5-40 random vocabulary tokens, or clips (a tone of random pitch in noise, a tenth
+    to the whole of the clip length, as mono arrays at the spec's rate): inputs for a parity check without real
+    data."""
     rng = np.random.default_rng(seed)
     if spec.modality == "image":
         size = spec.image_size
         inputs: list[Any] = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
         return Examples("image", inputs, None, "synthetic images")
+    if spec.modality == "audio":
+        return Examples("audio", [_synthetic_clip(spec, rng) for _ in range(n)], None, "synthetic clips")
     tokenizer = load_tokenizer(spec)
     special = set(tokenizer.all_special_ids)
     vocab = np.array([i for i in range(tokenizer.vocab_size) if i not in special])
     texts = [tokenizer.decode(rng.choice(vocab, size=int(rng.integers(5, 41))).tolist()) for _ in range(n)]
     return Examples("text", texts, None, "synthetic texts")
+
+
+def _synthetic_clip(spec: PreprocessSpec, rng: np.random.Generator) -> np.ndarray:
+    samples = max(1, int(spec.clip_seconds * spec.sample_rate * rng.uniform(0.1, 1.0)))
+    t = np.arange(samples) / spec.sample_rate
+    wave = rng.uniform(0.05, 0.5) * np.sin(2 * np.pi * rng.uniform(80, 2000) * t) + rng.normal(0, 0.02, samples)
+    return wave.astype(np.float32)
 
 
 def check_inputs(spec: PreprocessSpec, recorded: RecordedSplit | None, where: str, n: int) -> tuple[Examples, str]:
