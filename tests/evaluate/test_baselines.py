@@ -1,12 +1,26 @@
 """The plain references of compare (transferkit.evaluate.baselines): the word-feature CRF for tokens learns entities
-from context and word shape (names and cities it never saw), and reports the bundles' seqeval keys."""
+from context and word shape (names and cities it never saw), and reports the bundles' seqeval keys; audio clips are
+described by MFCC statistics (the same numbers benchmarks/audio.py computed at 8 kHz), and a compare on a tone folder
+runs that reference beside the strategies."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from transferkit.evaluate.baselines import crf_reference, reference_name, sentence_features
+from tests.conftest import tone, write_tone_folder
+from transferkit.compare import compare
+from transferkit.data.labels import LabelMap
+from transferkit.data.sources import load_source
+from transferkit.evaluate.baselines import (
+    crf_reference,
+    mfcc_statistics,
+    reference_metrics,
+    reference_name,
+    sentence_features,
+)
 from transferkit.evaluate.token_metrics import sequence_report
 
 TRAIN_NAMES = ("Anna", "Bruno", "Chen", "Dana", "Emil", "Fatima")
@@ -60,3 +74,35 @@ def test_word_features_cover_the_word_its_neighbours_and_the_sentence_ends():
 def test_reference_names_per_task():
     assert reference_name("text", "tokens") == "word-crf"
     assert reference_name("text", "regression") == "tfidf-ridge" and reference_name("image") == "pixels-logreg"
+    assert reference_name("audio") == "mfcc-logreg" and reference_name("audio", "regression") == "mfcc-ridge"
+
+
+def test_mfcc_statistics_are_20_means_and_20_stds_at_any_rate():
+    """At 8 kHz: 256-sample windows, hop 80, 40 mel bands, i.e. what benchmarks/audio.py computed by hand. (The mel
+    bands reach the rate's Nyquist frequency, so the reference decodes every clip at 16 kHz first.)"""
+    import librosa
+
+    wave = tone(440.0, 1.0, 8000)[:, 0]
+    direct = librosa.feature.mfcc(y=wave, sr=8000, n_mfcc=20, n_fft=256, hop_length=80, n_mels=40)
+    np.testing.assert_allclose(mfcc_statistics(wave, 8000), np.r_[direct.mean(1), direct.std(1)], rtol=1e-6)
+    a, b = (mfcc_statistics(tone(440.0, 1.0, 16000, seed=seed)[:, 0], 16000) for seed in (0, 1))
+    other = mfcc_statistics(tone(1760.0, 1.0, 16000)[:, 0], 16000)
+    assert a.shape == (40,) and np.linalg.norm(a - b) < 0.2 * np.linalg.norm(a - other)
+
+
+def test_audio_reference_reads_clips_not_pixels(tone_folder: Path, tmp_path: Path):
+    """Mixed rates, channels and formats are decoded as audio (an image reader would fail on them) and the two
+    pitches of the tone folder are told apart."""
+    train = load_source(tone_folder).train
+    test = load_source(write_tone_folder(tmp_path / "test", per_class=3, seed=1)).train
+    metrics = reference_metrics(train, test, LabelMap.from_labels(train.labels, "train"))
+    assert metrics["accuracy"] == 1.0 and metrics["n"] == 6
+
+
+def test_compare_on_audio_runs_the_mfcc_reference(tone_folder: Path, tmp_path: Path):
+    summary = compare(str(tone_folder), ["linear-probe"], [None], seeds=1, out=str(tmp_path / "cmp"),
+                      progress=False, model="speech-embedding", clip_seconds=1.0)
+    assert summary["reference_name"] == "mfcc-logreg"
+    assert {r["strategy"] for r in summary["runs"]} == {"linear-probe", "mfcc-logreg"}
+    assert "mfcc-logreg: logistic regression" in summary["config"]["reference"]
+    assert "mfcc-logreg" in (tmp_path / "cmp" / "compare.html").read_text()

@@ -1,11 +1,14 @@
-"""The plain reference a transfer method has to beat: logistic regression (regression: ridge) on raw pixels or on
-TF-IDF; for tokens a linear-chain CRF (sklearn-crfsuite) on hand-made word features (``crf_reference``).
+"""The plain reference a transfer method has to beat: logistic regression (regression: ridge) on raw pixels, on
+TF-IDF, or on MFCC statistics for audio; for tokens a linear-chain CRF (sklearn-crfsuite) on hand-made word features
+(``crf_reference``).
 
 Imports transferkit.data and transferkit.evaluate. No pretrained weights at all: if a transfer strategy cannot
 beat this, the pretrained model did not help on this data, and the comparison says so. The CRF's features are the
 classic CoNLL set (lowercased word, 2-3 character prefixes and suffixes, title/upper/digit flags, word shape, the
 same for the words either side, BOS/EOS); it is scored with the bundles' seqeval report, so its entity F1 is the
-number a fitted bundle's `evaluate --json` prints.
+number a fitted bundle's `evaluate --json` prints. An audio clip is described by the mean and standard deviation
+over time of 20 MFCCs (librosa; 32 ms windows every 10 ms, 40 mel bands) of the whole clip, mono at 16 kHz:
+40 numbers, standardised like the pixels. benchmarks/audio.py computes its reference with ``mfcc_statistics``.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.preprocessing import StandardScaler
 
+from transferkit.data.audio import load_audio
 from transferkit.data.conll import TagMap
 from transferkit.data.examples import Examples
 from transferkit.data.images import load_image
@@ -30,6 +34,8 @@ from transferkit.evaluate.multilabel_metrics import multilabel_report
 from transferkit.evaluate.token_metrics import sequence_report
 
 PIXEL_SIZE = 32  # images are resized to 32 x 32 RGB before flattening
+MFCC_RATE = 16000  # audio clips are decoded to mono at this rate (mixed rates then describe alike)
+N_MFCC, N_MELS, WINDOW_SECONDS, HOP_SECONDS = 20, 40, 0.032, 0.010
 
 
 CRF_NAME = "word-crf"
@@ -39,7 +45,7 @@ def reference_name(modality: str, task: str = "classification") -> str:
     if task == "tokens":
         return CRF_NAME
     model = "ridge" if task == "regression" else "logreg"
-    return f"tfidf-{model}" if modality == "text" else f"pixels-{model}"
+    return {"text": "tfidf", "audio": "mfcc"}.get(modality, "pixels") + f"-{model}"
 
 
 def _pixels(examples: Examples) -> np.ndarray:
@@ -48,13 +54,29 @@ def _pixels(examples: Examples) -> np.ndarray:
     return np.stack(rows)
 
 
+def mfcc_statistics(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mean and std over time of 20 MFCCs of a mono clip (32 ms windows, 10 ms hop, 40 mel bands at its rate)."""
+    import librosa
+
+    n_fft = int(round(WINDOW_SECONDS * sample_rate))
+    mfcc = librosa.feature.mfcc(y=np.asarray(wave, dtype=np.float32), sr=sample_rate, n_mfcc=N_MFCC, n_fft=n_fft,
+                                hop_length=int(round(HOP_SECONDS * sample_rate)), n_mels=N_MELS)
+    return np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1)])
+
+
+def _mfccs(examples: Examples) -> np.ndarray:
+    return np.stack([mfcc_statistics(load_audio(x, MFCC_RATE), MFCC_RATE) for x in examples.inputs])
+
+
 def _features(train: Examples, test: Examples) -> tuple[Any, Any]:
-    """Word 1-2-gram TF-IDF, or standardised pixels."""
+    """Word 1-2-gram TF-IDF, or standardised pixels, or standardised MFCC statistics."""
     if train.modality == "text":
         vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2))
         return vectorizer.fit_transform(train.inputs), vectorizer.transform(test.inputs)
-    scaler = StandardScaler().fit(_pixels(train))
-    return scaler.transform(_pixels(train)), scaler.transform(_pixels(test))
+    describe = _mfccs if train.modality == "audio" else _pixels
+    x_train, x_test = describe(train), describe(test)
+    scaler = StandardScaler().fit(x_train)
+    return scaler.transform(x_train), scaler.transform(x_test)
 
 
 def reference_metrics(train: Examples, test: Examples,
