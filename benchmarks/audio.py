@@ -27,7 +27,6 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
-import librosa
 import numpy as np
 import soundfile as sf
 import torch
@@ -38,6 +37,7 @@ from sklearn.preprocessing import StandardScaler
 
 import transferkit
 from transferkit.config import FitConfig
+from transferkit.evaluate.baselines import mfcc_statistics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from audio_data import DEFAULT_WORK, MARKER, build  # noqa: E402  (benchmarks/ is not a package)
@@ -46,7 +46,7 @@ MODEL = "whisper-tiny-en"
 SIZES = ("10", "30", "all")  # training clips per language
 STRATEGIES = ("linear-probe", "finetune", "lora", "scratch", "reference")
 METRICS = ("accuracy", "macro_f1")
-MFCC = {"n_mfcc": 20, "n_fft": 256, "hop_length": 80, "n_mels": 40}  # 32 ms windows, 10 ms hop at 8 kHz
+MFCC = {"n_mfcc": 20, "n_fft": 256, "hop_length": 80, "n_mels": 40}  # mfcc_statistics at 8 kHz: 32 ms / 10 ms
 _features: dict[str, np.ndarray] = {}  # clip path -> MFCC statistics (val/test are shared by every row)
 
 
@@ -61,8 +61,7 @@ def mfcc_stats(path: Path) -> np.ndarray:
     key = str(path)
     if key not in _features:
         wave, rate = sf.read(key, dtype="float32", always_2d=True)
-        mfcc = librosa.feature.mfcc(y=wave.mean(axis=1), sr=rate, **MFCC)
-        _features[key] = np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1)])
+        _features[key] = mfcc_statistics(wave.mean(axis=1), rate)  # compare's reference, at the clip's own rate
     return _features[key]
 
 
