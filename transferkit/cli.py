@@ -449,7 +449,7 @@ Examples:
 
     curl -s localhost:8000/v1/predict -H 'content-type: application/json' -d '{"inputs": ["a new text"], "top_k": 2}'
 
-    curl -s localhost:8000/v1/predict -F files=@photo.jpg -F files=@other.png
+    curl -s localhost:8000/v1/predict -F files=@photo.jpg -F files=@other.png      # or clips: -F files=@clip.wav
 
 Endpoints: POST /v1/predict, GET /v1/model, /health/live, /health/ready, /metrics. With a token, all but
 /health/* need 'Authorization: Bearer TOKEN'.
@@ -468,6 +468,7 @@ def serve(
     concurrency: int | None = typer.Option(None, help="Requests in progress at once, 503 beyond [default: 64]."),
     timeout: float | None = typer.Option(None, help="Seconds per request, 504 beyond [default: 30]."),
     max_pixels: int | None = typer.Option(None, help="Decoded pixels per request, its images summed [default: 16 M]."),
+    max_audio_seconds: float | None = typer.Option(None, help="Seconds per audio clip, 413 beyond [default: 60]."),
     runtime: str | None = typer.Option(None, help="auto | torch | onnx (an exported bundle) [default: auto]."),
     access_log: bool = typer.Option(False, help="Log every request."),
 ) -> None:
@@ -475,7 +476,8 @@ def serve(
     from transferkit.serve.config import ServeConfig
 
     given = {"host": host, "port": port, "token": token, "max_batch": max_batch, "max_body_mb": max_body_mb,
-             "concurrency": concurrency, "timeout_s": timeout, "max_pixels": max_pixels}
+             "concurrency": concurrency, "timeout_s": timeout, "max_pixels": max_pixels,
+             "max_audio_seconds": max_audio_seconds}
     config = ServeConfig(**{k: v for k, v in given.items() if v is not None})  # refuses exposure before loading
     from transferkit.serve.server import serve as run_server
 

@@ -76,3 +76,15 @@ def test_serve_command_answers_and_exits_cleanly_on_sigterm(cli_env: dict[str, s
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_max_audio_seconds_reaches_the_config_and_is_checked_before_loading(monkeypatch, capsys, tmp_path: Path):
+    from transferkit import cli
+
+    monkeypatch.setattr(sys, "argv", ["transferkit", "serve", "--bundle", str(tmp_path / "no-such-bundle"),
+                                      "--max-audio-seconds", "0"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    stderr = capsys.readouterr().err.replace("\n", "")
+    assert exit_info.value.code == 2 and "'max_audio_seconds' parameter of ServeConfig must be a number > 0" in stderr
+    assert "no-such-bundle" not in stderr

@@ -5,7 +5,9 @@ caller already loaded: no route takes a path, a model name or a URL, so no reque
 file or load a model. Every refusal is a 4xx (or 503/504) whose detail names the input and the fix; a 500
 means a bug. The token and body guards run before routing (see limits.py). A token-classification model takes
 texts or pre-split word lists and answers per input its words, tags and entities — the JSON object `predict`
-writes per line (transferkit.serve.token_output).
+writes per line (transferkit.serve.token_output). An audio model takes clips as multipart files or base64 in JSON;
+each is decoded (after its header shows it within --max-audio-seconds) and cropped as predict crops it, off the
+event loop, and answered like predict's row for it.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from starlette.datastructures import UploadFile
 
 from transferkit.core.errors import DataError
+from transferkit.data.audio import AudioDecodeError, AudioTooLongError, clip_samples, crop_or_pad, load_audio
 from transferkit.data.examples import Examples
 from transferkit.data.images import ImageDecodeError, decode_image
 from transferkit.export.bundle import bundle_task
@@ -42,6 +45,17 @@ MAX_REPORTED_ERRORS = 5
 class ImageInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image_base64: StrictStr
+
+
+class AudioInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    audio_base64: StrictStr
+
+
+class AudioRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[AudioInput] = Field(min_length=1)
+    top_k: StrictInt | None = Field(default=None, ge=1)
 
 
 class TextRequest(BaseModel):
@@ -78,6 +92,10 @@ class Service:
         self.kind = "a text model" if self.modality == "text" else "an image model"
         self.hint = ('send {"inputs": ["a text", ...]}' if self.modality == "text" else
                      'send {"inputs": [{"image_base64": "..."}, ...]} or multipart/form-data files')
+        if self.modality == "audio":
+            self.kind = "an audio model"
+            self.hint = ('send clips (WAV, FLAC, OGG, MP3) as multipart/form-data files or {"inputs": '
+                         '[{"audio_base64": "..."}, ...]}')
         if self.task.per_word:
             self.kind = "a token-classification model (a tag per word)"
             self.hint = 'send {"inputs": ["a text", ...]} or pre-split words {"inputs": [["Anna", "lives"], ...]}'
@@ -94,8 +112,9 @@ class Service:
 
     async def warm_up(self) -> None:
         """One prediction before /health/ready says yes: the first forward pass pays for lazy initialisation."""
-        size = self.predictor.bundle.preprocessing.image_size
-        dummy = "warm-up" if self.modality == "text" else Image.new("RGB", (size, size), "white")
+        spec = self.predictor.bundle.preprocessing
+        dummy = "warm-up" if self.modality == "text" else Image.new("RGB", (spec.image_size,) * 2, "white") \
+            if self.modality == "image" else 0.1 * np.sin(np.arange(spec.sample_rate, dtype=np.float32) * 0.05)
         try:
             await self.batcher.predict([dummy])
         except Exception as exc:
@@ -129,7 +148,7 @@ class Service:
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media == "application/json":
             raw, top_k = self._parse_json(await request.body())
-        elif media == "multipart/form-data" and self.modality == "image":
+        elif media == "multipart/form-data" and self.modality in ("image", "audio"):
             raw, top_k = await self._parse_multipart(request)
         else:
             got = media or "no Content-Type"
@@ -137,9 +156,10 @@ class Service:
         if len(raw) > self.config.max_batch:
             raise HTTPException(413, f"{len(raw)} inputs exceed the limit of {self.config.max_batch} per request "
                                      "(--max-batch); split them over several requests.")
+        decode = self._decode_audio if self.modality == "audio" else self._decode_images
         try:
             inputs = raw if self.modality == "text" else \
-                await anyio.to_thread.run_sync(self._decode_images, raw, limiter=self.decoders)
+                await anyio.to_thread.run_sync(decode, raw, limiter=self.decoders)
             probabilities = await self.batcher.predict(inputs)
         except DataError as exc:
             raise HTTPException(422, str(exc)) from None
@@ -149,7 +169,8 @@ class Service:
         return {"predictions": self._format(probabilities, top_k)}
 
     def _parse_json(self, body: bytes) -> tuple[list[Any], int | None]:
-        schema = TokensRequest if self.task.per_word else TextRequest if self.modality == "text" else ImageRequest
+        schema = TokensRequest if self.task.per_word else TextRequest if self.modality == "text" else \
+            AudioRequest if self.modality == "audio" else ImageRequest
         try:
             parsed = schema.model_validate_json(body)
         except ValidationError as exc:
@@ -160,8 +181,9 @@ class Service:
         if self.task.per_word and parsed.top_k is not None:
             raise HTTPException(422, "top_k ranks classes per input; this token-classification model answers a tag "
                                      "per word with its score. Drop top_k.")
+        field = "audio_base64" if self.modality == "audio" else "image_base64"
         raw = parsed.inputs if self.modality == "text" else \
-            [(f"inputs[{i}].image_base64", item.image_base64) for i, item in enumerate(parsed.inputs)]
+            [(f"inputs[{i}].{field}", getattr(item, field)) for i, item in enumerate(parsed.inputs)]
         return raw, parsed.top_k
 
     async def _parse_multipart(self, request: Request) -> tuple[list[Any], int | None]:
@@ -177,7 +199,8 @@ class Service:
                         raise HTTPException(422, f"Form field 'top_k' must be an integer >= 1; got {value!r}.")
                     top_k = int(value)
                 else:
-                    raise HTTPException(422, f"Unexpected form field '{name}': send images as file fields "
+                    what = "clips" if self.modality == "audio" else "images"
+                    raise HTTPException(422, f"Unexpected form field '{name}': send {what} as file fields "
                                              "(e.g. 'files') and optionally 'top_k'.")
         finally:
             await form.close()
@@ -204,6 +227,22 @@ class Service:
             images.append(image)
         return images
 
+    def _decode_audio(self, raw: list[tuple[str, bytes | str]]) -> list[np.ndarray]:
+        """Each clip decoded to mono at the model's rate and cropped to its clip length as `predict` does (so at
+        most one clip length per input is held); a clip whose header says it is over --max-audio-seconds is refused
+        before decoding (a few KB of FLAC silence can hold hours)."""
+        spec, clips = self.predictor.bundle.preprocessing, []
+        samples = clip_samples(spec.clip_seconds, spec.sample_rate)
+        for where, data in raw:
+            if isinstance(data, str):
+                data = _b64decode(where, data, AudioDecodeError)
+            try:
+                wave = load_audio(data, spec.sample_rate, where, self.config.max_audio_seconds)
+            except AudioTooLongError as exc:
+                raise HTTPException(413, f"{exc} (--max-audio-seconds).") from None
+            clips.append(crop_or_pad(wave, samples)[:min(len(wave), samples)])
+        return clips
+
     def _format(self, probabilities: np.ndarray | list[dict[str, Any]], top_k: int | None) -> list[dict[str, Any]]:
         if self.task.per_word:  # already the rows predict writes
             return list(probabilities)
@@ -219,22 +258,25 @@ class Service:
             "labels": list(self.labels),
             "backbone": (manifest.get("backbone") or {}).get("name"),
             "strategy": (manifest.get("strategy") or {}).get("name"),
-            "input": {"image_size": spec.image_size} if self.modality == "image" else {"max_length": spec.max_length},
+            "input": {"image_size": spec.image_size} if self.modality == "image" else
+            {"sample_rate": spec.sample_rate, "clip_seconds": spec.clip_seconds} if self.modality == "audio" else
+            {"max_length": spec.max_length},
             "metrics": manifest.get("metrics", {}),
             "created": manifest.get("created"),
             "transferkit_version": (manifest.get("versions") or {}).get("transferkit"),
             "limits": {"max_batch": self.config.max_batch, "max_body_mb": self.config.max_body_mb,
-                       "timeout_s": self.config.timeout_s, "max_pixels": self.config.max_pixels},
+                       "timeout_s": self.config.timeout_s, "max_pixels": self.config.max_pixels,
+                       "max_audio_seconds": self.config.max_audio_seconds},
         }
 
 
-def _b64decode(where: str, text: str) -> bytes:
+def _b64decode(where: str, text: str, error: type[DataError] = ImageDecodeError) -> bytes:
     if text.startswith("data:") and "," in text:  # a data URL, as browsers produce
         text = text.split(",", 1)[1]
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ImageDecodeError(where, f"not valid base64 ({exc})") from None
+        raise error(where, f"not valid base64 ({exc})") from None
 
 
 def _describe(errors: list[dict[str, Any]]) -> str:

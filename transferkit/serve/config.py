@@ -26,6 +26,7 @@ class ServeConfig:
     concurrency: int = 64  # prediction requests admitted at once (queued or running); more get 503
     timeout_s: float = 30.0  # per request: reading the body (408) and answering it (504)
     max_pixels: int = 16_000_000  # decoded pixels per request (all its images; JPEGs decode at reduced size)
+    max_audio_seconds: float = 60.0  # per uploaded clip, read from its header before decoding
     retry_after_s: int = 1  # the Retry-After header on 503
 
     def __post_init__(self) -> None:
@@ -36,7 +37,7 @@ class ServeConfig:
                 raise ConfigError(f"The '{name}' parameter of ServeConfig must be an int >= {low}. Got {value!r} instead.")
         if self.port > 65535:
             raise ConfigError(f"The 'port' parameter of ServeConfig must be <= 65535. Got {self.port} instead.")
-        for name in ("max_body_mb", "timeout_s"):
+        for name in ("max_body_mb", "timeout_s", "max_audio_seconds"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"The '{name}' parameter of ServeConfig must be a number > 0. Got {value!r} instead.")

@@ -7,6 +7,7 @@ own preprocessing, never one re-specified by the caller, and the same input pipe
 A token-classification bundle (``task.per_word``) answers per input its words, their tags and the entities
 (transferkit.serve.token_output): texts are cut into words, long ones into overlapping sub-word windows, and both
 runtimes' per-sub-word logits become per-word scores through the same code (transferkit.export.rows).
+An audio bundle reads clips as file paths, the files' bytes (uploads) or mono arrays at the spec's sample rate.
 """
 from __future__ import annotations
 
