@@ -1,18 +1,22 @@
 """Self-contained HTML reports (report.html per run, compare.html per comparison), rendered with Jinja2.
 
-Imports transferkit.data (image loading for thumbnails) and transferkit.evaluate. Every plot and thumbnail is
-a data URI and the CSS is inline, so a report opens offline and makes no network request.
+Imports transferkit.data (image and audio loading for thumbnails) and transferkit.evaluate. Every plot and
+thumbnail is a data URI and the CSS is inline, so a report opens offline and makes no network request. An audio
+clip's thumbnail is its waveform over its log-mel spectrogram (decoded mono at 16 kHz); its input summary reads
+clip durations and sample rates from the file headers (never decoding a clip as an image).
 """
 from __future__ import annotations
 
 import base64
 import io
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from jinja2 import Environment
 
+from transferkit.data.audio import load_audio
 from transferkit.data.images import load_image
 from transferkit.evaluate import plots
 from transferkit.evaluate.comparison import METRIC_NAMES
@@ -22,6 +26,7 @@ from transferkit.tasks import ClassificationTask, Task
 
 N_CONFIDENT_ERRORS = 12
 SNIPPET_CHARS = 280
+THUMBNAIL_RATE = 16000  # audio thumbnails decode clips mono at this rate
 
 
 def _template(name: str) -> Any:
@@ -53,6 +58,15 @@ def thumbnail(item: Any, size: int = 96) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def audio_thumbnail(item: Any) -> str:
+    """A PNG data URI of a clip's waveform and log-mel spectrogram; empty if it cannot be decoded."""
+    try:
+        wave = load_audio(item, THUMBNAIL_RATE)
+    except Exception:  # a report must not die on one unreadable example
+        return ""
+    return plots.audio_thumbnail(wave, THUMBNAIL_RATE)
+
+
 def confident_errors(inputs: list[Any], ids: list[str], y_true: np.ndarray, probabilities: np.ndarray,
                      names: list[str], modality: str, n: int = N_CONFIDENT_ERRORS,
                      task: Task | None = None) -> list[dict[str, Any]]:
@@ -68,6 +82,8 @@ def confident_errors(inputs: list[Any], ids: list[str], y_true: np.ndarray, prob
                "confidence": float(confidence[i])}
         if modality == "image":
             row["thumbnail"] = thumbnail(inputs[i])
+        elif modality == "audio":
+            row.update(thumbnail=audio_thumbnail(inputs[i]), audio=True, text=Path(str(inputs[i])).name)
         else:
             text = str(inputs[i])
             row["text"] = text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else "")
@@ -76,7 +92,10 @@ def confident_errors(inputs: list[Any], ids: list[str], y_true: np.ndarray, prob
 
 
 def inputs_summary(examples: Any, sample: int = 200) -> str:
-    """One sentence on the inputs: image sizes (from up to ``sample`` headers) or text lengths in words."""
+    """One sentence on the inputs: image sizes (from up to ``sample`` headers), clip durations and sample rates
+    (audio headers), or text lengths in words."""
+    if examples.modality == "audio":
+        return _audio_summary(examples.inputs[:sample])
     if examples.modality == "text":
         words = np.array([len(str(t).split()) for t in examples.inputs])
         return (f"Text length in words: median {int(np.median(words))}, 95th percentile "
@@ -93,6 +112,24 @@ def inputs_summary(examples: Any, sample: int = 200) -> str:
     areas = sorted(sizes, key=lambda s: s[0] * s[1])
     return (f"Image sizes (first {len(sizes)} training images, width x height): smallest {areas[0][0]}x{areas[0][1]}, "
             f"median {areas[len(areas) // 2][0]}x{areas[len(areas) // 2][1]}, largest {areas[-1][0]}x{areas[-1][1]}.")
+
+
+def _audio_summary(paths: list[Any]) -> str:
+    import soundfile
+
+    seconds, rates = [], set()
+    for path in paths:
+        try:
+            info = soundfile.info(str(path))
+        except Exception:  # the doctor reports unreadable clips; a summary just skips them
+            continue
+        seconds.append(info.frames / info.samplerate)
+        rates.add(int(info.samplerate))
+    if not seconds:
+        return ""
+    return (f"Clip durations (first {len(seconds)} training clips): shortest {min(seconds):.2f} s, median "
+            f"{float(np.median(seconds)):.2f} s, longest {max(seconds):.2f} s; sample rates "
+            f"{', '.join(f'{r:,}' for r in sorted(rates))} Hz.")
 
 
 def render_report(run: dict[str, Any]) -> str:
