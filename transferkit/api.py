@@ -170,6 +170,8 @@ def _build_model(cfg: FitConfig, modality: str, n_classes: int, pretrained: bool
                           f"use e.g. --model {DEFAULT_FOR_MODALITY[modality]}.")
     if modality == "image":
         backbone.preprocessing = backbone.preprocessing.with_image_size(cfg.image_size)
+    if modality == "audio":  # saved in the bundle's spec: predict crops/pads to the same length
+        backbone.preprocessing = backbone.preprocessing.with_clip_seconds(cfg.clip_seconds)
     task = get_task(cfg.task or "classification")
     head = task.head(backbone.feature_dim, n_classes, label_smoothing=cfg.train.label_smoothing, names=names,
                      loss=cfg.train.loss, huber_delta=cfg.train.huber_delta)
