@@ -135,7 +135,7 @@ def _audio_summary(paths: list[Any]) -> str:
 def render_report(run: dict[str, Any]) -> str:
     """``run``: title, model, strategy, created, metrics (per split), notes, data {sizes, class_counts,
     inputs_summary, lengths?}, history, config, environment, trainable_params, total_params, before_after?,
-    errors {split: rows}. Plots are drawn here from those numbers."""
+    domain? (evaluate.domain_report.domain_section), errors {split: rows}. Plots are drawn here from those numbers."""
     metrics = run["metrics"]
     split_plots = {}
     for split, m in metrics.items():
@@ -160,7 +160,7 @@ def render_report(run: dict[str, Any]) -> str:
         curves=plots.learning_curves(history) if history else None, plots=split_plots,
         errors=run.get("errors", {}), config=run["config"], environment=run["environment"],
         trainable_params=run["trainable_params"], total_params=run["total_params"],
-        before_after=run.get("before_after"), distillation=run.get("distillation"))
+        before_after=run.get("before_after"), distillation=run.get("distillation"), domain=run.get("domain"))
 
 
 def render_compare(summary: dict[str, Any]) -> str:

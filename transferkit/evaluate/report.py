@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from transferkit.evaluate.comparison import METRIC_NAMES
+from transferkit.evaluate.domain_report import domain_markdown
 from transferkit.train.loop import TrainResult
 
 
@@ -205,6 +206,7 @@ def render_markdown(run: dict[str, Any]) -> str:
                   _table(["model", f"{kd['split']} accuracy", "examples / s"],
                          [[r["name"], _fmt(r["accuracy"]), _fmt(r["per_s"])] for r in kd["rows"]]), "",
                   kd["statement"], ""]
+    parts += domain_markdown(run.get("domain"))
     data = run["data"]
     parts += ["## Data", "", _table(["split", "examples"], [[k, v] for k, v in data["sizes"].items()]), ""]
     if data.get("inputs_summary"):
