@@ -41,6 +41,7 @@ import torch
 
 import transferkit
 from transferkit.config import FitConfig
+from transferkit.evaluate.domain_report import gap_share
 from transferkit.strategies import STRATEGIES
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -106,13 +107,15 @@ def summarise(pair: str, method: str, runs: list[dict], n_test: int) -> dict:
 
 
 def with_gaps(rows: list[dict]) -> list[dict]:
-    """``gap_closed`` on every adaptation row whose pair has source-only and oracle rows (accuracy seed means)."""
+    """``gap_closed`` on every adaptation row whose pair has source-only and oracle rows (accuracy seed means; none
+    when source-only already reaches the oracle)."""
     ends = {(r["pair"], r["method"]): r["accuracy"]["mean"] for r in rows}
     for row in rows:
         row.pop("gap_closed", None)
         low, high = ends.get((row["pair"], "source-only")), ends.get((row["pair"], "oracle"))
-        if row["method"] in ADAPTATION and low is not None and high is not None and high != low:
-            row["gap_closed"] = (row["accuracy"]["mean"] - low) / (high - low)
+        share = gap_share(low, row["accuracy"]["mean"], high) if low is not None else None  # the report's formula
+        if row["method"] in ADAPTATION and share is not None:
+            row["gap_closed"] = share
     return rows
 
 
