@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit import distillation, run_record, task_choice
+from transferkit import distillation, domain, run_record, task_choice
 from transferkit.backbones import DEFAULT_FOR_MODALITY, build_backbone
 from transferkit.backbones.features import FeatureCache, extract_features
 from transferkit.backbones.text import DEFAULT_MAX_LENGTH, token_counter
@@ -265,6 +265,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
     checked, data_report = check_data(data, cfg)  # the data doctor: unreadable inputs left out, fatal findings stop
     cfg = replace(cfg, task=data_report.stats["task"])  # as given, or detected from the labels (and then said so)
+    domain.check_target_rules(cfg, strategy)  # --target-data with dann/coral/mmd only, and they need it
     if cfg.init_from:  # a Huber bundle goes on with Huber unless --loss says otherwise
         cfg = task_choice.with_bundle_loss(cfg, read_manifest(Path(cfg.init_from)))
     cfg = task_choice.with_task_loss(cfg)  # regression: 'mse' unless --loss huber, recorded as such
@@ -303,9 +304,12 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     model.head.set_class_weight(None if class_weight is None else torch.from_numpy(class_weight))
     teacher = distillation.load_teacher(cfg, prepared.label_map.names, model, strategy)
     unlabeled, unlabeled_report = distillation.unlabeled_examples(cfg, prepared.modality, strategy)
+    target, target_report = domain.target_examples(cfg, prepared.modality) if cfg.target_data else (None, None)
     ctx = StrategyContext(n_classes=len(prepared.label_map), seed=cfg.train.seed, class_weight=class_weight,
                           features=_feature_source(model, prepared, cfg, precision), teacher=teacher,
-                          unlabeled=unlabeled)
+                          unlabeled=unlabeled, target=None if target is None else domain.target_stream(
+                              target, model.backbone.preprocessing, cfg, len(prepared.train),
+                              cfg.train.batch_size_for(len(prepared.train), model.task.batch_size)))
     before = _before_adaptation(model, ctx, prepared, strategy, cfg) if engine.is_main else None
     seed_everything(cfg.train.seed)
     strategy.prepare(model, ctx)
@@ -354,6 +358,8 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     if unlabeled_report is not None:  # --unlabeled-data: its unreadable inputs are left out and counted too
         summary.update(n_unlabeled=len(ctx.unlabeled), unlabeled_skipped=unlabeled_report.skipped(),
                        n_skipped=data_report.n_skipped + unlabeled_report.n_skipped)
+    if target is not None:  # --target-data: how many target inputs adapted the model, which were left out
+        summary.update(domain.target_summary(target, target_report))
     if ctx.teacher is not None:
         summary.update(distillation.teacher_summary(ctx.teacher, model, prepared, spec, inference, cfg.train.progress))
     if init is not None:  # old vs new model on new and old test data: forgetting, made visible

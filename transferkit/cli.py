@@ -123,6 +123,8 @@ def fit(
     init_from: str | None = typer.Option(None, help="Continue from this bundle/ (weights + head) on new data; new "
                                          "classes extend the head; the report compares old and new model."),
     unlabeled_data: str | None = typer.Option(None, help="distill: extra inputs without labels, labeled by the teacher."),
+    target_data: str | None = typer.Option(None, help="dann/coral/mmd: unlabeled inputs of the target domain (a folder "
+                                           "of images or clips, or a .csv/.jsonl of texts; labels are not read)."),
     max_minutes: float | None = typer.Option(None, help="Time budget: stop cleanly, keep the best weights."),
     checkpoint_steps: int | None = typer.Option(None, help="Checkpoint every N steps too (always each epoch)."),
     precision: str | None = typer.Option(None, help="auto | fp32 | bf16."),

@@ -38,6 +38,7 @@ class FitConfig:
     teacher: str | None = None  # distill: the bundle/ folder of a fitted teacher
     init_from: str | None = None  # continue from this bundle/ (backbone + head); new classes extend the head
     unlabeled_data: str | None = None  # extra inputs without labels (distill: the teacher labels them)
+    target_data: str | None = None  # domain adaptation: unlabeled inputs of the target domain (dann, coral, mmd)
     baseline: bool = True  # also fit a frozen-feature linear probe: the "before" of the report's before-vs-after
     strict: bool = False  # the data doctor's findings are all fatal (transferkit.data.doctor)
     dedupe: bool = False  # leave out later copies of duplicate / near-duplicate inputs (train < val < test)

@@ -12,6 +12,8 @@ from transferkit.core.errors import ConfigError
 from transferkit.core.registry import lookup
 from transferkit.strategies.adapter import Adapter
 from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext
+from transferkit.strategies.coral import Coral
+from transferkit.strategies.dann import Dann
 from transferkit.strategies.distill import Distill
 from transferkit.strategies.finetune import Finetune
 from transferkit.strategies.gradual import Gradual
@@ -21,6 +23,7 @@ from transferkit.strategies.l2sp import L2SP
 from transferkit.strategies.linear_probe import LinearProbe
 from transferkit.strategies.lora import Lora
 from transferkit.strategies.lp_ft import LPFT
+from transferkit.strategies.mmd import Mmd
 from transferkit.strategies.partial import Partial
 from transferkit.strategies.prompt import PromptTuning
 from transferkit.strategies.scratch import Scratch
@@ -39,6 +42,9 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "finetune": Finetune,
     "l2sp": L2SP,
     "distill": Distill,
+    "dann": Dann,
+    "coral": Coral,
+    "mmd": Mmd,
     "scratch": Scratch,
 }
 

@@ -56,7 +56,8 @@ class StrategyContext:
     """What the api hands a strategy besides the model.
 
     ``features(split)`` returns cached frozen features and integer labels for 'train' or 'val'.
-    ``teacher`` (distillation) and ``unlabeled`` (domain adaptation, self-training) are None unless given.
+    ``teacher`` (distillation), ``unlabeled`` (distillation's extra inputs) and ``target`` (domain adaptation:
+    a stream of unlabeled target batches, paired with the labeled ones by strategies.domain) are None unless given.
     ``class_weight`` (one per class, or None) is what the loop's loss uses; closed-form heads apply it too.
     """
 
@@ -66,6 +67,7 @@ class StrategyContext:
     features: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
     teacher: nn.Module | None = None
     unlabeled: Any = None  # distill: Examples without labels that join the training set
+    target: Any = None  # domain adaptation: the resumable stream of unlabeled target batches (train.streams)
     extras: dict[str, Any] = field(default_factory=dict)
     forward: Callable[[dict[str, Any]], torch.Tensor] | None = None  # the model as the engine wrapped it (DDP)
     helpers: dict[str, nn.Module] = field(default_factory=dict)  # helper modules as the engine wrapped them
@@ -87,6 +89,7 @@ class Strategy:
     trains_with_loop: ClassVar[bool] = True
     modalities: ClassVar[tuple[str, ...]] = ("image", "text")  # the backbones it knows how to adapt
     needs_teacher: ClassVar[bool] = False
+    needs_target: ClassVar[bool] = False  # reads unlabeled target-domain batches (fit --target-data)
 
     def check_modality(self, model: TransferModel) -> None:
         if model.backbone.modality not in self.modalities:

@@ -67,6 +67,12 @@ def distill_space(trial: Any) -> dict[str, Any]:
             "alpha": trial.suggest_float("alpha", 0.5, 1.0)}
 
 
+def domain_space(trial: Any) -> dict[str, Any]:
+    """dann, coral, mmd: fine-tuning plus the weight of the domain loss (tune selects on the labeled source's
+    validation split; label-free selection on the target is the report's business)."""
+    return {**_finetune(trial), "weight": trial.suggest_float("weight", 0.1, 10.0, log=True)}
+
+
 def no_space(trial: Any) -> dict[str, Any]:
     """linear-probe: a closed-form head that picks its own regularisation on the training data; nothing to tune."""
     return {}
@@ -86,5 +92,8 @@ SEARCH_SPACES: dict[str, Space] = {
     "finetune": _finetune,
     "l2sp": l2sp_space,
     "distill": distill_space,
+    "dann": domain_space,
+    "coral": domain_space,
+    "mmd": domain_space,
     "scratch": _loop,
 }
