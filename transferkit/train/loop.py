@@ -47,6 +47,7 @@ from transferkit.train.config import TrainConfig
 from transferkit.train.engine import Engine, LocalEngine
 from transferkit.train.inference import predict_logits, to_device
 from transferkit.train.optim import build_optimizer, warmup_cosine
+from transferkit.train.selection import LabelFreeSelection
 
 
 @dataclass
@@ -76,6 +77,7 @@ class LoopState:
     best_epoch: int = 0
     best_score: float = -math.inf
     best_loss: float = math.inf  # breaks ties in the task's score (small validation sets saturate macro-F1 at 1.0)
+    best_selection: float | None = None  # the kept epoch's label-free score (train.selection), when one selects
     finished: bool = False
     stopped_early: bool = False
     stopped_by_time: bool = False
@@ -117,7 +119,7 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
           val_loader: DataLoader, cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False,
           batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
           on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-          engine: Engine | None = None) -> TrainResult:
+          engine: Engine | None = None, selection: LabelFreeSelection | None = None) -> TrainResult:
     """Train ``model`` with ``strategy``; checkpoints go to ``run_dir/checkpoints`` (none if run_dir is None).
 
     ``resume`` continues from the newest complete checkpoint there (or starts fresh if there is none).
@@ -125,6 +127,8 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     ``on_epoch_end(epoch, row)`` sees each validated epoch's history row (epoch 1-based) after its checkpoint;
     an exception it raises (tune's optuna.TrialPruned) ends training there and reaches the caller.
     ``engine`` (default: LocalEngine, this process alone) says where the steps run (train.engine).
+    ``selection`` (domain adaptation) adds its label-free score to every validation row and keeps the epoch it
+    prefers instead of the task's best (train.selection).
     """
     engine = engine or LocalEngine()
     device = next(model.parameters()).device
@@ -158,10 +162,12 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     else:
         # Epoch 0 is the model before any step: if training never beats it on val (e.g. a probe-initialised
         # head on very few labels), the untouched model is what we keep.
-        initial = {"epoch": 0, "train_loss": None, **_validate_on_main(engine, evaluated, val_loader, scoring)}
+        initial = {"epoch": 0, "train_loss": None,
+                   **_validate_on_main(engine, evaluated, val_loader, scoring, selection)}
         state.history.append(initial)
         state.best_score, state.best_loss = initial[model.task.selection_metric], initial["val_loss"]
         state.best_epoch = 0
+        state.best_selection = initial.get(selection.key) if selection is not None else None
         best_state = copy.deepcopy(evaluated.state_dict())
 
     wrapped, optimizer, train_loader, helpers = engine.prepare(model, optimizer, train_loader, strategy.helpers())
@@ -229,7 +235,7 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
                 if cfg.checkpoint_steps and state.step % cfg.checkpoint_steps == 0:
                     save()
             bar.close()
-            scores = {} if state.diverged else _validate_on_main(engine, evaluated, val_loader, scoring)
+            scores = {} if state.diverged else _validate_on_main(engine, evaluated, val_loader, scoring, selection)
             if scores and not math.isfinite(scores["val_loss"]):
                 state.diverged = _divergence("validation loss", scores["val_loss"], epoch, state.step, cfg, precision)
             if state.diverged is not None:  # keep the best weights so far; the diverged epoch is not validated
@@ -243,9 +249,10 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
                 row["partial"] = True  # the time budget ended this epoch early
             state.history.append(row)
             _log_epoch(writer, row)
-            if _improves(row, state, model.task):  # early stopping on the task's score, then val loss
+            if _improves(row, state, model.task, selection):  # the task's score, then val loss (or label-free)
                 key = model.task.selection_metric
                 state.best_score, state.best_loss, state.best_epoch = row[key], row["val_loss"], epoch + 1
+                state.best_selection = row.get(selection.key) if selection is not None else None
                 best_state = copy.deepcopy(evaluated.state_dict())
             elif cfg.patience and epoch + 1 - state.best_epoch >= cfg.patience:
                 state.stopped_early = True
@@ -269,9 +276,14 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     return result
 
 
-def _validate_on_main(engine: Engine, model: TransferModel, loader: DataLoader, precision: str) -> dict[str, float]:
-    """Rank 0's validation row on every rank: one pass, and every rank takes the same early-stopping decision."""
-    return engine.broadcast(validate(model, loader, precision) if engine.is_main else None)
+def _validate_on_main(engine: Engine, model: TransferModel, loader: DataLoader, precision: str,
+                      selection: LabelFreeSelection | None = None) -> dict[str, float]:
+    """Rank 0's validation row on every rank: one pass, and every rank takes the same early-stopping decision.
+    A label-free ``selection`` adds its columns to the row."""
+    if not engine.is_main:
+        return engine.broadcast(None)
+    row = validate(model, loader, precision)
+    return engine.broadcast({**row, **selection.score(model)} if selection is not None else row)
 
 
 def _per_process_loader(loader: DataLoader, checkpoint: Checkpoint | None, engine: Engine) -> DataLoader:
@@ -289,10 +301,13 @@ def _per_process_loader(loader: DataLoader, checkpoint: Checkpoint | None, engin
                       generator=loader.generator, collate_fn=loader.collate_fn, num_workers=loader.num_workers)
 
 
-def _improves(row: dict[str, Any], state: LoopState, task: Task) -> bool:
+def _improves(row: dict[str, Any], state: LoopState, task: Task, selection: LabelFreeSelection | None = None) -> bool:
     """A better selection score (classification: val macro-F1), or the same with lower val loss: on 50 validation
     images macro-F1 often reaches 1.0 early and stays there, while the loss keeps saying which of those epochs is
-    more confident and right."""
+    more confident and right. With a label-free ``selection``, its column alone decides."""
+    if selection is not None:
+        best = state.best_selection
+        return selection.improves(row, selection.worst if best is None else best)
     return task.improves(row[task.selection_metric], row["val_loss"], state.best_score, state.best_loss)
 
 

@@ -1,0 +1,36 @@
+"""Which epoch a run keeps when the task's validation score is not the one to trust: label-free selection.
+
+Imports nothing from transferkit beyond tasks.model (types). By default the loop keeps the epoch with the best
+task score on the labeled validation split (``Task.improves``). Domain adaptation validates on the *source*,
+while the model is meant for the *target*, whose labels it never sees: there the api hands the loop a
+``LabelFreeSelection`` whose ``score(model)`` adds columns to each epoch's history row (computed from source
+validation and unlabeled target data only, e.g. deep embedded validation's ``dev_risk``) and whose ``key``
+column then decides the kept epoch and early stopping, earliest on a tie.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from transferkit.tasks.model import TransferModel
+
+
+@dataclass
+class LabelFreeSelection:
+    key: str  # the history column that selects (e.g. 'dev_risk')
+    score: Callable[[TransferModel], dict[str, float]]  # the columns added to every validation row
+    lower_is_better: bool = True
+    name: str = ""  # how reports name the criterion
+
+    def improves(self, row: dict[str, Any], best: float) -> bool:
+        """Whether ``row`` beats ``best`` (a value of the same column; inf/-inf before any epoch)."""
+        value = row.get(self.key)
+        if value is None or not math.isfinite(value):
+            return False
+        return value < best if self.lower_is_better else value > best
+
+    @property
+    def worst(self) -> float:
+        return math.inf if self.lower_is_better else -math.inf
