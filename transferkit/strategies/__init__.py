@@ -27,6 +27,7 @@ from transferkit.strategies.mmd import Mmd
 from transferkit.strategies.partial import Partial
 from transferkit.strategies.prompt import PromptTuning
 from transferkit.strategies.scratch import Scratch
+from transferkit.strategies.self_train import SelfTrain
 
 # Ordered from least to most adapted; `list strategies` shows them in this order.
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -45,6 +46,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "dann": Dann,
     "coral": Coral,
     "mmd": Mmd,
+    "self-train": SelfTrain,
     "scratch": Scratch,
 }
 

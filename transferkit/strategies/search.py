@@ -73,6 +73,11 @@ def domain_space(trial: Any) -> dict[str, Any]:
     return {**_finetune(trial), "weight": trial.suggest_float("weight", 0.1, 10.0, log=True)}
 
 
+def self_train_space(trial: Any) -> dict[str, Any]:
+    """self-train: fine-tuning, the weight of the pseudo-label loss and the confidence a pseudo-label needs."""
+    return {**domain_space(trial), "threshold": trial.suggest_float("threshold", 0.8, 0.99)}
+
+
 def no_space(trial: Any) -> dict[str, Any]:
     """linear-probe: a closed-form head that picks its own regularisation on the training data; nothing to tune."""
     return {}
@@ -95,5 +100,6 @@ SEARCH_SPACES: dict[str, Space] = {
     "dann": domain_space,
     "coral": domain_space,
     "mmd": domain_space,
+    "self-train": self_train_space,
     "scratch": _loop,
 }

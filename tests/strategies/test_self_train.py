@@ -1,0 +1,108 @@
+"""self-train: pseudo-labels only above the threshold, FixMatch's weak/strong image views, plain pseudo-labelling
+for text, and the refusals (no --target-data, not classification, bad options)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.strategies.helpers import Task, optimizer_for, train_steps
+from transferkit.core.errors import ConfigError
+from transferkit.data.loaders import make_loader
+from transferkit.strategies import build_strategy
+from transferkit.strategies.self_train import (
+    SelfTrainConfig,
+    pseudo_labels,
+    strong_view,
+    unlabeled_loss,
+    weak_view,
+)
+
+
+def logits_of(probabilities: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(probabilities).log()
+
+
+def test_pseudo_labels_only_at_or_above_the_threshold():
+    logits = logits_of([[0.96, 0.02, 0.02], [0.94, 0.03, 0.03], [0.025, 0.95, 0.025], [0.2, 0.3, 0.5]])
+    labels, confident = pseudo_labels(logits, 0.95)
+    assert confident.tolist() == [True, False, True, False]
+    assert labels.tolist() == [0, 0, 1, 2]
+    assert pseudo_labels(logits, 0.5)[1].tolist() == [True, True, True, True]
+
+
+def test_unlabeled_loss_is_the_strong_views_cross_entropy_on_confident_rows_only():
+    weak = logits_of([[0.97, 0.02, 0.01], [0.5, 0.3, 0.2]])  # row 0 confident (class 0), row 1 not
+    strong = torch.tensor([[0.1, 2.0, -1.0], [3.0, -2.0, 0.5]], requires_grad=True)
+    loss, confident = unlabeled_loss(strong, weak, 0.95)
+    assert confident.tolist() == [True, False]
+    expected = F.cross_entropy(strong[:1].detach(), torch.tensor([0])) / 2  # averaged over both rows
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert torch.all(strong.grad[1] == 0) and torch.any(strong.grad[0] != 0)  # no gradient from row 1
+    none, mask = unlabeled_loss(strong, weak, 0.99)
+    assert none.item() == 0.0 and not mask.any()
+
+
+def test_weak_view_shifts_and_strong_view_recolours_per_image():
+    torch.manual_seed(0)
+    flat = torch.full((4, 3, 16, 16), 77, dtype=torch.uint8)
+    assert torch.equal(weak_view(flat), flat)  # a shift of a uniform image is the same image
+    images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    shifted = weak_view(images)
+    assert shifted.shape == images.shape and shifted.dtype == torch.uint8
+    assert not torch.equal(shifted, images)
+    strong = strong_view(images)
+    changed = [not torch.equal(a, b) for a, b in zip(strong, images)]
+    assert sum(changed) >= 6  # RandAugment is drawn per image (a few draws may be identity-like)
+
+
+def test_image_step_pseudo_labels_confident_target_images_and_trains(image_task: Task):
+    strategy, model, ctx = image_task.prepared("self-train", {"threshold": 0.95})
+    batch = image_task.batch(model, 8)
+    target = next(iter(make_loader(image_task.val, model.backbone.preprocessing, None, 6, shuffle_seed=0)))
+    paired = {**batch, "target": target}
+    with torch.no_grad():  # a head that puts ~0.99 on class 1 whatever the input: every target image counts
+        model.head.linear.weight.zero_()
+        model.head.linear.bias.copy_(torch.tensor([0.0, 6.0, 0.0]))
+    losses = train_steps(model, strategy, ctx, paired, optimizer_for(strategy, model, lr=1e-3))
+    assert torch.isfinite(torch.tensor(losses)).all()
+    assert (strategy.pseudo_labelled, strategy.seen) == (6, 6)
+    strict, model2, ctx2 = image_task.prepared("self-train", {"threshold": 1.0})
+    with torch.no_grad():
+        for p in model2.head.parameters():
+            p.zero_()  # uniform 1/3: below any threshold over 1/3
+    train_steps(model2, strict, ctx2, paired, optimizer_for(strict, model2, lr=1e-3))
+    assert (strict.pseudo_labelled, strict.seen) == (0, 6)
+    assert strict.state_dict()["seen"] == 6
+
+
+def test_text_and_audio_get_the_batch_itself_as_both_views():
+    strategy = build_strategy("self-train")
+    batch = {"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 4, dtype=torch.long)}
+    model = SimpleNamespace(backbone=SimpleNamespace(modality="text"))
+    weak, strong = strategy.views(model, batch)
+    assert weak is batch and strong is batch
+
+
+def test_options_and_refusals():
+    with pytest.raises(ConfigError, match="'threshold' parameter of SelfTrainConfig must be a probability"):
+        SelfTrainConfig(threshold=0.0)
+    with pytest.raises(ConfigError, match="'hflip'"):
+        SelfTrainConfig(hflip=1.5)
+    assert SelfTrainConfig().threshold == 0.95
+    strategy = build_strategy("self-train")
+    assert strategy.needs_target
+    model = SimpleNamespace(task=SimpleNamespace(name="regression"))
+    with pytest.raises(ConfigError, match="single-label classification, not regression"):
+        strategy.prepare(model, None)
+
+
+def test_fit_refuses_self_train_without_target_data(digits_folder, tmp_path):
+    from transferkit import api
+
+    with pytest.raises(ConfigError, match="self-train strategy needs --target-data"):
+        api.fit(str(digits_folder), model="efficientnet_lite0", strategy="self-train", epochs=1, image_size=32,
+                out=str(tmp_path / "run"), progress=False)

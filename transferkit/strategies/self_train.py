@@ -1,0 +1,135 @@
+"""Self-training on the target domain: confidence-thresholded pseudo-labels, FixMatch-style (Sohn et al. 2020).
+
+Imports transferkit.core, transferkit.tasks and transferkit.strategies. Each labeled source batch comes with an
+unlabeled target batch (strategies.domain pairs them from ``fit --target-data``). For images the model labels a
+*weak* view of each target image (a random translation of up to 1/8 of its side, plus a horizontal flip only with
+``hflip`` > 0: flips change digits and text, so they are off as fit's --hflip is), and a target image whose top
+class probability reaches ``threshold`` (0.95, FixMatch's) becomes a training example with that pseudo-label, seen
+through a *strong* view (torchvision's RandAugment, 2 ops, on an independent weak view):
+
+    task_loss(source) + weight * mean over the target batch of 1[max p_weak >= threshold] * CE(strong, argmax p_weak)
+
+Text and audio have no strong view here, so they get plain pseudo-labelling: the same target batch is labelled and
+trained on (the threshold still decides which examples count). Pseudo-labels are taken without gradient, from the
+model as it trains (train mode, as in FixMatch). Classification only: a pseudo-label is the top class.
+The views are drawn from torch's global RNG, which checkpoints save, so ``fit --resume`` redraws the same views.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from transferkit.core.errors import ConfigError
+from transferkit.strategies.base import StrategyContext
+from transferkit.strategies.domain import DomainAdaptation, DomainConfig, joint_features
+from transferkit.tasks.model import TransferModel
+
+TRANSLATE = 0.125  # FixMatch's weak view: shifts of up to 12.5 % of the side (reflect padding, then a crop)
+RANDAUGMENT_OPS, RANDAUGMENT_MAGNITUDE = 2, 9
+
+
+@dataclass(frozen=True)
+class SelfTrainConfig(DomainConfig):
+    threshold: float = 0.95  # a target example is pseudo-labelled when its top class probability reaches this
+    hflip: float = 0.0  # probability of a horizontal flip in the image views (FixMatch: 0.5; off for digits/text)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
+            raise ConfigError(f"The 'threshold' parameter of SelfTrainConfig must be a probability in (0, 1]. "
+                              f"Got {t!r} instead.")
+        if isinstance(self.hflip, bool) or not isinstance(self.hflip, (int, float)) or not 0 <= self.hflip <= 1:
+            raise ConfigError(f"The 'hflip' parameter of SelfTrainConfig must be a probability in [0, 1]. "
+                              f"Got {self.hflip!r} instead.")
+
+
+def pseudo_labels(logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top class, whether its softmax probability reaches ``threshold``) per row of ``logits``."""
+    confidence, labels = logits.detach().float().softmax(-1).max(-1)
+    return labels, confidence >= threshold
+
+
+def unlabeled_loss(strong_logits: torch.Tensor, weak_logits: torch.Tensor, threshold: float
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(FixMatch's unlabeled loss, which rows counted): the cross-entropy of each strong-view row against its weak
+    view's top class where that class's probability reaches ``threshold``, averaged over all rows (rows under the
+    threshold add 0, so a batch with few confident rows weighs little, as in FixMatch)."""
+    labels, confident = pseudo_labels(weak_logits, threshold)
+    per_row = F.cross_entropy(strong_logits.float(), labels, reduction="none")
+    return (per_row * confident).mean(), confident
+
+
+class SelfTrain(DomainAdaptation):
+    name = "self-train"
+    config_class = SelfTrainConfig
+    summary = "fine-tuning plus confident pseudo-labels on --target-data (FixMatch weak/strong views for images)"
+
+    def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
+        if model.task.name != "classification":
+            raise ConfigError(f"The self-train strategy pseudo-labels the top class, so it needs single-label "
+                              f"classification, not {model.task.name}; use dann, coral or mmd.")
+        self.pseudo_labelled, self.seen = 0, 0  # target examples over the threshold / drawn (for the report)
+        super().prepare(model, ctx)
+
+    def training_step(self, model: TransferModel, batch: dict[str, Any], ctx: StrategyContext) -> torch.Tensor:
+        target = batch.get("target")
+        if target is None:  # a plain labeled batch (contract tests): fine-tuning alone
+            return super().training_step(model, batch, ctx)
+        weak, strong = self.views(model, target)
+        with torch.no_grad():
+            weak_logits = model.head(model.backbone.embed(weak))
+        f_s, f_t = joint_features(model, batch, strong)
+        loss = model.head.loss(model.head(f_s), batch["labels"])
+        unlabeled, confident = unlabeled_loss(model.head(f_t), weak_logits, self.config.threshold)
+        self.pseudo_labelled += int(confident.sum())
+        self.seen += len(confident)
+        return loss + self.config.weight * unlabeled
+
+    def views(self, model: TransferModel, target: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(weak, strong) views of the target batch: for images two independent weak views, the second under
+        RandAugment; for text and audio the batch itself twice (no strong view)."""
+        if model.backbone.modality != "image":
+            return target, target
+        spec = model.backbone.preprocessing
+        pixels = target["pixel_values"]
+        mean = torch.tensor(spec.mean, device=pixels.device, dtype=pixels.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(spec.std, device=pixels.device, dtype=pixels.dtype).view(1, -1, 1, 1)
+        images = ((pixels * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+        weak = weak_view(images, self.config.hflip)
+        strong = strong_view(weak_view(images, self.config.hflip))
+        as_input = lambda x: ((x.to(pixels.dtype) / 255) - mean) / std  # noqa: E731
+        return {**target, "pixel_values": as_input(weak)}, {**target, "pixel_values": as_input(strong)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "pseudo_labelled": getattr(self, "pseudo_labelled", 0),
+                "seen": getattr(self, "seen", 0)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.pseudo_labelled, self.seen = int(state.get("pseudo_labelled", 0)), int(state.get("seen", 0))
+
+
+def weak_view(images: torch.Tensor, hflip: float = 0.0) -> torch.Tensor:
+    """Each uint8 image [n, c, h, w] shifted by up to 1/8 of its side (reflect padding), flipped with ``hflip``."""
+    n, _, h, w = images.shape
+    pad_h, pad_w = max(1, round(TRANSLATE * h)), max(1, round(TRANSLATE * w))
+    padded = F.pad(images.float(), (pad_w, pad_w, pad_h, pad_h), mode="reflect")
+    dy = torch.randint(0, 2 * pad_h + 1, (n,)).tolist()
+    dx = torch.randint(0, 2 * pad_w + 1, (n,)).tolist()
+    out = torch.stack([padded[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(zip(dy, dx))])
+    if hflip > 0:
+        flip = (torch.rand(n) < hflip).to(out.device)
+        out = torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)
+    return out.round().to(torch.uint8)
+
+
+def strong_view(images: torch.Tensor) -> torch.Tensor:
+    """RandAugment (torchvision, 2 ops at magnitude 9) drawn per image of a uint8 batch [n, c, h, w]."""
+    from torchvision.transforms import v2
+
+    augment = v2.RandAugment(num_ops=RANDAUGMENT_OPS, magnitude=RANDAUGMENT_MAGNITUDE)
+    return torch.stack([augment(image) for image in images])  # one draw per image, not one for the batch
