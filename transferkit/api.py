@@ -347,6 +347,8 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     summary["precision_used"], summary["inference_precision"] = precision, inference
     summary["imbalance"] = imbalance
     summary["task"] = cfg.task
+    if manifest["backbone"].get("pretraining"):  # --model OUT of `transferkit pretrain`: which pretraining
+        summary["pretraining"] = manifest["backbone"]["pretraining"]
     if data_report.stats.get("task_detected"):
         summary["task_detected"] = data_report.stats["task_detected"]
     if result.resumed_from:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.backbones import DEFAULT_FOR_MODALITY
+from transferkit.backbones.adapted import pretraining_text
 from transferkit.backbones.provenance import pretrained_record
 from transferkit.config import FitConfig
 from transferkit.core.io import atomic_write_json, atomic_write_text
@@ -64,7 +65,8 @@ def manifest(cfg: FitConfig, model: TransferModel, data: Any, strategy, spec, su
     bb = model.backbone
     return {
         "backbone": {"name": bb.name, "architecture": bb.architecture(), "pretrained_sha256": bb.weights_sha256,
-                     "feature_dim": bb.feature_dim, **(pretrained_record(bb.name) if bb.weights_sha256 else {})},
+                     "feature_dim": bb.feature_dim, **(pretrained_record(bb.name) if bb.weights_sha256 else {}),
+                     **({"pretraining": bb.pretraining} if getattr(bb, "pretraining", None) else {})},
         "task": model.task.name,
         **({"targets": data.label_map.to_dict()} if model.task.name == "regression" else {}),
         "labels": list(data.label_map.names),
@@ -99,7 +101,8 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
                    "labels_per_class": cfg.labels_per_class, "image_size": cfg.image_size,
                    "batch_size": batch_text(summary), "precision": summary["precision_used"],
                    "inference precision": summary["inference_precision"],
-                   "device": str(default_device())}
+                   "device": str(default_device()),
+                   **({"pretraining": pretraining_text(summary["pretraining"])} if summary.get("pretraining") else {})}
     metrics = {k: v for k, v in summary.items() if k in ("test", "val")}
     parts = {"train": data.train, "val": data.val, "test": data.test}
     if getattr(data, "task", "classification") == "regression":

