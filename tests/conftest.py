@@ -73,6 +73,17 @@ def write_digit_folder(root: Path, digits: Sequence[int] = (0, 1, 2), per_class:
     return root
 
 
+def write_inverted_digits(root: Path, digits: Sequence[int] = (0, 1, 2), per_class: int = 10, offset: int = 100,
+                          size: int = 32) -> Path:
+    """root/<digit>_<i>.png, no class folders: other digits than write_digit_folder's (``offset``), white ink on
+    black, an unlabeled target domain for domain adaptation."""
+    root.mkdir(parents=True, exist_ok=True)
+    for d, arrays in digit_arrays(digits, per_class, offset, size).items():
+        for i, array in enumerate(arrays):
+            Image.fromarray(255 - array).save(root / f"{d}_{offset + i}.png")
+    return root
+
+
 @pytest.fixture(scope="session")
 def digits_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 classes (0, 1, 2) x 10 PNGs of 32 px; treat as read-only."""

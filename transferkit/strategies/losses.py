@@ -78,13 +78,18 @@ def domain_adversarial_loss(discriminator: nn.Module, source: torch.Tensor, targ
     """(loss, discriminator accuracy) of DANN: the mean of the binary cross-entropies of source (label 1) and
     target (label 0), one forward pass over both through a gradient reversal of ``coeff``. Minimising it trains the
     discriminator and, reversed, pushes the features towards domain invariance."""
-    logits = discriminator(grad_reverse(torch.cat([source, target]), coeff)).float()
+    logits = _full(discriminator(grad_reverse(torch.cat([source, target]), coeff)))
     n = len(source)
-    labels = torch.cat([torch.ones(n), torch.zeros(len(target))]).to(logits.device)
+    labels = torch.cat([torch.ones(n), torch.zeros(len(target))]).to(logits.device, logits.dtype)
     loss = 0.5 * (F.binary_cross_entropy_with_logits(logits[:n], labels[:n])
                   + F.binary_cross_entropy_with_logits(logits[n:], labels[n:]))
     accuracy = float(((logits > 0).float() == labels).float().mean())
     return loss, accuracy
+
+
+def _full(x: torch.Tensor) -> torch.Tensor:
+    """16-bit activations (autocast) in float32; float32/64 as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def covariance(x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +102,7 @@ def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Deep CORAL: ||C_S - C_T||_F^2 / (4 d^2), with C the unbiased covariances of [n_s, d] and [n_t, d] features
     (each batch needs 2 rows or more)."""
     d = source.shape[1]
-    diff = covariance(source.float()) - covariance(target.float())
+    diff = covariance(_full(source)) - covariance(_full(target))
     return (diff * diff).sum() / (4 * d * d)
 
 
@@ -117,7 +122,7 @@ def mmd_loss(source: torch.Tensor, target: torch.Tensor,
     """Unbiased multi-kernel MMD^2 between [n_s, d] and [n_t, d] features (each 2 rows or more): the mean kernel
     within the source and within the target over distinct pairs, minus twice the mean across domains."""
     n = len(source)
-    k = gaussian_kernels(torch.cat([source, target]).float(), multipliers)
+    k = gaussian_kernels(_full(torch.cat([source, target])), multipliers)
     k_ss, k_tt, k_st = k[:n, :n], k[n:, n:], k[:n, n:]
 
     def within(block: torch.Tensor) -> torch.Tensor:
