@@ -74,8 +74,9 @@ def test_prepare_finalize_gives_an_inference_model(strategy: Strategy, task: Tas
 
 
 def _ever_trainable(strategy: Strategy, model: TransferModel, epochs: int = 64) -> set[int]:
-    """Parameters that train at some epoch of a long run (gradual unfreezing, warm-up epochs)."""
-    ever = set()
+    """Parameters that train at some epoch of a long run (gradual unfreezing, warm-up epochs), and those of the
+    strategy's helper modules (dann's domain discriminator), which train with the model."""
+    ever = {id(p) for helper in strategy.helpers().values() for p in helper.parameters() if p.requires_grad}
     for epoch in range(epochs):
         strategy.on_epoch_start(model, epoch)
         ever |= {id(p) for p in model.parameters() if p.requires_grad}
