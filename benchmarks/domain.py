@@ -65,6 +65,7 @@ def fit_inputs(root: Path, method: str) -> dict:
 
 def run_one(root: Path, method: str, seed: int, args: argparse.Namespace, out: Path) -> dict:
     inputs = fit_inputs(root, method)
+    shutil.rmtree(out, ignore_errors=True)  # an interrupted earlier run's folder: fit refuses to write over it
     start = time.perf_counter()
     result = transferkit.fit(inputs.pop("data"), **inputs, model=args.model, image_size=args.image_size,
                              epochs=args.epochs, seed=seed, test_data=str(root / "target" / "test"),
@@ -74,7 +75,8 @@ def run_one(root: Path, method: str, seed: int, args: argparse.Namespace, out: P
     run = {"seed": seed, **{k: float(result.metrics["test"][k]) for k in METRICS}, "seconds": seconds,
            "n_train": record["n_train_used"], "epochs_run": max(len(result.history) - 1, 0),
            "best_epoch": record.get("best_epoch"), "trainable_params": record["trainable_params"]}
-    run.update({k: v for k, v in record.items() if "selection" in k})  # the strategy's label-free choice, if recorded
+    domain = record.get("domain") or {}  # --target-data runs: the label-free epoch choice (DEV) and its scores
+    run.update({k: domain[k] for k in ("selection", "domain_accuracy") if k in domain})
     if not args.keep_runs:
         shutil.rmtree(out, ignore_errors=True)
     return run
