@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import digit_arrays
+from tests.conftest import digit_arrays, write_inverted_digits
 from transferkit import TransferClassifier
-from transferkit.core.errors import DataError, NotFittedError
+from transferkit.core.errors import ConfigError, DataError, NotFittedError
 from transferkit.estimator import _decode_classes, _encode_classes, _learn_classes
 
 
@@ -202,3 +202,16 @@ def test_paths_with_any_decoded_image_extension_are_images(name: str):
 
     assert _to_examples([f"pics/{name}", "pics/b.png"], None, "X").modality == "image"
     assert _to_examples(["a text about tif files"], None, "X").modality == "text"
+
+
+def test_estimator_adapts_to_target_data(tmp_path: Path):
+    """target_data (a folder of unlabeled target inputs) reaches fit --target-data; the domain strategies need it."""
+    arrays = digit_arrays((3, 7), per_class=8, size=32)
+    X, y = np.stack(arrays[3] + arrays[7]), np.array([3] * 8 + [7] * 8)
+    target = write_inverted_digits(tmp_path / "target", (3, 7), 4)
+    clf = TransferClassifier(model="efficientnet_lite0", strategy="coral", epochs=1, image_size=32,
+                             target_data=str(target), out=str(tmp_path / "run"))
+    assert clf.fit(X, y) is clf and set(clf.predict(X)) <= {3, 7}
+    assert json.loads((clf.result_.run_dir / "metrics.json").read_text())["n_target"] == 8
+    with pytest.raises(ConfigError, match="needs --target-data"):
+        TransferClassifier(model="efficientnet_lite0", strategy="mmd", image_size=32).fit(X, y)

@@ -233,6 +233,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     (IOB1, IOB2 or IOBES, read as IOB2); ``predict`` returns a list of IOB2 tag lists (it also takes plain texts,
     cut into words as ``Predictor.tag`` does: a tag per word of ``split_words(text)``), ``classes_`` the model's
     tags and ``score`` the entity-level micro-F1 (seqeval), the score fit selects by; ``predict_proba`` is absent.
+    ``target_data`` (a folder or .csv/.jsonl of unlabeled target-domain inputs) is what strategy='dann', 'coral'
+    or 'mmd' adapts to, as ``fit --target-data``.
     ``out=None`` fits into a temporary folder kept as long as the estimator lives (``result_`` points into it;
     a pickled or deep copy shares it, and cannot predict once the original is gone): pass ``out`` or call ``save``
     to keep the run.
@@ -240,10 +242,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, model: str = "auto", strategy: str = "finetune", epochs: int = 10, batch_size: int | None = None,
                  lr: float = 1e-3, image_size: int | None = None, seed: int = 0, out: str | None = None,
-                 progress: bool = False, clip_seconds: float | None = None):
+                 progress: bool = False, clip_seconds: float | None = None, target_data: str | None = None):
         self.model, self.strategy, self.epochs, self.batch_size = model, strategy, epochs, batch_size
         self.lr, self.image_size, self.seed, self.out, self.progress = lr, image_size, seed, out, progress
-        self.clip_seconds = clip_seconds
+        self.clip_seconds, self.target_data = clip_seconds, target_data
 
     def fit(self, X: Any, y: Any) -> TransferClassifier:
         classes: np.ndarray | None = None
@@ -253,10 +255,11 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             sets = _learn_label_sets(y)  # multi-label: a list of label lists, or a 2-D 0/1 indicator array
             names, classes = sets if sets is not None else _learn_classes(y)
             examples, task = _to_examples(X, names, "X"), "multilabel" if sets is not None else "classification"
+        # the task is always given: many numeric classes stay classes
         result = _fit_run(self, self.out, lambda out: api.fit(
             examples, model=self.model, strategy=self.strategy, epochs=self.epochs, batch_size=self.batch_size,
             lr=self.lr, image_size=self.image_size, seed=self.seed, out=out, progress=self.progress,
-            clip_seconds=self.clip_seconds, task=task))  # the task always given: many numeric classes stay classes
+            clip_seconds=self.clip_seconds, task=task, target_data=self.target_data))
         if classes is None:
             classes = np.array(read_manifest(Path(result.bundle_dir))["labels"])
         atomic_write_json(Path(result.bundle_dir) / CLASSES_FILE, _encode_classes(classes))
@@ -378,17 +381,19 @@ class TransferRegressor(RegressorMixin, BaseEstimator):
 
     def __init__(self, model: str = "auto", strategy: str = "finetune", epochs: int = 10, batch_size: int | None = None,
                  lr: float = 1e-3, image_size: int | None = None, seed: int = 0, out: str | None = None,
-                 progress: bool = False, loss: str = "mse", huber_delta: float = 1.0, clip_seconds: float | None = None):
+                 progress: bool = False, loss: str = "mse", huber_delta: float = 1.0, clip_seconds: float | None = None,
+                 target_data: str | None = None):
         self.model, self.strategy, self.epochs, self.batch_size = model, strategy, epochs, batch_size
         self.lr, self.image_size, self.seed, self.out, self.progress = lr, image_size, seed, out, progress
-        self.loss, self.huber_delta, self.clip_seconds = loss, huber_delta, clip_seconds
+        self.loss, self.huber_delta, self.clip_seconds, self.target_data = loss, huber_delta, clip_seconds, target_data
 
     def fit(self, X: Any, y: Any) -> TransferRegressor:
         examples = _to_examples(X, _targets(y), "X")
         result = _fit_run(self, self.out, lambda out: api.fit(
             examples, model=self.model, strategy=self.strategy, epochs=self.epochs, batch_size=self.batch_size,
             lr=self.lr, image_size=self.image_size, seed=self.seed, out=out, progress=self.progress,
-            task="regression", loss=self.loss, huber_delta=self.huber_delta, clip_seconds=self.clip_seconds))
+            task="regression", loss=self.loss, huber_delta=self.huber_delta, clip_seconds=self.clip_seconds,
+            target_data=self.target_data))
         self.predictor_, self.result_ = Predictor.from_bundle(result.bundle_dir), result
         return self
 
