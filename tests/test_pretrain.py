@@ -224,3 +224,30 @@ def test_folder_errors(image_run: Path, digits: Path, tmp_path: Path):
     shutil.copy(image_run / "config.json", cut / "config.json")
     with pytest.raises(DataError, match="data differs"):
         pretrain(str(other), resume=cut)
+
+
+def test_simcse_spans_and_the_doctor_counts_tokens_of_a_text_folder(sentences: Path, tmp_path: Path):
+    from transferkit.backbones.text import token_counter
+
+    backbone = build_backbone("minilm")
+    objective = build_objective("simcse", backbone, None, 32, 0.15, 32, None, span_words=3)
+    text = "one two three four five six seven"
+    views = {objective.view(text) for _ in range(20)}
+    assert len(views) > 1 and all(v in text and len(v.split()) == 3 for v in views)
+    assert objective.view("short text") == "short text"
+    with pytest.raises(ConfigError, match="--span-words picks the spans of --method simcse"):
+        pretrain(str(sentences), method="simclr", span_words=8)
+    result = pretrain(str(sentences), model="minilm", out=str(tmp_path / "p"), max_length=32, span_words=12,
+                      **{**FAST, "steps": 1})
+    assert result.manifest["config"]["span_words"] == 12
+    assert token_counter(str(result.out))(["a few words"]) == token_counter("minilm")(["a few words"])
+
+
+def test_cli_pretrain_help_and_a_mistake(cli_env: dict[str, str], sentences: Path, tmp_path: Path):
+    from tests.test_cli import assert_user_error, run
+
+    helped = run(["pretrain", "--help"], cli_env)
+    assert helped.returncode == 0 and "transferkit fit --data labeled/ --model runs/pre" in helped.stdout
+    proc = run(["pretrain", "--data", str(sentences), "--method", "finetune", "--out", str(tmp_path / "x")], cli_env)
+    assert_user_error(proc)
+    assert "fit strategy, which trains on labels" in proc.stderr

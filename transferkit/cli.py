@@ -125,6 +125,10 @@ def fit(
     unlabeled_data: str | None = typer.Option(None, help="distill: extra inputs without labels, labeled by the teacher."),
     target_data: str | None = typer.Option(None, help="dann/coral/mmd: unlabeled inputs of the target domain (a folder "
                                            "of images or clips, or a .csv/.jsonl of texts; labels are not read)."),
+    target_test: str | None = typer.Option(None, help="With --target-data: labeled target test data, scored for the "
+                                           "report only (source-only vs adapted); epochs are chosen without it."),
+    target_oracle: float | None = typer.Option(None, help="With --target-test: a target oracle's accuracy on it; the "
+                                               "report then states the share of the source-only -> oracle gap closed."),
     max_minutes: float | None = typer.Option(None, help="Time budget: stop cleanly, keep the best weights."),
     checkpoint_steps: int | None = typer.Option(None, help="Checkpoint every N steps too (always each epoch)."),
     precision: str | None = typer.Option(None, help="auto | fp32 | bf16."),
@@ -187,6 +191,7 @@ def fit(
                           f"(n={m['n']} sentences)")
         else:
             console.print(f"{split}: accuracy [bold]{m['accuracy']:.4f}[/], macro-F1 {m['macro_f1']:.4f} (n={m['n']})")
+    _print_domain(summary.get("domain"))
     console.print(f"bundle: {result.bundle_dir}\nreport: {result.run_dir / 'report.md'}")
     if doctor_report["findings"]:
         console.print(f"data doctor: {len(doctor_report['findings'])} finding(s); see {escape(str(doctor_file))}")
@@ -194,6 +199,22 @@ def fit(
     if summary.get("diverged"):  # stopped at a NaN/inf loss; the bundle holds the best epoch before it
         console.print(f"[yellow]warning:[/] {escape(summary['diverged']['message'])} The bundle holds epoch "
                       f"{summary['best_epoch']}, the best before it.", highlight=False)
+
+
+def _print_domain(domain: dict | None) -> None:
+    """--target-data: the epoch label-free selection kept, and --target-test's source-only vs adapted accuracy."""
+    if not domain:
+        return
+    sel = domain["selection"]
+    other = sel.get("source_validation_epoch")
+    differs = f" (source validation would keep epoch {other})" if other is not None and other != sel["kept_epoch"] else ""
+    console.print(f"label-free selection (DEV, no target labels): kept epoch {sel['kept_epoch']}{differs}",
+                  highlight=False)
+    if "target_test" in domain:
+        t = domain["target_test"]
+        gap = f", {100 * t['gap_closed']:.1f} % of the gap to the oracle closed" if t.get("gap_closed") is not None else ""
+        console.print(f"target test: accuracy [bold]{t['adapted']['accuracy']:.4f}[/] adapted vs "
+                      f"{t['source_only']['accuracy']:.4f} source-only (n={t['adapted']['n']}){gap}")
 
 
 def _launch_if_asked(processes: int | None) -> None:
@@ -708,6 +729,8 @@ def pretrain(
     temperature: float | None = typer.Option(None, help="Contrastive temperature [default: 0.5 simclr, 0.05 simcse]."),
     image_size: int | None = typer.Option(None, help="Resize images to PX (default: the backbone's size)."),
     max_length: int | None = typer.Option(None, help="Text: tokens per input [default: 128]."),
+    span_words: int | None = typer.Option(None, help="simcse: each view is a random span of N words of a longer text "
+                                          "(long documents: two dropout views alone are too alike) [default: 0, off]."),
     seed: int | None = typer.Option(None, help="Seed for the head, shuffling, augmentations and masks [default: 0]."),
     checkpoint_every: int | None = typer.Option(None, help="Checkpoint every N steps [default: 50]."),
     text_column: str | None = typer.Option(None, help="CSV/JSONL column with the text [default: text]."),

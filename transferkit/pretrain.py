@@ -49,6 +49,7 @@ class PretrainConfig:
     mlm_probability: float = 0.15
     image_size: int | None = None
     max_length: int = 128
+    span_words: int = 0          # simcse: each view a random span of N words of a longer text (0: the whole text)
     seed: int = 0
     checkpoint_every: int = 50
     text_column: str | None = None
@@ -75,6 +76,11 @@ class PretrainConfig:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 < value < math.inf):
                 raise ConfigError(f"The '{name}' parameter of PretrainConfig must be a number > 0. Got {value!r} instead.")
+        if not isinstance(self.span_words, int) or self.span_words < 0:
+            raise ConfigError(f"The 'span_words' parameter of PretrainConfig must be an int >= 0. Got {self.span_words!r} "
+                              "instead.")
+        if self.span_words and self.method not in ("auto", "simcse"):
+            raise ConfigError(f"--span-words picks the spans of --method simcse; drop it for --method {self.method}.")
         if not 0 < self.mlm_probability < 1:
             raise ConfigError("The 'mlm_probability' parameter of PretrainConfig must be in (0, 1). "
                               f"Got {self.mlm_probability!r} instead.")
@@ -152,7 +158,7 @@ def pretrain(data: str | Path | Examples | None = None, config: PretrainConfig |
         backbone.preprocessing = backbone.preprocessing.with_image_size(cfg.image_size)
     method = resolve_method(cfg.method, backbone)
     objective = build_objective(method, backbone, cfg.temperature, cfg.projection_dim, cfg.mlm_probability,
-                                cfg.max_length, examples.max_pixels)
+                                cfg.max_length, examples.max_pixels, cfg.span_words)
     out = Path(resume) if resume is not None else Path(cfg.out or f"runs/pretrain-{datetime.now():%Y%m%d-%H%M%S}")
     fingerprint = examples.fingerprint()
     if resume is None:

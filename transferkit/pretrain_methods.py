@@ -70,19 +70,33 @@ class SimCLR(Objective):
 
 
 class SimCSE(Objective):
-    """Each sentence encoded twice in training mode: the dropout masks differ, the other sentences are negatives."""
+    """Each sentence encoded twice in training mode: the dropout masks differ, the other sentences are negatives.
+
+    ``span_words`` > 0: each view of a longer text is an independent random span of that many words (DeCLUTR's
+    spans, Giorgi et al. 2021). Two dropout views of a whole news article are nearly identical and no two articles
+    are alike, so without spans the loss starts near 0 on long documents and the encoder barely moves.
+    """
 
     name = "simcse"
 
-    def __init__(self, backbone: Backbone, temperature: float, max_length: int):
+    def __init__(self, backbone: Backbone, temperature: float, max_length: int, span_words: int = 0):
         self.backbone, self.temperature, self.max_length = backbone, temperature, max_length
+        self.span_words = span_words
         self.tokenizer = load_tokenizer(backbone.preprocessing)
         self.helpers = nn.Module()  # nothing beside the backbone
 
+    def view(self, text: str) -> str:
+        words = text.split()
+        if not self.span_words or len(words) <= self.span_words:
+            return text
+        start = int(torch.randint(len(words) - self.span_words + 1, ()))  # torch's generator: resumable
+        return " ".join(words[start:start + self.span_words])
+
     def loss(self, inputs: list[Any], device: torch.device) -> torch.Tensor:
-        batch = self.tokenizer([str(x) for x in inputs], padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt").to(device)
-        return info_nce(self.backbone.embed(batch), self.backbone.embed(batch), self.temperature)
+        texts = [str(x) for x in inputs]
+        views = [self.tokenizer([self.view(t) for t in texts], padding=True, truncation=True,
+                                max_length=self.max_length, return_tensors="pt").to(device) for _ in range(2)]
+        return info_nce(self.backbone.embed(views[0]), self.backbone.embed(views[1]), self.temperature)
 
 
 class MaskedLM(Objective):
@@ -163,10 +177,11 @@ def resolve_method(method: str, backbone: Backbone) -> str:
 
 
 def build_objective(method: str, backbone: Backbone, temperature: float | None, projection_dim: int,
-                    mlm_probability: float, max_length: int, max_pixels: int | None) -> Objective:
+                    mlm_probability: float, max_length: int, max_pixels: int | None,
+                    span_words: int = 0) -> Objective:
     t = temperature if temperature is not None else METHODS[method][2]
     if method == "simclr":
         return SimCLR(backbone, t, projection_dim, max_pixels)
     if method == "simcse":
-        return SimCSE(backbone, t, max_length)
+        return SimCSE(backbone, t, max_length, span_words)
     return MaskedLM(backbone, mlm_probability, max_length)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from transferkit.backbones.adapted import folder_of, is_adapted_folder, read_pretrain_manifest
 from transferkit.backbones.base import Backbone, state_dict_sha256
 from transferkit.backbones.extensions import apply_extensions, base_model
 from transferkit.core.errors import BackboneLoadError
@@ -172,6 +173,11 @@ def token_counter(model: str, bundle: str | Path | None = None) -> Callable[[Seq
     ``model`` is not a text model or its tokenizer cannot be loaded (offline hub id): the doctor then estimates.
     """
     saved = Path(bundle) / "tokenizer" if bundle is not None else None
+    if saved is None and is_adapted_folder(model):  # a `transferkit pretrain` folder: its base model's tokenizer
+        try:
+            return token_counter(read_pretrain_manifest(folder_of(model))["base_model"])
+        except BackboneLoadError:
+            return None
     if saved is not None and saved.is_dir():
         source = str(saved)
     elif model.startswith("hf:"):
