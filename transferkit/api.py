@@ -275,7 +275,8 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
                       cfg.clip_seconds) if cfg.init_from else None
     if init is not None:  # fit --init-from BUNDLE: its backbone and head; its classes first, then the new ones
         prepared.label_map = init.labels(prepared.label_map, cfg)
-    identity = data_identity({"train": prepared.train, "val": prepared.val, "test": prepared.test},
+    target, target_report = domain.target_examples(cfg, prepared.modality) if cfg.target_data else (None, None)
+    identity = data_identity({"train": prepared.train, "val": prepared.val, "test": prepared.test, "target": target},
                              prepared.label_map.names)
     if resume is not None:  # only on the data it started with: else a DataError that says what changed
         recorded = json.loads((Path(resume) / "config.json").read_text()).get("data_identity")
@@ -304,7 +305,6 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     model.head.set_class_weight(None if class_weight is None else torch.from_numpy(class_weight))
     teacher = distillation.load_teacher(cfg, prepared.label_map.names, model, strategy)
     unlabeled, unlabeled_report = distillation.unlabeled_examples(cfg, prepared.modality, strategy)
-    target, target_report = domain.target_examples(cfg, prepared.modality) if cfg.target_data else (None, None)
     ctx = StrategyContext(n_classes=len(prepared.label_map), seed=cfg.train.seed, class_weight=class_weight,
                           features=_feature_source(model, prepared, cfg, precision), teacher=teacher,
                           unlabeled=unlabeled, target=None if target is None else domain.target_stream(

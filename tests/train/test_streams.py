@@ -8,6 +8,7 @@ stopped at checkpoints inside an epoch, inside a target epoch and at a target ep
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tests.conftest import write_inverted_digits
 from tests.train.test_resume import API_OPTIONS, _copy_run_until, _loop_state, assert_same_run
 from transferkit import api
 from transferkit.backbones import build_backbone
+from transferkit.core.errors import DataError
 from transferkit.data.sources import load_source
 from transferkit.train.checkpoint import complete_checkpoints
 from transferkit.train.streams import TargetStream
@@ -107,3 +109,18 @@ def test_dann_run_resumed_mid_epoch_is_bit_identical(dann_reference: Path, tmp_p
     for name in helpers:
         ref_t, got_t = load_file(str(ref_final / name)), load_file(str(final / name))
         assert ref_t.keys() == got_t.keys() and all(torch.equal(ref_t[k], got_t[k]) for k in ref_t)
+
+
+def test_resume_refuses_a_changed_target(dann_reference: Path, target_folder: Path, tmp_path: Path):
+    """The target is part of the data a run started on: resuming after it changed would pair other batches."""
+    identity = json.loads((dann_reference / "config.json").read_text())["data_identity"]["splits"]
+    assert identity["target"]["n"] == 20
+    first = sorted(complete_checkpoints(dann_reference / "checkpoints"))[0]
+    run = _copy_run_until(dann_reference, tmp_path / "run", first)
+    moved = tmp_path / "inverted"
+    shutil.copytree(target_folder, moved)
+    next(iter(sorted(moved.iterdir()))).unlink()
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "target_data": str(moved)}))
+    with pytest.raises(DataError, match=r"target: 20 -> 19 examples"):
+        api.fit(resume=str(run))

@@ -3,7 +3,8 @@
 Imports transferkit.core and transferkit.data. A resume is exact only on the data the run started with: a new
 class changes the head's size (the checkpoint no longer fits the model) and added or edited examples change every
 remaining epoch. Each split fit trains and scores on (after the data doctor, the K-per-class subsample and the
-validation split) is recorded by its size, class counts and a SHA-256 of its inputs and labels. Files are hashed
+validation split) is recorded by its size, class counts and a SHA-256 of its inputs and labels, and so is the
+unlabeled target of domain adaptation (``target``: the stream it pairs with the labeled batches). Files are hashed
 by their path relative to the split's folder and their bytes (not ``Examples.fingerprint``'s absolute path and
 mtime), so a run started with a relative --data path resumes from the absolute one config.json records, and a
 copy that keeps the bytes still counts as the same data.
@@ -66,7 +67,7 @@ def data_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]
     if removed:
         changes.append(f"class(es) gone: {', '.join(map(repr, removed))}")
     old_splits, new_splits = recorded.get("splits", {}), current["splits"]
-    for name in [s for s in ("train", "val", "test") if s in old_splits or s in new_splits]:
+    for name in [s for s in ("train", "val", "test", "target") if s in old_splits or s in new_splits]:
         old, new = old_splits.get(name), new_splits.get(name)
         if old is None or new is None:
             changes.append(f"the {name} split is {'new' if old is None else 'gone'}")
