@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import VENV_BIN, bbc_texts, write_inverted_digits, write_text_csv
 from tests.strategies.helpers import Task
+from tests.test_tokens_end_to_end import sentences, write_conll
 from transferkit import api
 from transferkit.core.errors import ConfigError, DataError
 from transferkit.data.loaders import make_loader
@@ -64,6 +65,18 @@ def test_target_of_another_modality_is_refused(digits_folder: Path, tmp_path: Pa
     texts = write_text_csv(tmp_path / "target.csv", ["a text", "another text"], None)
     with pytest.raises(DataError, match="holds text data but the training data"):
         api.fit(str(digits_folder), strategy="coral", target_data=str(texts), out=str(tmp_path / "run"), **FIT)
+
+
+def test_several_processes_and_token_tasks_are_refused(digits_folder: Path, target_folder: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch):
+    conll = write_conll(tmp_path / "train.conll", sentences(20, seed=0))
+    target = write_text_csv(tmp_path / "target.csv", ["some words here", "more words there"], None)
+    with pytest.raises(ConfigError, match="token classification"):
+        api.fit(str(conll), strategy="mmd", target_data=str(target), model="minilm", out=str(tmp_path / "t"),
+                epochs=1, progress=False, baseline=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # inside a multi-process launch
+    with pytest.raises(ConfigError, match="trains in one process"):
+        api.fit(str(digits_folder), strategy="dann", target_data=str(target_folder), out=str(tmp_path / "r"), **FIT)
 
 
 def test_cli_refusal_is_one_line_with_exit_2(digits_folder: Path, tmp_path: Path, cli_env: dict[str, str]):
