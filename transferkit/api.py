@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit import distillation, domain, run_record, task_choice
+from transferkit import distillation, domain, domain_eval, run_record, task_choice
 from transferkit.backbones import DEFAULT_FOR_MODALITY, build_backbone
 from transferkit.backbones.features import FeatureCache, extract_features
 from transferkit.backbones.text import DEFAULT_MAX_LENGTH, token_counter
@@ -52,6 +52,7 @@ from transferkit.train.engine import Engine, make_engine
 from transferkit.train.inference import predict_logits
 from transferkit.train.loop import TrainResult, train
 from transferkit.train.mixing import build_batch_mixer
+from transferkit.train.selection import LabelFreeSelection
 
 DataInput = str | Path | Examples | DataSplits
 EVALUATION_SPLITS = ("train", "val", "test")
@@ -311,12 +312,15 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
                               target, model.backbone.preprocessing, cfg, len(prepared.train),
                               cfg.train.batch_size_for(len(prepared.train), model.task.batch_size)))
     before = _before_adaptation(model, ctx, prepared, strategy, cfg) if engine.is_main else None
+    domain_run = domain_eval.start(model, ctx, prepared.val, prepared.label_map, target, domain_eval.read_target_test(
+        cfg), inference, cfg.train.seed) if target is not None and cfg.task == "classification" else None  # DEV
     seed_everything(cfg.train.seed)
     strategy.prepare(model, ctx)
     spec = model.backbone.preprocessing
     result = TrainResult()
     if strategy.trains_with_loop:
-        result = _train(model, strategy, ctx, prepared, cfg, run_dir, resume is not None, on_epoch_end, engine)
+        result = _train(model, strategy, ctx, prepared, cfg, run_dir, resume is not None, on_epoch_end, engine,
+                        domain_run.selection if domain_run is not None else None)
     engine.close()
     if not engine.is_main:  # rank 0 evaluates and writes the bundle and report
         return FitResult(run_dir, run_dir / "bundle", {}, result.history, time.perf_counter() - start, False)
@@ -362,12 +366,17 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
                        n_skipped=data_report.n_skipped + unlabeled_report.n_skipped)
     if target is not None:  # --target-data: how many target inputs adapted the model, which were left out
         summary.update(domain.target_summary(target, target_report))
+    domain_report = None
+    if domain_run is not None:  # the label-free selection's scores, and --target-test for the report only
+        summary["domain"], domain_report = domain_eval.finish(domain_run, model, result, prepared.label_map,
+                                                              strategy.name, inference, cfg.target_oracle)
     if ctx.teacher is not None:
         summary.update(distillation.teacher_summary(ctx.teacher, model, prepared, spec, inference, cfg.train.progress))
     if init is not None:  # old vs new model on new and old test data: forgetting, made visible
         new_test = ("test", prepared.test) if prepared.test is not None else ("val", prepared.val)
         summary["init_from"] = init.compare(model, prepared.label_map, new_test, inference)
-    run_record.write_run(run_dir, cfg, prepared, result, summary, strategy, evaluations, before, data_report)
+    run_record.write_run(run_dir, cfg, prepared, result, summary, strategy, evaluations, before, data_report,
+                         domain_report)
     return FitResult(run_dir, bundle_dir, metrics, result.history, time.perf_counter() - start)
 
 
@@ -382,7 +391,8 @@ def tune_multilabel_thresholds(model: TransferModel, data: PreparedData, precisi
 
 
 def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedData, cfg: FitConfig, run_dir: Path,
-           resume: bool, on_epoch_end: Any = None, engine: Engine | None = None) -> TrainResult:
+           resume: bool, on_epoch_end: Any = None, engine: Engine | None = None,
+           selection: LabelFreeSelection | None = None) -> TrainResult:
     spec, t = model.backbone.preprocessing, cfg.train
     train_set, targets = (data.train, data.label_map) if ctx.unlabeled is None else \
         distillation.transfer_set(data.train, ctx.unlabeled, data.label_map, model.task)  # unlabeled: no hard target
@@ -391,7 +401,7 @@ def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedD
     val_loader = make_loader(data.val, spec, data.label_map, 64)
     mixer = build_batch_mixer(t, len(data.label_map)) if data.modality == "image" else None
     return train(model, strategy, ctx, train_loader, val_loader, t, run_dir, resume=resume, batch_transform=mixer,
-                 on_epoch_end=on_epoch_end, engine=engine)
+                 on_epoch_end=on_epoch_end, engine=engine, selection=selection)
 
 
 def _resolve_class_weight(data: PreparedData, t: TrainConfig) -> tuple[dict[str, Any], np.ndarray | None]:

@@ -39,6 +39,8 @@ class FitConfig:
     init_from: str | None = None  # continue from this bundle/ (backbone + head); new classes extend the head
     unlabeled_data: str | None = None  # extra inputs without labels (distill: the teacher labels them)
     target_data: str | None = None  # domain adaptation: unlabeled inputs of the target domain (dann, coral, mmd)
+    target_test: str | None = None  # labeled target-domain test data: scored for the report only, never for selection
+    target_oracle: float | None = None  # a target oracle's accuracy on target_test: the report states the gap closed
     baseline: bool = True  # also fit a frozen-feature linear probe: the "before" of the report's before-vs-after
     strict: bool = False  # the data doctor's findings are all fatal (transferkit.data.doctor)
     dedupe: bool = False  # leave out later copies of duplicate / near-duplicate inputs (train < val < test)
@@ -60,6 +62,16 @@ class FitConfig:
         if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c < float("inf")):
             raise ConfigError(f"The 'clip_seconds' parameter must be a number of seconds > 0. Got {c!r} instead.",
                               cli=f"--clip-seconds must be a number of seconds > 0. Got {c!r} instead.")
+        if self.target_test is not None and self.target_data is None:
+            raise ConfigError("The 'target_test' parameter scores a domain-adapted model on labeled target data; it "
+                              "needs 'target_data' (the unlabeled target inputs) too.",
+                              cli="--target-test needs --target-data (the unlabeled target inputs) and a strategy "
+                                  "that adapts to it (dann, coral, mmd, self-train).")
+        o = self.target_oracle
+        if o is not None and (isinstance(o, bool) or not isinstance(o, (int, float)) or not 0 <= o <= 1
+                              or self.target_test is None):
+            raise ConfigError(f"The 'target_oracle' parameter must be an accuracy in [0, 1] on 'target_test' (which "
+                              f"must be given). Got {o!r} instead.")
         if not 0 < self.val_fraction < 0.9:
             raise ConfigError(f"The 'val_fraction' parameter must be in (0, 0.9). Got {self.val_fraction} instead.")
 

@@ -83,7 +83,8 @@ def manifest(cfg: FitConfig, model: TransferModel, data: Any, strategy, spec, su
 
 def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, summary: dict, strategy,
                evaluations: dict[str, Any], before: dict[str, Any] | None,
-               data_report: DataReport | None = None) -> None:
+               data_report: DataReport | None = None, domain: dict[str, Any] | None = None) -> None:
+    """``domain``: the report's "Across domains" section (transferkit.domain_eval) of a --target-data run."""
     atomic_write_json(run_dir / "metrics.json", summary)
     atomic_write_json(run_dir / "history.json", result.history)
     if not result.history:  # a closed-form strategy still leaves TensorBoard events with its final metrics
@@ -143,7 +144,8 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
     run = {
         "title": run_dir.name, "model": model_name, "strategy": strategy.name,
         "created": datetime.now().isoformat(timespec="seconds"), "metrics": metrics, "history": result.history,
-        "notes": training_notes(result) + imbalance_notes(summary["imbalance"], IMBALANCE_RATIO_FOR_WEIGHTS)
+        "notes": training_notes(result, selected_by=(domain or {}).get("selection", {}).get("criterion"))
+        + imbalance_notes(summary["imbalance"], IMBALANCE_RATIO_FOR_WEIGHTS)
         + before_after_notes(before, metrics, strategy.name)
         + (data_doctor_notes(data_report.to_dict()) if data_report is not None else [])
         + init_from_notes(summary.get("init_from")),
@@ -156,6 +158,7 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
         "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
         "before_after": before_after_table(before, metrics, strategy.name),
         "distillation": distillation_table(summary),
+        "domain": domain,
         "errors": {name: confident_errors(parts[name].inputs, parts[name].ids, e.labels, e.probabilities,
                                           list(data.label_map.names), data.modality)
                    for name, e in evaluations.items()},

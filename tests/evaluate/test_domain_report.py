@@ -27,6 +27,8 @@ def test_gap_closed_is_the_share_of_source_only_to_oracle():
     assert "closed 50.0 % of the gap" in table["gap_statement"]
     assert [r["accuracy"] for r in table["rows"]] == pytest.approx([0.5, 0.7, 0.9])
     assert gap_share(0.5, 0.4, 0.9) == pytest.approx(-0.25)  # worse than source-only: negative
+    worse = target_test_table({"accuracy": 0.4}, {"accuracy": 0.5}, "dann", oracle_accuracy=0.9)
+    assert worse["gap_statement"].startswith("Adaptation widened the gap") and "(-25.0 % closed)" in worse["gap_statement"]
 
 
 def test_no_oracle_no_gap_and_an_oracle_below_source_only_has_no_gap():

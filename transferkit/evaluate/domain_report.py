@@ -59,6 +59,9 @@ def _gap_sentence(source_only: float, oracle: float | None, share: float | None)
     if share is None:
         return (f"Source-only ({source_only:.4f}) already reaches the target oracle ({oracle:.4f}): there is no gap "
                 "to close.")
+    if share < 0:
+        return (f"Adaptation widened the gap between source-only ({source_only:.4f}) and the target oracle "
+                f"({oracle:.4f}) instead of closing it ({100 * share:.1f} % closed).")
     return (f"Adaptation closed {100 * share:.1f} % of the gap between source-only ({source_only:.4f}) and the "
             f"target oracle ({oracle:.4f}).")
 

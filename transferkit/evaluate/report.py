@@ -25,14 +25,16 @@ def _fmt(x: Any) -> str:
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
-def training_notes(result: TrainResult, score_name: str = "macro-F1") -> list[str]:
+def training_notes(result: TrainResult, score_name: str = "macro-F1", selected_by: str | None = None) -> list[str]:
+    """``selected_by``: the label-free criterion that chose the epoch (domain adaptation), if one did."""
     if not result.history:
         return ["Fitted in closed form on frozen features (no training loop)."]
     trained = len(result.history) - 1
     stop = "; stopped early" if result.stopped_early else "; stopped by the --max-minutes budget" \
         if result.stopped_by_time else "; stopped because training diverged" if result.diverged else ""
-    notes = [f"Kept the weights of epoch {result.best_epoch} of {trained} (best validation {score_name}"
-             f" {result.best_score:.4f}){stop}."]
+    why = f"chosen by {selected_by} without target labels; its source validation {score_name}" if selected_by \
+        else f"best validation {score_name}"
+    notes = [f"Kept the weights of epoch {result.best_epoch} of {trained} ({why} {result.best_score:.4f}){stop}."]
     if result.diverged:
         notes.append(f"{result.diverged['message']} The weights of epoch {result.best_epoch}, the best before it, "
                      "are what the bundle holds.")
@@ -41,7 +43,10 @@ def training_notes(result: TrainResult, score_name: str = "macro-F1") -> list[st
                      "its running statistics for them (statistics over one example are undefined).")
     if result.resumed_from:
         notes.append(f"Resumed from checkpoint {result.resumed_from}.")
-    if result.best_epoch == 0:
+    if result.best_epoch == 0 and selected_by:
+        notes.append(f"{selected_by[:1].upper()}{selected_by[1:]} rated no trained epoch above the model before "
+                     "the first step, so that model was kept: adaptation did not look like it would help on the target.")
+    elif result.best_epoch == 0:
         notes.append("Training never beat the model as it was before the first step on validation, so that model "
                      "was kept: with this little data, adaptation did not help.")
     return notes
