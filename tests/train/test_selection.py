@@ -70,3 +70,4 @@ def test_improves_ignores_missing_and_non_finite_scores():
     assert not selection.improves({"dev_risk": math.nan}, math.inf)
     assert not selection.improves({}, math.inf)
     assert not selection.improves({"dev_risk": 1.0}, 1.0)  # a tie keeps the earlier epoch
+    assert selection.improves({"dev_risk": 5.0}, math.nan)  # an unscored kept epoch loses to any score

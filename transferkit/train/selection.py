@@ -25,10 +25,13 @@ class LabelFreeSelection:
     name: str = ""  # how reports name the criterion
 
     def improves(self, row: dict[str, Any], best: float) -> bool:
-        """Whether ``row`` beats ``best`` (a value of the same column; inf/-inf before any epoch)."""
+        """Whether ``row`` beats ``best`` (a value of the same column; inf/-inf before any epoch, NaN when the kept
+        epoch had no score)."""
         value = row.get(self.key)
         if value is None or not math.isfinite(value):
             return False
+        if math.isnan(best):  # the kept epoch could not be scored: any score beats it
+            return True
         return value < best if self.lower_is_better else value > best
 
     @property
