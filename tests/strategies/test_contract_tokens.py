@@ -24,7 +24,9 @@ from transferkit.task_choice import check_options
 from transferkit.tasks import TokensTask
 from transferkit.tasks.model import TransferModel
 
-TOKEN_STRATEGIES = [name for name in sorted(STRATEGIES) if name not in ("linear-probe", "distill")]
+# domain adaptation (needs_target) aligns one feature vector per input: refused for tokens (task_choice)
+TOKEN_STRATEGIES = [name for name in sorted(STRATEGIES)
+                    if name not in ("linear-probe", "distill") and not STRATEGIES[name].needs_target]
 LR = {"head": 1e-1, "scratch": 1e-3, "lp-ft": 1e-4}
 
 
