@@ -56,6 +56,15 @@ def test_dev_with_alike_domains_is_the_mean_loss():
     assert deep_embedded_validation(source, losses, target).risk == pytest.approx(losses.mean(), abs=0.1)
 
 
+def test_weights_on_wide_features_of_one_distribution_stay_near_one():
+    """512-d features, 300 per domain, one distribution: an unregularised classifier on all 512 dimensions
+    overfits each fold (weights up to 1e6, effective sample size 6 of 300); the calibrated one keeps them near 1."""
+    rng = np.random.default_rng(5)
+    weights, _ = density_ratio(rng.normal(size=(300, 512)), rng.normal(size=(300, 512)))
+    assert weights.sum() ** 2 / np.sum(weights**2) > 0.8 * 300
+    assert weights.max() < 5
+
+
 def test_the_control_variate_returns_a_constant_loss_exactly():
     weights = np.random.default_rng(3).lognormal(0, 1, 50)  # any weights, far from averaging 1
     assert weights.mean() != pytest.approx(1.0, abs=0.2)
