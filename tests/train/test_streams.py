@@ -2,7 +2,7 @@
 
 Unit checks on 20 inverted digits in batches of 8 (two batches per target epoch, the last 4 dropped), then a dann
 fit (3 digit classes x 10 -> 24 train images, 3 batches of 8 per epoch, paired with those 20 target images)
-stopped at checkpoints inside an epoch, inside a target epoch and at a target epoch's end, resumed with
+stopped at checkpoints inside an epoch (at a target epoch's end, and in the second epoch), resumed with
 ``fit --resume``: bit-identical weights, discriminator and history to the uninterrupted run (CPU fp32).
 """
 from __future__ import annotations
@@ -84,8 +84,8 @@ def dann_reference(digits_folder: Path, target_folder: Path, tmp_path_factory: p
     return out
 
 
-POINTS = {  # (epoch, batches_done) -> the target stream there (3 labeled batches per epoch, 2 target per epoch)
-    "inside_target_epoch": ((0, 1), {"epoch": 0, "position": 1, "taken": 1}),
+POINTS = {  # (epoch, batches_done) -> the target stream there (3 labeled batches per epoch, 2 target per epoch);
+    # a point inside a target epoch is test_stream_resumes_at_the_exact_batch's
     "end_of_target_epoch": ((0, 2), {"epoch": 0, "position": 2, "taken": 2}),
     "second_epoch": ((1, 1), {"epoch": 1, "position": 2, "taken": 4}),
 }
