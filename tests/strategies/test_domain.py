@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import VENV_BIN, bbc_texts, write_inverted_digits, write_text_csv
 from tests.strategies.helpers import Task
@@ -26,7 +27,7 @@ from transferkit.data.loaders import make_loader
 from transferkit.data.sources import load_source
 from transferkit.strategies import STRATEGIES, StrategyContext, build_strategy
 from transferkit.strategies.domain import joint_features
-from transferkit.strategies.losses import coral_loss, mmd_loss
+from transferkit.strategies.losses import coral_loss, dann_lambda, mmd_loss
 
 DOMAIN = ("dann", "coral", "mmd")
 FIT = dict(model="efficientnet_lite0", image_size=32, epochs=2, progress=False, baseline=False, seed=0)
@@ -155,7 +156,10 @@ def test_dann_step_trains_the_discriminator_and_reverses_its_gradient_into_the_b
     # the head's weights are zero, so the backbone's only gradient is the (reversed) domain one
     top = [p for p in model.backbone.blocks()[-1].parameters() if p.grad is not None]
     assert top and any(p.grad.abs().sum() > 0 for p in top)
-    assert 0.0 <= strategy.domain_accuracy <= 1.0
+    parts = strategy.step_parts()  # what TensorBoard gets as train/<name>
+    assert set(parts) == {"task_loss", "domain_loss", "domain_accuracy", "reversal_coeff"}
+    assert parts["task_loss"] == pytest.approx(math.log(image_task.n_classes), rel=1e-4)
+    assert parts["reversal_coeff"] == pytest.approx(dann_lambda(0.5)) and 0.0 <= parts["domain_accuracy"] <= 1.0
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -174,6 +178,8 @@ def test_dann_fit_on_inverted_digits_trains_and_its_bundle_predicts(digits_folde
     assert not any("discriminator" in key for key in bundle)  # a helper: checkpointed, never bundled
     ckpt = sorted((result.run_dir / "checkpoints").glob("ckpt-*"))[-1]
     assert any(k.startswith("discriminator/") for k in load_file(str(ckpt / "helpers.safetensors")))
+    logged = EventAccumulator(str(result.run_dir / "tensorboard")).Reload().Tags()["scalars"]
+    assert {"train/domain_loss", "train/domain_accuracy", "train/reversal_coeff"} <= set(logged)
     out = tmp_path / "preds.csv"
     api.predict(str(result.bundle_dir), str(target_folder), out=str(out))
     with open(out, newline="") as fh:

@@ -157,6 +157,10 @@ class Strategy:
         them; bundles keep it as adapter.safetensors. None for strategies that change the weights themselves."""
         return None
 
+    def step_parts(self) -> dict[str, float]:
+        """Named parts of the last step's loss for TensorBoard (``train/<name>``), e.g. a domain loss; none here."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -61,4 +61,12 @@ class Dann(DomainAdaptation):
         discriminator = ctx.helpers.get("discriminator", self.discriminator)
         coeff = dann_lambda(self.progress(ctx), self.config.gamma)
         loss, self.domain_accuracy = domain_adversarial_loss(discriminator, source, target, coeff)
+        self.coeff = coeff
         return loss
+
+    def step_parts(self) -> dict[str, float]:
+        """Also the discriminator's accuracy (0.5: the domains look alike to it) and the reversal coefficient."""
+        parts = super().step_parts()
+        if parts:
+            parts.update(domain_accuracy=self.domain_accuracy, reversal_coeff=self.coeff)
+        return parts

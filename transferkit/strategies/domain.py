@@ -12,7 +12,8 @@ the same modality, no ``labels``), and the stream's position is part of ``state_
 the same target batches. Source and target go through the backbone in one forward pass (text batches padded to
 one length; padding is masked), so batch-norm layers that train (bn='train') see both domains, as in TLlib.
 A batch without ``target`` (the strategy contract tests step on plain labeled batches) trains on the task loss
-alone. Subclasses (dann, coral, mmd; self-training reads ``batch['target']`` too) implement ``domain_loss``.
+alone. The last step's task and domain losses go to TensorBoard (``step_parts``). Subclasses (dann, coral, mmd;
+self-training reads ``batch['target']`` too) implement ``domain_loss``.
 """
 from __future__ import annotations
 
@@ -64,7 +65,13 @@ class DomainAdaptation(Finetune):
         f_s, f_t = joint_features(model, batch, target)
         loss = model.head.loss(model.head(f_s), batch["labels"])
         a_s, a_t = self.aligned(model, f_s), self.aligned(model, f_t)
-        return loss + self.config.weight * self.domain_loss(a_s.float(), a_t.float(), ctx)
+        domain = self.domain_loss(a_s.float(), a_t.float(), ctx)
+        self.parts = {"task_loss": float(loss.detach()), "domain_loss": float(domain.detach())}
+        return loss + self.config.weight * domain
+
+    def step_parts(self) -> dict[str, float]:
+        """The last paired step's task and domain losses (TensorBoard: train/task_loss, train/domain_loss)."""
+        return dict(getattr(self, "parts", {}))
 
     def aligned(self, model: TransferModel, features: torch.Tensor) -> torch.Tensor:
         """What the domain loss compares: the backbone's features (Deep CORAL: optionally the head's outputs)."""

@@ -223,6 +223,8 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
                 bar.set_postfix(loss=f"{state.epoch_losses[-1]:.3f}")
                 if writer:
                     writer.add_scalar("train/loss", state.epoch_losses[-1], state.step)
+                    for name, part in strategy.step_parts().items():  # e.g. a domain loss, a discriminator's accuracy
+                        writer.add_scalar(f"train/{name}", part, state.step)
                 over_time = cfg.max_minutes is not None and elapsed() > 60 * cfg.max_minutes
                 _, (stopping, over_time) = engine.agree(0.0, stop.requested, over_time)  # any rank: all ranks
                 if stopping:
