@@ -65,7 +65,6 @@ def fit_inputs(root: Path, method: str) -> dict:
 
 def run_one(root: Path, method: str, seed: int, args: argparse.Namespace, out: Path) -> dict:
     inputs = fit_inputs(root, method)
-    shutil.rmtree(out, ignore_errors=True)  # an interrupted earlier run's folder: fit refuses to write over it
     start = time.perf_counter()
     result = transferkit.fit(inputs.pop("data"), **inputs, model=args.model, image_size=args.image_size,
                              epochs=args.epochs, seed=seed, test_data=str(root / "target" / "test"),
@@ -214,8 +213,9 @@ def main() -> None:
             done = next((r for r in rows if (r["pair"], r["method"]) == (pair, method)), None)
             runs = {r["seed"]: r for r in (done["runs"] if done else [])}
             for seed in (s for s in seeds if s not in runs):
-                runs[seed] = {**run_one(root, method, seed, args, Path(args.work) / "runs" / f"{pair}-{method}-{seed}"),
-                              "commit": env["commit"]}
+                (Path(args.work) / "runs").mkdir(parents=True, exist_ok=True)  # a folder of its own per run:
+                out = Path(tempfile.mkdtemp(prefix=f"{pair}-{method}-{seed}-", dir=Path(args.work) / "runs"))
+                runs[seed] = {**run_one(root, method, seed, args, out), "commit": env["commit"]}  # pieces side by side
                 row = summarise(pair, method, [runs[s] for s in sorted(runs)], n_test)
                 rows = [r for r in rows if (r["pair"], r["method"]) != (pair, method)] + [row]
                 write(args.out, rows, note, env, environments)  # after every run: an interrupted benchmark keeps it
