@@ -185,3 +185,15 @@ def test_dann_fit_on_inverted_digits_trains_and_its_bundle_predicts(digits_folde
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 18 and {row["label"] for row in rows} <= {"0", "1", "2"}
+
+
+def test_mmd_fit_on_texts_pairs_tokenized_target_batches(text_csv: Path, tmp_path: Path):
+    """Text: the target CSV has no label column; its batches are tokenized like the source's and padded to them."""
+    texts, _ = bbc_texts(per_class=4, offset=20, chars=120)
+    target = write_text_csv(tmp_path / "target.csv", [t.lower() for t in texts], None)
+    result = api.fit(str(text_csv), strategy="mmd", target_data=str(target), model="minilm", epochs=1, seed=0,
+                     progress=False, baseline=False, checkpoint_steps=0, out=str(tmp_path / "run"))
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["n_target"] == len(texts) and math.isfinite(result.history[1]["train_loss"])
+    logged = EventAccumulator(str(result.run_dir / "tensorboard")).Reload().Scalars("train/domain_loss")
+    assert logged and all(math.isfinite(e.value) for e in logged)
