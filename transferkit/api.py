@@ -264,9 +264,9 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
     strategy = build_strategy(cfg.strategy, cfg.strategy_options)
+    domain.check_target_rules(cfg, strategy)  # --target-data with dann/coral/mmd only, and they need it
     checked, data_report = check_data(data, cfg)  # the data doctor: unreadable inputs left out, fatal findings stop
     cfg = replace(cfg, task=data_report.stats["task"])  # as given, or detected from the labels (and then said so)
-    domain.check_target_rules(cfg, strategy)  # --target-data with dann/coral/mmd only, and they need it
     if cfg.init_from:  # a Huber bundle goes on with Huber unless --loss says otherwise
         cfg = task_choice.with_bundle_loss(cfg, read_manifest(Path(cfg.init_from)))
     cfg = task_choice.with_task_loss(cfg)  # regression: 'mse' unless --loss huber, recorded as such

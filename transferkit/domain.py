@@ -40,7 +40,7 @@ def check_target_rules(cfg: FitConfig, strategy: Any) -> None:
                           f"{strategy.name}; pick one of those or drop --target-data.")
     if cfg.target_data is None:
         return
-    if cfg.task == "tokens":
+    if cfg.task == "tokens":  # as given (detected token data: task_choice refuses these strategies for tokens)
         raise ConfigError(f"--strategy {strategy.name} aligns one feature vector per input; token classification "
                           "(one label per word) is not supported: drop --target-data or use --task classification.")
     if distributed_launch():
