@@ -9,9 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import VENV_BIN, write_digit_folder
+from tests.conftest import VENV_BIN, write_digit_folder, write_inverted_digits
 from transferkit import api
 from transferkit import compare as compare_module
+from transferkit.core.errors import ConfigError
 
 EXE = str(VENV_BIN / "transferkit")
 STRATEGIES = ["linear-probe", "scratch"]
@@ -277,3 +278,25 @@ def test_cli_compare_unknown_strategy_fails_before_any_run(cli_env: dict[str, st
     line = assert_one_line_user_error(proc)
     assert "fintune" in line and "finetune" in line
     assert not out.exists()
+
+
+def test_compare_gives_target_data_to_the_strategies_that_adapt(digits15: Path, tmp_path: Path):
+    """Source-only vs adapted on identical splits: finetune trains on the source alone, coral also reads the target;
+    both are scored on the labeled target test set (--test-data)."""
+    target = write_inverted_digits(tmp_path / "target", (0, 1, 2), 4)
+    target_test = tmp_path / "target_test"
+    for d in (0, 1, 2):
+        write_inverted_digits(target_test / str(d), (d,), 3, offset=150)
+    with pytest.raises(ConfigError, match="none of which is compared here"):
+        compare_module.compare(str(digits15), ["finetune"], [None], target_data=str(target), out=str(tmp_path / "x"),
+                               **OPTIONS)
+    with pytest.raises(ConfigError, match="dann need --target-data"):
+        compare_module.compare(str(digits15), ["finetune", "dann"], [None], out=str(tmp_path / "y"), **OPTIONS)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # refused before any run
+    summary = compare_module.compare(str(digits15), ["finetune", "coral"], [None], target_data=str(target),
+                                     test_data=str(target_test), out=str(tmp_path / "cmp"), progress=False, **OPTIONS)
+    runs = {r["strategy"]: Path(r["run_dir"]) for r in summary["runs"] if r["strategy"] in ("finetune", "coral")}
+    configs = {name: json.loads((run / "config.json").read_text()) for name, run in runs.items()}
+    assert configs["finetune"]["target_data"] is None and configs["coral"]["target_data"] == str(target)
+    assert json.loads((runs["coral"] / "metrics.json").read_text())["n_target"] == 12
+    assert {json.loads((run / "metrics.json").read_text())["test"]["n"] for run in runs.values()} == {9}

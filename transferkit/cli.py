@@ -304,6 +304,8 @@ def compare(
     dedupe: bool = typer.Option(False, "--dedupe", help="Leave out later copies of duplicate inputs (train < val < test)."),
     max_pixels: int | None = typer.Option(None, help="Refuse images decoding to over N pixels, ~4N bytes [default: 250 M]."),
     task: str | None = typer.Option(None, help=TASK_HELP),
+    target_data: str | None = typer.Option(None, help="Unlabeled target domain for the strategies that adapt to it "
+                                           "(dann, coral, mmd); the others train on --data alone."),
 ) -> None:
     """Compare strategies on identical splits: mean ± std, wall time, trainable parameters, transfer gain."""
     from transferkit.compare import compare as run_comparison

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from transferkit import api, compare_workers, task_choice
+from transferkit import api, compare_workers, domain, task_choice
 from transferkit.api import DataInput
 from transferkit.backbones import DEFAULT_FOR_MODALITY
 from transferkit.config import FitConfig
@@ -57,6 +57,7 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
         raise ConfigError(f"The 'workers' parameter of compare (--workers) must be an int from 1 to {cores}, the CPU "
                           f"cores here (workers x torch threads <= cores). Got {workers!r} instead.")
     base = FitConfig.from_options(**options)
+    _check_target_data(base, strategies)
     out_dir = Path(out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
     splits, data_report = _comparison_splits(data, base)
     base = replace(base, task=data_report.stats["task"])  # given, or detected once for every run
@@ -73,8 +74,21 @@ def compare(data: DataInput, strategies: list[str], labels_per_class: list[int |
     return _write_comparison(out_dir, data, base, splits, runs, skipped, strategies, seeds, data_report)
 
 
+def _check_target_data(base: FitConfig, strategies: list[str]) -> None:
+    """--target-data goes to the strategies that adapt to it (dann, coral, mmd, ...), the others train on the source
+    alone: source-only vs adapted on identical splits. Refused when no strategy uses it, or one needs it."""
+    users = [name for name in strategies if STRATEGIES[name].needs_target]
+    if base.target_data is not None and not users:
+        raise ConfigError(f"--target-data is used by --strategies {' or '.join(domain.target_strategies())}, none of which "
+                          f"is compared here ({', '.join(strategies)}); add one or drop --target-data.")
+    if base.target_data is None and users:
+        raise ConfigError(f"--strategies {', '.join(users)} need --target-data UNLABELED_TARGET: the unlabeled inputs "
+                          "of the domain to adapt to (their test data: --test-data).")
+
+
 def _cell_config(base: FitConfig, out_dir: Path, k: int | None, strategy: str, seed: int) -> FitConfig:
-    return replace(base, strategy=strategy, labels_per_class=k, val_data=None, test_data=None,
+    target = base.target_data if STRATEGIES[strategy].needs_target else None  # source-only runs: no target
+    return replace(base, strategy=strategy, labels_per_class=k, val_data=None, test_data=None, target_data=target,
                    out=str(out_dir / "runs" / f"{strategy}-k{k or 'all'}-seed{seed}"),
                    train=replace(base.train, seed=seed, progress=False))
 
