@@ -113,3 +113,29 @@ def test_estimator_fits_and_predicts_audio_paths(tone_splits: Path):
     assert list(clf.predict(test.inputs)) == test.labels
     assert json.loads((Path(clf.result_.bundle_dir) / "transferkit.json").read_text())[
         "preprocessing"]["clip_seconds"] == CLIP
+
+
+@pytest.fixture(scope="module")
+def speech_bundle(tone_splits: Path) -> Path:
+    run = transferkit.fit(str(tone_splits / "train"), model="speech-embedding", strategy="linear-probe",
+                          clip_seconds=CLIP, out=str(tone_splits.parent / "run-speech"), progress=False)
+    return Path(run.bundle_dir)
+
+
+def test_evaluate_refuses_data_of_another_modality_like_predict(speech_bundle: Path, tmp_path: Path,
+                                                               digits_folder: Path, text_csv: Path):
+    """An audio bundle scored on images or texts: one DataError naming the data and the bundle's modality (the CLI
+    prints it and exits 2), never a KeyError or a tokenizer complaint from deep in the loader."""
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
+    from transferkit.core.errors import DataError
+
+    for data, held in ((digits_folder, "image"), (text_csv, "text")):
+        with pytest.raises(DataError, match=f"holds {held} data but this bundle is an audio model"):
+            transferkit.evaluate(speech_bundle, str(data), progress=False)
+        with pytest.raises(DataError, match=f"holds {held} data but this bundle is an audio model"):
+            transferkit.predict(speech_bundle, str(data), progress=False)
+    result = CliRunner().invoke(app, ["evaluate", "--bundle", str(speech_bundle), "--data", str(digits_folder)])
+    assert result.exit_code == 2 and "this bundle is an audio model" in result.output
+    assert "Traceback" not in result.output

@@ -92,7 +92,7 @@ def test_refused_combinations(old_run, tmp_path: Path, text_csv: Path):
         _refit(old_run, data, tmp_path / "b", image_size=64)
     with pytest.raises(ConfigError, match="drop --model"):
         _refit(old_run, data, tmp_path / "c", model="minilm")
-    with pytest.raises(DataError, match="image model but the data is text"):
+    with pytest.raises(DataError, match="is an image model but the data is text"):
         _refit(old_run, text_csv, tmp_path / "d")
 
 

@@ -26,7 +26,7 @@ from transferkit.core.io import atomic_write, atomic_write_json, atomic_write_te
 from transferkit.core.runtime import inference_precision, resolve_precision
 from transferkit.core.seeding import seed_everything
 from transferkit.data.doctor import DataReport, DoctorConfig, diagnose, diagnose_inputs
-from transferkit.data.examples import DataSplits, Examples
+from transferkit.data.examples import DataSplits, Examples, a_modality, check_modality
 from transferkit.data.images import DEFAULT_MAX_PIXELS
 from transferkit.data.labels import LabelMap
 from transferkit.data.loaders import make_loader
@@ -34,7 +34,15 @@ from transferkit.data.sources import TextColumns, load_source
 from transferkit.data.splits import held_out_split, subsample_per_class
 from transferkit.data.targets import NumericTargets
 from transferkit.evaluate.metrics import REPORTS, headline
-from transferkit.export.bundle import MANIFEST, Bundle, load_bundle, read_manifest, recorded_precision, save_bundle
+from transferkit.export.bundle import (
+    MANIFEST,
+    Bundle,
+    load_bundle,
+    read_manifest,
+    recorded_precision,
+    refuse_onnx_export,
+    save_bundle,
+)
 from transferkit.export.recorded import data_record
 from transferkit.refit import start_from
 from transferkit.serve.output import predict_to_file
@@ -167,7 +175,7 @@ def _build_model(cfg: FitConfig, modality: str, n_classes: int, pretrained: bool
     clip = cfg.clip_seconds if modality == "audio" else None  # Whisper's encoder is built for the clip length
     backbone = build_backbone(name, pretrained=pretrained, clip_seconds=clip)
     if backbone.modality != modality:
-        raise ConfigError(f"Model '{name}' is a {backbone.modality} model but the data is {modality}; "
+        raise ConfigError(f"Model '{name}' is {a_modality(backbone.modality)} model but the data is {modality}; "
                           f"use e.g. --model {DEFAULT_FOR_MODALITY[modality]}.")
     if modality == "image":
         backbone.preprocessing = backbone.preprocessing.with_image_size(cfg.image_size)
@@ -466,10 +474,11 @@ def load(bundle: str | Path) -> Bundle:
     return load_bundle(Path(bundle))
 
 
-def _labeled_split(data: DataInput, split: str, columns: TextColumns,
-                   doctor: DoctorConfig) -> tuple[Examples, DataReport, str]:
+def _labeled_split(data: DataInput, split: str, columns: TextColumns, doctor: DoctorConfig,
+                   modality: str) -> tuple[Examples, DataReport, str]:
     """The split to score, read as fit reads it, without the inputs fit would leave out (DataError if fatal), and
-    its name: ``split`` for a source with train/val/test parts, "all" for a single-split source (scored whole)."""
+    its name: ``split`` for a source with train/val/test parts, "all" for a single-split source (scored whole).
+    Data of another ``modality`` than the bundle's is a DataError, as in predict."""
     if split not in EVALUATION_SPLITS:
         raise ConfigError(f"The 'split' parameter of evaluate must be one of {', '.join(EVALUATION_SPLITS)}. "
                           f"Got {split!r} instead.")
@@ -480,6 +489,7 @@ def _labeled_split(data: DataInput, split: str, columns: TextColumns,
         split = "all"
     if examples is None:
         raise DataError(f"{splits.train.source} has no '{split}' split; choose one of train, val, test that exists.")
+    check_modality(examples, modality)
     if examples.labels is None:
         raise DataError(f"{examples.source}: evaluation needs labels.")
     report = diagnose_inputs({split: examples}, doctor)
@@ -510,11 +520,12 @@ def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_colu
     Inputs fit would leave out (unreadable or refused images) are left out here too, listed in ``skipped`` and
     counted in ``n_skipped``; ``strict`` makes them (and every other per-input finding) a DataError.
     """
+    refuse_onnx_export(Path(bundle), "evaluate")
     loaded = load_bundle(Path(bundle))
     spec = loaded.preprocessing
     doctor = DoctorConfig(strict=strict, max_tokens=spec.max_length if spec.modality == "text" else None)
     columns = task_choice.bundle_columns(loaded.manifest, text_column, label_column, image_column)  # as fitted
-    examples, report, split = _labeled_split(data, split, columns, doctor)
+    examples, report, split = _labeled_split(data, split, columns, doctor, spec.modality)
     precision = recorded_precision(loaded.manifest, loaded.path / MANIFEST)  # as predict and serve use it
     targets = task_choice.bundle_targets(loaded.manifest, loaded.label_map, examples.labels)  # regression: floats
     metrics = _evaluate_split(loaded.model, examples, targets, spec, precision, progress).metrics

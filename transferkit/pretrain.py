@@ -28,7 +28,7 @@ from transferkit.core.io import atomic_write_json
 from transferkit.core.runtime import default_device
 from transferkit.core.seeding import seed_everything
 from transferkit.data.doctor import DoctorConfig, diagnose_inputs
-from transferkit.data.examples import Examples
+from transferkit.data.examples import Examples, a_modality
 from transferkit.data.images import DEFAULT_MAX_PIXELS
 from transferkit.data.sources import TextColumns, load_source
 from transferkit.pretrain_methods import METHODS, Objective, build_objective, resolve_method
@@ -152,7 +152,7 @@ def pretrain(data: str | Path | Examples | None = None, config: PretrainConfig |
     model_name = DEFAULT_FOR_MODALITY[examples.modality] if cfg.model == "auto" else cfg.model
     backbone = build_backbone(model_name)
     if backbone.modality != examples.modality:
-        raise ConfigError(f"Model '{model_name}' is a {backbone.modality} model but {examples.source} holds "
+        raise ConfigError(f"Model '{model_name}' is {a_modality(backbone.modality)} model but {examples.source} holds "
                           f"{examples.modality} data; use e.g. --model {DEFAULT_FOR_MODALITY[examples.modality]}.")
     if examples.modality == "image":
         backbone.preprocessing = backbone.preprocessing.with_image_size(cfg.image_size)

@@ -16,6 +16,7 @@ from torchvision.transforms import v2 as T
 
 from transferkit.backbones.base import Backbone
 from transferkit.core.errors import ConfigError
+from transferkit.data.examples import a_modality
 from transferkit.data.images import load_image
 from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
 from transferkit.strategies.losses import info_nce, nt_xent
@@ -163,7 +164,8 @@ def resolve_method(method: str, backbone: Backbone) -> str:
     """'auto' -> simclr for images; mlm for a text encoder with an MLM head, else simcse. A named method must fit
     the backbone's modality."""
     if backbone.modality not in ("image", "text"):
-        raise ConfigError(f"pretrain adapts image and text backbones; {backbone.name} is a {backbone.modality} model.")
+        raise ConfigError(f"pretrain adapts image and text backbones; {backbone.name} is "
+                          f"{a_modality(backbone.modality)} model.")
     if method == "auto":
         if backbone.modality == "image":
             return "simclr"

@@ -25,7 +25,7 @@ from transferkit import task_choice
 from transferkit.backbones.base import state_dict_sha256
 from transferkit.config import FitConfig
 from transferkit.core.errors import BundleError, ConfigError, DataError
-from transferkit.data.examples import Examples
+from transferkit.data.examples import Examples, a_modality
 from transferkit.data.loaders import make_loader
 from transferkit.data.preprocess import PreprocessSpec
 from transferkit.data.stream import inference_batches
@@ -113,7 +113,8 @@ def start_from(folder: str | Path, model_name: str, image_size: int | None, moda
     bundle = load_bundle(folder)
     bb = bundle.manifest["backbone"]
     if bundle.preprocessing.modality != modality:
-        raise DataError(f"--init-from {folder} is a {bundle.preprocessing.modality} model but the data is {modality}.")
+        raise DataError(f"--init-from {folder} is {a_modality(bundle.preprocessing.modality)} model but the data "
+                        f"is {modality}.")
     if model_name not in ("auto", bb["name"]):
         raise ConfigError(f"--init-from {folder} holds a {bb['name']} model; drop --model {model_name} (the "
                           "architecture comes from the bundle).")

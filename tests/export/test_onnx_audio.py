@@ -157,3 +157,19 @@ def test_synthetic_clips_when_the_recorded_data_is_gone(speech_bundle: Path, tmp
     parity = export_onnx(bundle, tmp_path / "onnx", n_check=8)["parity"]
     assert parity["inputs"].startswith("8 synthetic") and "not readable here" in parity["inputs"]
     assert parity["n"] == 8 and parity["max_abs_diff"] <= 1e-4
+
+
+def test_evaluate_on_an_export_names_the_bundle_it_came_from(whisper_bundle: Path, whisper_export: Path,
+                                                            tones: Path):
+    """evaluate reads PyTorch bundles: an export (no backbone_config/, no weights) is refused up front, naming the
+    bundle it was exported from, not with an error from the hub or about safetensors."""
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
+    from transferkit.core.errors import BundleError
+
+    with pytest.raises(BundleError, match="is an ONNX export") as info:
+        transferkit.evaluate(whisper_export, str(tones / "test"), split="train", progress=False)
+    assert f"evaluate the PyTorch bundle it came from ({whisper_bundle.resolve()})" in str(info.value)
+    result = CliRunner().invoke(app, ["evaluate", "--bundle", str(whisper_export), "--data", str(tones / "test")])
+    assert result.exit_code == 2 and "is an ONNX export" in result.output

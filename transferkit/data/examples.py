@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from transferkit.core.errors import DataError
+
 Modality = Literal["image", "text", "audio"]
 
 
@@ -77,6 +79,18 @@ class Examples:
                           else b"\2" + _input_bytes(list(label)) if isinstance(label, tuple)  # a multi-label set
                           else label.encode("utf-8") + b"\0")
         return digest.hexdigest()
+
+
+def a_modality(modality: str) -> str:
+    """'an image', 'an audio', 'a text': the article a modality takes in a sentence."""
+    return f"{'an' if modality[:1] in 'aeiou' else 'a'} {modality}"
+
+
+def check_modality(examples: Examples, expected: str, what: str = "this bundle") -> None:
+    """DataError unless ``examples`` hold ``expected`` data (a bundle of one modality cannot read another's)."""
+    if examples.modality != expected:
+        raise DataError(f"{examples.source} holds {examples.modality} data but {what} is {a_modality(expected)} "
+                        f"model; pass {expected} data.")
 
 
 def _default_id(x: Any, i: int) -> str:

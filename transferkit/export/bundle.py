@@ -103,8 +103,22 @@ def bundle_task(manifest: dict[str, Any], folder: Path | str) -> Task:
         raise BundleError(f"{Path(folder) / MANIFEST}: {exc} Upgrade transferkit to load this bundle.") from None
 
 
+def refuse_onnx_export(folder: Path, command: str) -> None:
+    """BundleError when ``folder`` is an ONNX export (only predict and serve run those), naming the PyTorch bundle
+    it came from when its manifest recorded one."""
+    if not (Path(folder) / MANIFEST).is_file():
+        return
+    manifest = read_manifest(Path(folder))
+    if manifest.get("runtime") != "onnx":
+        return
+    source = (manifest.get("onnx") or {}).get("source_bundle")
+    raise BundleError(f"'{folder}' is an ONNX export (predict and serve run it); {command} the PyTorch bundle it "
+                      f"came from{f' ({source})' if source else ''} instead.")
+
+
 def load_bundle(folder: Path) -> Bundle:
     folder = Path(folder)
+    refuse_onnx_export(folder, "use")
     manifest = read_manifest(folder)
     try:
         backbone = backbone_from_architecture(manifest["backbone"]["architecture"], folder)

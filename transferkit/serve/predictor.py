@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from transferkit.core.errors import BundleError, ConfigError, DataError
-from transferkit.data.examples import Examples
+from transferkit.core.errors import BundleError, ConfigError
+from transferkit.data.examples import Examples, check_modality
 from transferkit.data.preprocess import PreprocessSpec
 from transferkit.data.stream import inference_batches
 from transferkit.export.bundle import (
@@ -200,6 +200,4 @@ class Predictor:
         return torch_rows(self.bundle.model, batch, self.precision)
 
     def _check_modality(self, examples: Examples) -> None:
-        if examples.modality != self.modality:
-            raise DataError(f"{examples.source} holds {examples.modality} data but this bundle is a "
-                            f"{self.modality} model.")
+        check_modality(examples, self.modality)

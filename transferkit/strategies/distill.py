@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from transferkit.core.errors import ConfigError
+from transferkit.data.examples import a_modality
 from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
 from transferkit.strategies.base import StrategyContext, forward
 from transferkit.strategies.finetune import Finetune, FinetuneConfig
@@ -91,7 +92,7 @@ class Teacher(torch.nn.Module):
         self.task = getattr(model, "task", None)  # a bare module (tests) reads as a classifier
         _check_labels(self.task, teacher_labels, student_labels, source)
         if teacher_spec.modality != student_spec.modality:
-            raise ConfigError(f"The teacher {source} is a {teacher_spec.modality} model but the student reads "
+            raise ConfigError(f"The teacher {source} is {a_modality(teacher_spec.modality)} model but the student reads "
                               f"{student_spec.modality}.")
         if teacher_spec.modality == "text" and not same_tokenizer(teacher_spec, student_spec):
             raise ConfigError(f"The teacher {source} tokenizes text differently from the student model; distil into "
