@@ -76,6 +76,30 @@ def test_unknown_target_modules_is_a_config_error(text_model: TransferModel):
         build_strategy("lora", {"rank": 0})
 
 
+@pytest.mark.parametrize("raw", ["[query]", "query", "[query, key]", "query,key", '["query", "key"]'])
+def test_target_modules_from_the_command_line_are_layer_names_never_letters(raw: str):
+    """-o target_modules=[query] (bare list), =query (bare name) and the JSON form all name layers; LoRA then adapts
+    exactly those (before, a bare list reached peft as the string '[query]' and peft matched its letters)."""
+    from transferkit.cli import _parse_options
+
+    options = _parse_options([f"target_modules={raw}"])
+    strategy = build_strategy("lora", options)
+    expected = ("query",) if "key" not in raw else ("query", "key")
+    assert strategy.config.target_modules == expected
+    assert build_strategy("ia3", {"target_modules": raw}).config.target_modules == expected
+    model = TransferModel(build_backbone("minilm"), ClassificationHead(384, 3))
+    strategy.prepare(model, StrategyContext(n_classes=3, seed=0))
+    adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters()
+               if p.requires_grad and "lora_" in n}
+    assert adapted == set(expected)
+
+
+@pytest.mark.parametrize("raw", ["[]", [1, 2], 3])
+def test_target_modules_that_name_no_layer_are_refused(raw):
+    with pytest.raises(ConfigError, match=r"'target_modules' option is a list of layer names, e.g. -o target_m"):
+        build_strategy("lora", {"target_modules": raw})
+
+
 def test_lora_bundle_reloads_and_predicts_identically(digits_folder: Path, tmp_path: Path):
     out = tmp_path / "run"
     result = api.fit(str(digits_folder), model="efficientnet_lite0", strategy="lora", image_size=32, epochs=2,

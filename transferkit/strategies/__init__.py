@@ -5,6 +5,7 @@ strategy by writing its file and one line here (see docs/CONTRIBUTING.md).
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import fields
 from typing import Any
 
@@ -60,7 +61,27 @@ def build_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy
     if unknown:
         raise ConfigError(f"Strategy '{name}' has no option(s) {', '.join(unknown)}. "
                           f"Its options: {', '.join(sorted(valid)) or 'none'}.")
-    return cls(cls.config_class(**options))
+    hints = typing.get_type_hints(cls.config_class)
+    names = {key: _as_names(key, value) for key, value in options.items() if _takes_names(hints.get(key))}
+    return cls(cls.config_class(**{**options, **names}))
+
+
+def _takes_names(hint: Any) -> bool:
+    """A field typed ``tuple[str, ...]`` (optionally ``| None``): a list of layer names such as target_modules."""
+    return hint is not None and tuple[str, ...] in (hint, *typing.get_args(hint))
+
+
+def _as_names(key: str, value: Any) -> Any:
+    """A list of names from what a user writes: ['a', 'b'], 'a,b', '[a,b]' or 'a' (never the letters of 'a')."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [part.strip().strip("'\"") for part in value.strip().removeprefix("[").removesuffix("]").split(",")]
+        value = [part for part in value if part]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"The '{key}' option is a list of layer names, e.g. -o {key}=[query,value]. "
+                          f"Got {value!r} instead.")
+    return tuple(value)
 
 
 __all__ = ["STRATEGIES", "Strategy", "StrategyConfig", "StrategyContext", "build_strategy"]
