@@ -73,6 +73,8 @@ def test_clip_seconds_is_validated_by_the_cli_and_the_api(tone_splits: Path):
     refused = CliRunner().invoke(app, ["fit", "--data", str(tone_splits / "train"), "--clip-seconds", "0"])
     assert refused.exit_code == 2
     assert "--clip-seconds must be a number of seconds > 0. Got 0.0 instead." in refused.output
+    tiny = CliRunner().invoke(app, ["fit", "--data", str(tone_splits / "train"), "--clip-seconds", "0.01"])
+    assert tiny.exit_code == 2 and "--clip-seconds must be at least 0.025 seconds for whisper-tiny-en" in tiny.output
     with pytest.raises(ConfigError, match=r"'clip_seconds' parameter must be a number of seconds > 0. Got -1"):
         transferkit.fit("unused", clip_seconds=-1)
 

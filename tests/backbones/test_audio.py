@@ -230,6 +230,18 @@ def test_whisper_is_built_for_the_clip_length(whisper: AudioBackbone, tmp_path: 
         build_backbone("whisper-tiny-en", clip_seconds=31.0)
 
 
+def test_a_clip_shorter_than_one_fft_window_is_refused_naming_the_minimum():
+    """Whisper's log-mels need 400 samples (0.025 s at 16 kHz): a shorter clip is a ConfigError naming
+    --clip-seconds and the minimum, not a padding RuntimeError in the first batch; one window is enough."""
+    with pytest.raises(ConfigError, match=r"at least 0.025 seconds for whisper-tiny-en") as info:
+        build_backbone("whisper-tiny-en", clip_seconds=0.01)
+    assert info.value.cli.startswith("--clip-seconds must be at least 0.025 seconds")
+    shortest = build_backbone("whisper-tiny-en", clip_seconds=0.025).eval()
+    wave = load_audio(HELLO, 16000)
+    with torch.inference_mode():
+        assert shortest.embed(_whisper_batch(shortest, [wave])).shape == (1, 384)
+
+
 # ------------------------------------------------------------------------------------------ hf: audio models
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from transferkit.backbones.base import Backbone, state_dict_sha256
 from transferkit.core.errors import BackboneLoadError, ConfigError
+from transferkit.data.audio import clip_samples
 from transferkit.data.preprocess import PreprocessSpec
 
 CLIP_SECONDS = 5.0
@@ -152,12 +153,21 @@ def shorten_whisper(encoder: nn.Module, positions: int) -> nn.Module:
     return short.eval()
 
 
-def _audio_spec(feature_extractor: str, clip_seconds: float) -> PreprocessSpec:
+def _audio_spec(feature_extractor: str, clip_seconds: float, name: str) -> PreprocessSpec:
+    """The spec of a backbone read through ``feature_extractor``; a clip shorter than one of its FFT windows
+    (Whisper: 400 samples, 0.025 s) is a ConfigError naming the minimum, not a padding error mid-run."""
     from transformers import AutoFeatureExtractor
 
-    rate = int(AutoFeatureExtractor.from_pretrained(feature_extractor).sampling_rate)
+    extractor = AutoFeatureExtractor.from_pretrained(feature_extractor)
+    rate = int(extractor.sampling_rate)
     spec = PreprocessSpec(modality="audio", sample_rate=rate, feature_extractor=feature_extractor)
-    return spec.with_clip_seconds(clip_seconds)
+    spec = spec.with_clip_seconds(clip_seconds)
+    n_fft = getattr(extractor, "n_fft", None)
+    if isinstance(n_fft, int) and clip_samples(spec.clip_seconds, rate) < n_fft:
+        least = f"{n_fft / rate:g} seconds for {name} (one {n_fft}-sample window of its features at {rate} Hz)"
+        raise ConfigError(f"The 'clip_seconds' parameter must be at least {least}. Got {clip_seconds!r} instead.",
+                          cli=f"--clip-seconds must be at least {least}. Got {clip_seconds!r} instead.")
+    return spec
 
 
 def weights_cache() -> Path:
@@ -228,7 +238,7 @@ def whisper_tiny_en(pretrained: bool = True, clip_seconds: float = CLIP_SECONDS)
     if pretrained:
         state = {k: v.float() for k, v in load_file(folder / "encoder.safetensors").items()}
         encoder.load_state_dict(state, strict=True)
-    spec = _audio_spec(str(folder), clip_seconds)
+    spec = _audio_spec(str(folder), clip_seconds, "whisper-tiny-en")
     short = shorten_whisper(encoder, whisper_positions(spec.clip_seconds, spec.sample_rate))
     return AudioBackbone("whisper-tiny-en", short, spec, pretrained)
 
@@ -278,7 +288,7 @@ def hf_audio_backbone(model_id: str, pretrained: bool = True, clip_seconds: floa
     from transformers import AutoConfig, AutoModel
 
     try:
-        spec = _audio_spec(str(model_id), clip_seconds)
+        spec = _audio_spec(str(model_id), clip_seconds, name or str(model_id))
         model = AutoModel.from_pretrained(model_id) if pretrained else \
             AutoModel.from_config(AutoConfig.from_pretrained(model_id))
     except OSError as exc:
