@@ -141,3 +141,28 @@ def test_evaluate_refuses_data_of_another_modality_like_predict(speech_bundle: P
     result = CliRunner().invoke(app, ["evaluate", "--bundle", str(speech_bundle), "--data", str(digits_folder)])
     assert result.exit_code == 2 and "this bundle is an audio model" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option,flag", [({"image_size": 64}, "--image-size"), ({"max_pixels": 10**6}, "--max-pixels"),
+                                         ({"mixup": 0.2}, "--mixup"), ({"cutmix": 1.0}, "--cutmix"),
+                                         ({"hflip": 0.5}, "--hflip")])
+def test_image_only_options_are_refused_for_audio_and_text(tone_splits: Path, text_csv: Path, tmp_path: Path,
+                                                          option: dict, flag: str):
+    """Nothing resizes, caps, mixes or flips a clip or a text: such an option is a ConfigError naming it (the CLI's
+    flag), before any training and before a manifest could record it as applied."""
+    name = next(iter(option))
+    for data, modality in ((tone_splits / "train", "audio"), (text_csv, "text")):
+        with pytest.raises(ConfigError, match=f"'{name}' parameter applies to images only, and the training data "
+                                              f"is {modality}; drop it") as info:
+            transferkit.fit(str(data), strategy="linear-probe", out=str(tmp_path / modality), progress=False,
+                            **option)
+        assert info.value.cli.startswith(f"{flag} applies to images only")
+        assert not (tmp_path / modality / "bundle").exists()
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
+
+    value = str(option[name])
+    result = CliRunner().invoke(app, ["fit", "--data", str(tone_splits / "train"), flag, value,
+                                      "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 2 and f"{flag} applies to images only, and the training data is audio" in result.output

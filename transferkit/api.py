@@ -112,6 +112,7 @@ def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> 
     full = DataSplits(splits.train, val, test)
     if full.train.labels is None:
         raise DataError(f"{full.train.source}: training data needs labels.")
+    task_choice.check_modality_options(cfg, full.train.modality)  # no --image-size, --mixup... on text or audio
     hints = cfg.task is None  # a task given by name gets no "these labels look like another task's" hints
     cfg, detected = task_choice.resolve_task(cfg, full.train.labels, _init_from_task(cfg))
     report = diagnose(full, DoctorConfig(strict=cfg.strict, dedupe=cfg.dedupe, task=cfg.task, hints=hints,

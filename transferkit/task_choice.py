@@ -120,6 +120,27 @@ def resolve_task(cfg: FitConfig, train_labels: Sequence[str | None],
     return cfg, note
 
 
+# CLI flag -> (its parameter name, is it set?): options only images have a meaning for
+_IMAGE_ONLY = {
+    "--image-size": ("image_size", lambda c: c.image_size is not None),
+    "--max-pixels": ("max_pixels", lambda c: c.max_pixels is not None),
+    "--mixup": ("mixup", lambda c: c.train.mixup > 0),
+    "--cutmix": ("cutmix", lambda c: c.train.cutmix > 0),
+    "--hflip": ("hflip", lambda c: c.train.hflip > 0),
+}
+
+
+def check_modality_options(cfg: FitConfig, modality: str) -> None:
+    """ConfigError naming an image-only option (size, decode cap, mixing, flips) given for text or audio data, so
+    that nothing is recorded in the manifest as applied when it was not."""
+    if modality == "image":
+        return
+    for flag, (name, is_set) in _IMAGE_ONLY.items():
+        if is_set(cfg):
+            why = f"applies to images only, and the training data is {modality}; drop it"
+            raise ConfigError(f"The '{name}' parameter {why}.", cli=f"{flag} {why}.")
+
+
 def check_options(cfg: FitConfig, detected: bool = False) -> None:
     """ConfigError for an option the task has no meaning for (``detected``: the task was guessed, say how to
     override it)."""
