@@ -125,6 +125,8 @@ AUDIO_CASES = {
     "texts": (dict(json={"inputs": ["a clip"]}), 422, "an audio model"),
     "other form field": (dict(files=[("files", ("a.wav", b"x"))], data={"path": "/etc/passwd"}), 422, "'path'"),
     "too many clips": (dict(files=[("files", (f"{i}.wav", b"x")) for i in range(9)]), 413, "--max-batch"),
+    "far too many clips": (dict(files=[("files", (f"{i}.wav", b"x")) for i in range(70)]), 413,  # past the parser's
+                           "Over 9 inputs exceed the limit of 8 per request (--max-batch)"),  # own cap too
     "urlencoded": (dict(data={"inputs": "a"}), 415, "an audio model"),
 }
 

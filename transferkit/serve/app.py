@@ -26,6 +26,7 @@ from fastapi.responses import Response
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from transferkit.core.errors import DataError
 from transferkit.data.audio import AudioDecodeError, AudioTooLongError, clip_samples, crop_or_pad, load_audio
@@ -187,8 +188,18 @@ class Service:
         return raw, parsed.top_k
 
     async def _parse_multipart(self, request: Request) -> tuple[list[Any], int | None]:
-        form = await request.form(max_files=self.config.max_batch + 1, max_fields=self.config.max_batch + 1,
-                                  max_part_size=self.config.max_body_bytes)
+        try:  # the parser stops at max_batch + 1 files: past --max-batch, whatever the count, the answer is our 413
+            form = await request.form(max_files=self.config.max_batch + 1, max_fields=self.config.max_batch + 1,
+                                      max_part_size=self.config.max_body_bytes)
+        except StarletteHTTPException as exc:  # what request.form raises for a MultiPartException
+            if exc.status_code == 400 and str(exc.detail).startswith("Too many files"):
+                raise HTTPException(413, f"Over {self.config.max_batch + 1} inputs exceed the limit of "
+                                         f"{self.config.max_batch} per request (--max-batch); split them over "
+                                         "several requests.") from None
+            if exc.status_code == 400 and str(exc.detail).startswith("Too many fields"):
+                raise HTTPException(422, "Too many form fields: send clips or images as file fields (e.g. 'files') "
+                                         "and optionally 'top_k'.") from None
+            raise
         try:
             raw, top_k = [], None
             for name, value in form.multi_items():
