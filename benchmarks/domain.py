@@ -194,8 +194,10 @@ def arguments() -> argparse.Namespace:
 def main() -> None:
     args = arguments()
     if args.merge:
-        rows, environments = join([json.loads(Path(f).read_text()) for f in args.merge])
-        write(args.out, rows, args.note, {"merged": datetime.now().isoformat(timespec="seconds")}, environments)
+        records = [json.loads(Path(f).read_text()) for f in args.merge]
+        rows, environments = join(records)
+        note = args.note or next((r["note"] for r in records if r.get("note")), None)  # a piece's, unless replaced
+        write(args.out, rows, note, {"merged": datetime.now().isoformat(timespec="seconds")}, environments)
         print_table(with_gaps(rows))
         print(f"wrote {args.out}")
         return
