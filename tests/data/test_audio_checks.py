@@ -76,6 +76,7 @@ def test_durations_against_clip_seconds_say_how_much_is_cut(tmp_path):
     kinds = by_kind(diagnose(load_source(root), DoctorConfig(clip_seconds=1.0)))
     [s] = kinds["short-audio"]
     assert s.path == str(short) and "1 of 9" in s.message and "0.05 s" in s.message
+    assert "Lower --clip-seconds or check the recordings" in s.message
     [lg] = kinds["long-audio"]
     assert lg.path == str(longest) and "2 of 9" in lg.message
     assert "(5.0 s cut)" in lg.message and f"{100 * (1 - 2 / 9):.0f} % of their sound is cut" in lg.message

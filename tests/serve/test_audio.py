@@ -149,5 +149,26 @@ def test_model_card_states_the_clip_and_its_limits(audio_server):
 
 @pytest.mark.parametrize("bad", [0, -1.0, "60"])
 def test_max_audio_seconds_is_validated(bad):
-    with pytest.raises(ConfigError, match=r"'max_audio_seconds' parameter of ServeConfig must be a number > 0"):
+    with pytest.raises(ConfigError, match=r"'max_audio_seconds' parameter of ServeConfig must be a number > 0") as info:
         ServeConfig(max_audio_seconds=bad)
+    assert info.value.cli == f"--max-audio-seconds must be a number > 0. Got {bad!r} instead."
+
+
+def test_serve_names_its_flag_for_a_bad_limit(audio_bundle: Path):
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
+
+    for flag, name in (("--max-audio-seconds", "max_audio_seconds"), ("--timeout", "timeout_s")):
+        result = CliRunner().invoke(app, ["serve", "--bundle", str(audio_bundle), flag, "0"])
+        assert result.exit_code == 2 and f"{flag} must be a number > 0. Got 0.0 instead." in result.output
+        assert name not in result.output
+
+
+def test_an_undecodable_upload_is_named_once_with_advice_for_an_http_client(audio_server, clips):
+    response = httpx.post(audio_server.url + "/v1/predict",
+                          files=[*_files(clips[:1]), ("files", ("notes.wav", b"RIFF" + bytes(40)))])
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("notes.wav (file 1): cannot be decoded as audio") and "files file" not in detail
+    assert "re-encode it as WAV or FLAC" in detail and "remove it" not in detail

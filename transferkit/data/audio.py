@@ -19,8 +19,8 @@ import numpy as np
 from transferkit.core.errors import DataError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-_FIX = ("re-encode it as WAV or FLAC (e.g. `ffmpeg -i in.x out.wav`) or remove it; readable formats: "
-        + ", ".join(AUDIO_EXTENSIONS))
+# {}: " or remove it" for a file of a dataset, "" for an upload (the client sends it again, fixed)
+_FIX = "re-encode it as WAV or FLAC (e.g. `ffmpeg -i in.x out.wav`){}; readable formats: " + ", ".join(AUDIO_EXTENSIONS)
 
 
 class AudioDecodeError(DataError):
@@ -58,13 +58,14 @@ def read_audio(source: str | Path | bytes, where: str | None = None, max_seconds
         if len(source) == 0:
             raise AudioDecodeError(where, "empty file (0 bytes); send the clip's bytes", "empty-file")
         opened: Any = io.BytesIO(bytes(source))
+        remove = ""  # an upload: the client re-sends it fixed; there is no file of ours to remove
     else:
         where = where or str(source)
         if not os.path.isfile(source):
             raise AudioDecodeError(where, "file not found; fix the path or restore the file", "missing-audio")
         if os.path.getsize(source) == 0:
             raise AudioDecodeError(where, "empty file (0 bytes); remove it", "empty-file")
-        opened = str(source)
+        opened, remove = str(source), " or remove it"
     try:
         with sf.SoundFile(opened) as f:
             rate, frames = int(f.samplerate), int(f.frames)
@@ -73,9 +74,10 @@ def read_audio(source: str | Path | bytes, where: str | None = None, max_seconds
             data = f.read(dtype="float32", always_2d=True)
     except (RuntimeError, OSError, ValueError, TypeError) as exc:  # soundfile.LibsndfileError is a RuntimeError
         detail = getattr(exc, "error_string", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise AudioDecodeError(where, f"cannot be decoded as audio ({detail}); {_FIX}") from None
+        raise AudioDecodeError(where, f"cannot be decoded as audio ({detail}); {_FIX.format(remove)}") from None
     if data.shape[0] == 0 or data.shape[1] == 0:
-        raise AudioDecodeError(where, "holds no audio (0 samples); remove it or record it again", "empty-file")
+        raise AudioDecodeError(where, f"holds no audio (0 samples); {'remove it or ' if remove else ''}record it "
+                               "again", "empty-file")
     if not np.isfinite(data).all():
         raise AudioDecodeError(where, "holds NaN or infinite samples; re-export it from the recording software")
     return data, rate

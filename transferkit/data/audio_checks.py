@@ -223,7 +223,7 @@ def _durations(split: str, examples: Examples, infos: list[AudioInfo], clip: flo
         yield AudioIssue("short-audio", split, f"{_share(short, ok)} clips are shorter than {SHORT_FRACTION * clip:g} s "
                          f"(a tenth of --clip-seconds {clip:g}): each is padded with silence to {clip:g} s, so over "
                          f"90 % of what the model hears is padding; the shortest, here, lasts {infos[i].seconds:.3g} s. "
-                         "Trim --clip-seconds or check the recordings", i)
+                         "Lower --clip-seconds or check the recordings", i)
     long = [i for i in ok if infos[i].seconds > LONG_FACTOR * clip]
     if long:
         i = max(long, key=lambda k: infos[k].seconds)

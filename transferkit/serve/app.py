@@ -204,7 +204,8 @@ class Service:
             raw, top_k = [], None
             for name, value in form.multi_items():
                 if isinstance(value, UploadFile):
-                    raw.append((f"{name} file {len(raw)} ({value.filename or 'unnamed'})", await value.read()))
+                    where = f"{value.filename} (file {len(raw)})" if value.filename else f"file {len(raw)} of '{name}'"
+                    raw.append((where, await value.read()))
                 elif name == "top_k":
                     if not value.strip().isdigit() or int(value) < 1:
                         raise HTTPException(422, f"Form field 'top_k' must be an integer >= 1; got {value!r}.")

@@ -16,6 +16,11 @@ MIN_TOKEN_LENGTH = 16
 TOKEN_HINT = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
+def _flag(name: str) -> str:
+    """The `transferkit serve` flag of a ServeConfig field (timeout_s is --timeout)."""
+    return "--timeout" if name == "timeout_s" else "--" + name.replace("_", "-")
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     host: str = "127.0.0.1"
@@ -34,13 +39,15 @@ class ServeConfig:
             value = getattr(self, name)
             low = 0 if name == "port" else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"The '{name}' parameter of ServeConfig must be an int >= {low}. Got {value!r} instead.")
+                raise ConfigError(f"The '{name}' parameter of ServeConfig must be an int >= {low}. Got {value!r} instead.",
+                                  cli=f"{_flag(name)} must be an int >= {low}. Got {value!r} instead.")
         if self.port > 65535:
             raise ConfigError(f"The 'port' parameter of ServeConfig must be <= 65535. Got {self.port} instead.")
         for name in ("max_body_mb", "timeout_s", "max_audio_seconds"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"The '{name}' parameter of ServeConfig must be a number > 0. Got {value!r} instead.")
+                raise ConfigError(f"The '{name}' parameter of ServeConfig must be a number > 0. Got {value!r} instead.",
+                                  cli=f"{_flag(name)} must be a number > 0. Got {value!r} instead.")
         if self.token is not None:
             if len(self.token) < MIN_TOKEN_LENGTH or not self.token.isascii() or not self.token.isprintable() \
                     or any(c.isspace() for c in self.token):
