@@ -142,3 +142,19 @@ def test_a_txt_gives_a_text_model_a_row_per_line_as_a_one_column_csv_does(tmp_pa
     from_csv = transferkit.predict(bundle, str(tmp_path / "in.csv"), progress=False)
     assert from_txt.ids == lines == from_csv.ids
     assert np.allclose(from_txt.probabilities, from_csv.probabilities, atol=1e-6)
+
+
+def test_an_image_bundle_refuses_clips_in_predict_and_evaluate_alike(image_bundle: Path, tone_folder: Path):
+    """The same one-line DataError (exit 2 in the CLI) from both commands, never a KeyError on 'pixel_values'."""
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
+    from transferkit.core.errors import DataError
+
+    said = f"{tone_folder} holds audio data but this bundle is an image model; pass image data."
+    for command in (transferkit.predict, transferkit.evaluate):
+        with pytest.raises(DataError) as info:
+            command(image_bundle, str(tone_folder), progress=False)
+        assert str(info.value) == said
+    result = CliRunner().invoke(app, ["evaluate", "--bundle", str(image_bundle), "--data", str(tone_folder)])
+    assert result.exit_code == 2 and "this bundle is an image model" in result.output

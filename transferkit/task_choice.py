@@ -6,7 +6,8 @@ JSONL with ``tokens``/``tags``), never from label values; ``--task tokens`` on o
 such data, is a ConfigError.
 
 Top-level module beside api (imports transferkit.config, core, data and the strategies registry; api calls it).
-Refusals are ConfigErrors that name the option and say why it has no meaning for the task; options that only have
+Refusals are ConfigErrors that name the option and say why it has no meaning for the task (or, for the image-only
+options, for text and audio data: ``check_modality_options``); options that only have
 a classification default (``class_weight='auto'``) simply stay off. ``--loss`` (mse | huber) is regression's alone,
 and ``--loss huber`` is refused with a strategy that fits its head in closed form (linear-probe's ridge minimises
 squared error). Distillation and --init-from work for every task; the bundle they build on must be of the same task
