@@ -63,7 +63,8 @@ def run_one(dataset: str, k: int, seed: int, strategy: str, splits, test, epochs
         acc, f1 = reference(fit_part, test)
         return {"accuracy": acc, "macro_f1": f1, "seconds": time.perf_counter() - start, "n_train": len(fit_part)}
     data = DataSplits(train=train, test=test)
-    result = transferkit.fit(data, strategy=strategy, seed=seed, epochs=epochs, image_size=IMAGE_SIZE,
+    size = IMAGE_SIZE if train.modality == "image" else None  # fit refuses --image-size for text
+    result = transferkit.fit(data, strategy=strategy, seed=seed, epochs=epochs, image_size=size,
                              out=str(workdir / f"{dataset}-{k}-{strategy}-{seed}"), progress=False)
     m = result.metrics["test"]
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
