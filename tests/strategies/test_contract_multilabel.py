@@ -22,7 +22,8 @@ from transferkit.strategies import STRATEGIES, Strategy, StrategyContext, build_
 from transferkit.tasks import get_task
 from transferkit.tasks.model import TransferModel
 
-MULTILABEL_STRATEGIES = [name for name in LOOP_STRATEGIES if not STRATEGIES[name].needs_teacher]
+MULTILABEL_STRATEGIES = [name for name in LOOP_STRATEGIES if not STRATEGIES[name].needs_teacher
+                         and "multilabel" in (STRATEGIES[name].tasks or ("multilabel",))]
 LR = {"head": 1e-1, "scratch": 1e-2, "lp-ft": 1e-4}
 
 

@@ -90,6 +90,7 @@ class Strategy:
     modalities: ClassVar[tuple[str, ...]] = ("image", "text")  # the backbones it knows how to adapt
     needs_teacher: ClassVar[bool] = False
     needs_target: ClassVar[bool] = False  # reads unlabeled target-domain batches (fit --target-data)
+    tasks: ClassVar[tuple[str, ...] | None] = None  # the task names it can train; None: every task
 
     def check_modality(self, model: TransferModel) -> None:
         if model.backbone.modality not in self.modalities:

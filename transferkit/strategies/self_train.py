@@ -67,9 +67,10 @@ class SelfTrain(DomainAdaptation):
     name = "self-train"
     config_class = SelfTrainConfig
     summary = "fine-tuning plus confident pseudo-labels on --target-data (FixMatch weak/strong views for images)"
+    tasks = ("classification",)  # pseudo-labels are the top class of a softmax
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
-        if model.task.name != "classification":
+        if model.task.name not in self.tasks:
             raise ConfigError(f"The self-train strategy pseudo-labels the top class, so it needs single-label "
                               f"classification, not {model.task.name}; use dann, coral or mmd.")
         self.pseudo_labelled, self.seen = 0, 0  # target examples over the threshold / drawn (for the report)
