@@ -86,5 +86,5 @@ def test_max_audio_seconds_reaches_the_config_and_is_checked_before_loading(monk
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     stderr = capsys.readouterr().err.replace("\n", "")
-    assert exit_info.value.code == 2 and "'max_audio_seconds' parameter of ServeConfig must be a number > 0" in stderr
+    assert exit_info.value.code == 2 and "--max-audio-seconds must be a number > 0. Got 0.0 instead." in stderr
     assert "no-such-bundle" not in stderr
