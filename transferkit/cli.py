@@ -52,6 +52,10 @@ Examples:
 
     transferkit fit --data news.csv --model minilm-l3 --strategy distill --teacher runs/big/bundle
 
+    transferkit fit --data clips/ --model whisper-tiny-en --strategy linear-probe --clip-seconds 3   # audio
+
+    transferkit fit --data mnist/ --target-data uci_unlabeled/ --strategy dann --target-test uci_test/   # domains
+
     transferkit fit --resume runs/fm        # continue a killed or stopped run exactly
 
     transferkit fit --init-from runs/fm/bundle --data new_photos/ --epochs 3 --out runs/fm2   # re-fine-tune
