@@ -34,7 +34,7 @@ from transferkit.evaluate.domain_report import (
     selection_summary,
     target_test_table,
 )
-from transferkit.evaluate.domain_selection import deep_embedded_validation
+from transferkit.evaluate.domain_selection import COLLAPSE_BALANCE, deep_embedded_validation, prediction_balance
 from transferkit.evaluate.metrics import REPORTS, headline
 from transferkit.strategies.base import StrategyContext
 from transferkit.strategies.linear_probe import LinearProbeConfig, fit_probe_head
@@ -44,6 +44,7 @@ from transferkit.train.selection import LabelFreeSelection
 
 TARGET_SAMPLE = 1000  # target inputs DEV and the projection look at (a fixed seeded sample; all when fewer)
 DEV_KEY = "dev_risk"
+COLLAPSE_KEY = "target_collapsed"  # history column: the target predictions collapsed (the epoch is not eligible)
 
 
 @dataclass
@@ -97,9 +98,12 @@ def start(model: TransferModel, ctx: StrategyContext, val: Examples, label_map: 
         losses = _losses(current, xs, labels)
         xt = _features(current, sample, precision)
         dev = deep_embedded_validation(xs, losses, xt, seed)
-        return {DEV_KEY: dev.risk, "dev_domain_accuracy": dev.domain_accuracy}
+        balance = prediction_balance(_predictions(current, xt), labels, len(label_map))
+        return {DEV_KEY: dev.risk, "dev_domain_accuracy": dev.domain_accuracy, "target_prediction_balance": balance,
+                COLLAPSE_KEY: float(balance < COLLAPSE_BALANCE)}
 
-    selection = LabelFreeSelection(DEV_KEY, score, lower_is_better=True, name="deep embedded validation (DEV)")
+    selection = LabelFreeSelection(DEV_KEY, score, lower_is_better=True, name="deep embedded validation (DEV)",
+                                   veto_key=COLLAPSE_KEY)
     return DomainRun(selection, val, sample, before, source_only, target_test)
 
 
@@ -107,7 +111,7 @@ def finish(run: DomainRun, model: TransferModel, result: TrainResult, label_map:
            precision: str, oracle_accuracy: float | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """After training (``model`` holds the kept epoch): (metrics.json's ``domain`` entry, the report's section)."""
     by_source = source_selected_epoch(result.history, model)
-    selection = selection_summary(result.history, result.best_epoch, by_source, DEV_KEY)
+    selection = selection_summary(result.history, result.best_epoch, by_source, DEV_KEY, COLLAPSE_KEY)
     after = (_features(model, run.source, precision), _features(model, run.target, precision))
     projection = feature_projection(run.before, after)
     table, adapted = None, None
@@ -151,6 +155,17 @@ def _losses(model: TransferModel, features: np.ndarray, labels: np.ndarray) -> n
     logits = model.head(torch.from_numpy(features).to(device)).float()
     model.head.train(was_training)
     return F.cross_entropy(logits, torch.from_numpy(labels).to(device), reduction="none").cpu().numpy()
+
+
+@torch.inference_mode()
+def _predictions(model: TransferModel, features: np.ndarray) -> np.ndarray:
+    """The head's top class for each row of ``features`` [n, d] (class indices, shape [n])."""
+    device = next(model.head.parameters()).device
+    was_training = model.head.training
+    model.head.eval()
+    predicted = model.head(torch.from_numpy(features).to(device)).argmax(-1).cpu().numpy()
+    model.head.train(was_training)
+    return predicted
 
 
 def _probe_on(model: TransferModel, ctx: StrategyContext, examples: Examples, label_map: Any,

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from transferkit.evaluate.domain_selection import (
+    COLLAPSE_BALANCE,
     deep_embedded_validation,
     density_ratio,
     dev_risk,
+    prediction_balance,
     select_epoch,
     selection_sentence,
     soft_neighborhood_density,
@@ -98,3 +100,18 @@ def test_select_epoch_and_its_sentence():
     assert "Source-validation selection would have kept epoch 3" in sentence
     with pytest.raises(ValueError):
         select_epoch({})
+
+
+def test_prediction_balance_is_one_when_spread_like_the_source_and_zero_when_collapsed():
+    source = np.repeat(np.arange(10), 5)
+    assert prediction_balance(source[::-1], source, 10) == pytest.approx(1.0)
+    assert prediction_balance(np.zeros(50, int), source, 10) == 0.0
+    three = np.repeat([0, 1, 2], 17)[:50]  # 3 of 10 classes: log(3) / log(10) under the collapse line
+    assert prediction_balance(three, source, 10) == pytest.approx(math.log(3) / math.log(10), abs=0.01)
+    assert prediction_balance(three, source, 10) < COLLAPSE_BALANCE < prediction_balance(source % 5, source, 10)
+    assert prediction_balance(np.zeros(5, int), np.zeros(5, int), 3) == 1.0  # one source class: nothing to lose
+
+
+def test_the_sentence_names_collapsed_epochs():
+    sentence = selection_sentence({0: 0.9, 1: 0.4, 2: 0.1}, 1, collapsed=[2])
+    assert "Not eligible: epoch 2, whose target predictions collapsed" in sentence

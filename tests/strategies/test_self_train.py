@@ -13,7 +13,9 @@ from transferkit.core.errors import ConfigError
 from transferkit.data.loaders import make_loader
 from transferkit.strategies import build_strategy
 from transferkit.strategies.self_train import (
+    SelfTrain,
     SelfTrainConfig,
+    align_distribution,
     pseudo_labels,
     strong_view,
     unlabeled_loss,
@@ -21,12 +23,12 @@ from transferkit.strategies.self_train import (
 )
 
 
-def logits_of(probabilities: list[list[float]]) -> torch.Tensor:
-    return torch.tensor(probabilities).log()
+def probabilities_of(rows: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(rows)
 
 
 def test_pseudo_labels_only_at_or_above_the_threshold():
-    logits = logits_of([[0.96, 0.02, 0.02], [0.94, 0.03, 0.03], [0.025, 0.95, 0.025], [0.2, 0.3, 0.5]])
+    logits = probabilities_of([[0.96, 0.02, 0.02], [0.94, 0.03, 0.03], [0.025, 0.95, 0.025], [0.2, 0.3, 0.5]])
     labels, confident = pseudo_labels(logits, 0.95)
     assert confident.tolist() == [True, False, True, False]
     assert labels.tolist() == [0, 0, 1, 2]
@@ -34,7 +36,7 @@ def test_pseudo_labels_only_at_or_above_the_threshold():
 
 
 def test_unlabeled_loss_is_the_strong_views_cross_entropy_on_confident_rows_only():
-    weak = logits_of([[0.97, 0.02, 0.01], [0.5, 0.3, 0.2]])  # row 0 confident (class 0), row 1 not
+    weak = probabilities_of([[0.97, 0.02, 0.01], [0.5, 0.3, 0.2]])  # row 0 confident (class 0), row 1 not
     strong = torch.tensor([[0.1, 2.0, -1.0], [3.0, -2.0, 0.5]], requires_grad=True)
     loss, confident = unlabeled_loss(strong, weak, 0.95)
     assert confident.tolist() == [True, False]
@@ -44,6 +46,38 @@ def test_unlabeled_loss_is_the_strong_views_cross_entropy_on_confident_rows_only
     assert torch.all(strong.grad[1] == 0) and torch.any(strong.grad[0] != 0)  # no gradient from row 1
     none, mask = unlabeled_loss(strong, weak, 0.99)
     assert none.item() == 0.0 and not mask.any()
+
+
+def test_distribution_alignment_matches_remixmatch_on_fixed_tensors():
+    p = torch.tensor([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1]])
+    prior, mean = torch.tensor([1 / 3, 1 / 3, 1 / 3]), torch.tensor([0.65, 0.25, 0.10])
+    aligned = align_distribution(p, prior, mean)
+    by_hand = [[0.7 / 0.65, 0.2 / 0.25, 0.1 / 0.10], [0.6 / 0.65, 0.3 / 0.25, 0.1 / 0.10]]
+    by_hand = torch.tensor([[v / sum(row) for v in row] for row in by_hand])
+    assert torch.allclose(aligned, by_hand, atol=1e-6)
+    assert torch.allclose(aligned.sum(-1), torch.ones(2))
+    assert torch.equal(align_distribution(p, prior, prior), p)  # a target already at the prior is left alone
+
+
+def test_alignment_stops_one_class_from_taking_every_pseudo_label():
+    """A model leaning to class 0 on the whole target: without alignment every confident pseudo-label is 0; with
+    it, the running target mean learns the lean and takes it back out, so class 0 stops being over-confident."""
+    strategy = SelfTrain(SelfTrainConfig(threshold=0.6))
+    strategy.source_counts = torch.zeros(3, dtype=torch.float64)
+    strategy.target_mean = torch.full((3,), 1 / 3)
+    leaning = torch.tensor([[3.0, 1.0, 0.0], [3.0, 0.0, 1.5], [3.0, 1.0, 1.0], [3.0, 0.5, 2.0]])
+    source_labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    for _ in range(300):
+        aligned = strategy.weak_probabilities(leaning, source_labels)
+    plain = leaning.softmax(-1)
+    assert pseudo_labels(plain, 0.6)[0][pseudo_labels(plain, 0.6)[1]].tolist() == [0, 0, 0, 0]
+    assert aligned.max(-1).values.max() < plain.max(-1).values.min()  # no longer confidently class 0
+    assert torch.allclose(strategy.target_mean, plain.mean(0), atol=0.05)
+    state = strategy.state_dict()
+    again = SelfTrain(SelfTrainConfig(threshold=0.6))
+    again.load_state_dict(state)
+    assert torch.equal(again.source_counts, strategy.source_counts)
+    assert torch.equal(again.target_mean, strategy.target_mean)
 
 
 def test_weak_view_shifts_and_strong_view_recolours_per_image():

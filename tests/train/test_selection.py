@@ -71,3 +71,32 @@ def test_improves_ignores_missing_and_non_finite_scores():
     assert not selection.improves({}, math.inf)
     assert not selection.improves({"dev_risk": 1.0}, 1.0)  # a tie keeps the earlier epoch
     assert selection.improves({"dev_risk": 5.0}, math.nan)  # an unscored kept epoch loses to any score
+
+
+def test_a_vetoed_epoch_loses_to_any_eligible_one():
+    selection = LabelFreeSelection("dev_risk", lambda model: {}, veto_key="target_collapsed")
+    assert selection.improves({"dev_risk": 0.1, "target_collapsed": 0.0}, 1.0)
+    assert not selection.improves({"dev_risk": 0.1, "target_collapsed": 1.0}, 1.0)  # lowest risk, but collapsed
+    assert selection.improves({"dev_risk": 0.1}, 1.0)  # a row without the column is eligible
+    assert selection.improves({"dev_risk": 5.0}, 1.0, best_vetoed=True)  # eligible beats a collapsed kept epoch
+    assert selection.improves({"dev_risk": 0.5, "target_collapsed": 1.0}, 1.0, best_vetoed=True)  # all collapsed
+    assert not selection.improves({"dev_risk": 2.0, "target_collapsed": 1.0}, 1.0, best_vetoed=True)
+
+
+class Collapsing(Scripted):
+    def __init__(self, values: list[float], collapsed: list[bool]):
+        super().__init__(values)
+        self.collapsed = collapsed
+
+    def __call__(self, model: TransferModel) -> dict[str, float]:
+        row = super().__call__(model)
+        return {**row, "target_collapsed": float(self.collapsed[len(self.heads) - 1])}
+
+
+def test_the_loop_keeps_the_best_epoch_that_did_not_collapse(digits_folder: Path):
+    scripted = Collapsing([0.9, 0.5, 0.2, 0.1], [True, False, True, False])
+    result, model = _run(digits_folder, LabelFreeSelection("dev_risk", scripted, veto_key="target_collapsed"), 3)
+    assert result.best_epoch == 3
+    scripted = Collapsing([0.9, 0.5, 0.2, 0.7], [True, False, True, True])
+    result, model = _run(digits_folder, LabelFreeSelection("dev_risk", scripted, veto_key="target_collapsed"), 3)
+    assert result.best_epoch == 1 and torch.equal(model.head.linear.weight, scripted.heads[1])

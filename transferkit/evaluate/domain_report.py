@@ -125,15 +125,17 @@ def _separability_sentence(accuracy: dict[str, float]) -> str:
 
 
 def selection_summary(history: Sequence[dict[str, Any]], chosen: int, by_source: int | None = None,
-                      key: str = "dev_risk") -> dict[str, Any] | None:
+                      key: str = "dev_risk", veto_key: str | None = None) -> dict[str, Any] | None:
     """The label-free choice as the report shows it: the criterion's score per epoch (history rows carry it under
     ``key``), the epoch kept, and the sentence saying why; None when no epoch was scored."""
     scores = {int(row["epoch"]): float(row[key]) for row in history if row.get(key) is not None}
     if not scores:
         return None
+    collapsed = {int(row["epoch"]) for row in history if veto_key and row.get(veto_key)}
     return {"criterion": "deep embedded validation (DEV)", "key": key, "chosen": chosen, "by_source": by_source,
-            "rows": [{"epoch": e, "score": s, "kept": e == chosen} for e, s in sorted(scores.items())],
-            "statement": selection_sentence(scores, chosen, by_source)}
+            "rows": [{"epoch": e, "score": s, "kept": e == chosen, "collapsed": e in collapsed}
+                     for e, s in sorted(scores.items())],
+            "statement": selection_sentence(scores, chosen, by_source, sorted(collapsed))}
 
 
 def domain_section(target_test: dict[str, Any] | None = None, selection: dict[str, Any] | None = None,

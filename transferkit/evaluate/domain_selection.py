@@ -15,6 +15,11 @@ the validation examples are out-of-fold (cross-fitted), so an example never scor
 ICCV 2021): the mean entropy of each target example's softened similarity to the other target examples in the
 output space; higher is better. It needs no source data, but a model that predicts one class for everything also
 scores high, which is why fit selects by DEV; SND is here for benchmarks to compare against.
+
+``prediction_balance`` guards the selection against collapse, which DEV misses (it weighs *source* losses: a model
+that sends the whole target to one class can still fit the source): the entropy of the classes the model predicts
+on the target sample over the entropy of the source's class shares. An epoch under ``COLLAPSE_BALANCE`` (its
+target predictions spread over far fewer classes than the source's labels) is not eligible for selection.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import numpy as np
 PROBABILITY_FLOOR = 1e-6  # a domain classifier's 0 or 1 would make a weight 0 or infinite
 DOMAIN_COMPONENTS = 32  # principal components the domain classifier sees (see density_ratio)
 DOMAIN_C_GRID = (0.01, 0.1, 1.0)  # its inverse regularisation strengths, chosen by out-of-fold log-loss
+COLLAPSE_BALANCE = 0.5  # prediction_balance under this = collapsed (e.g. 10 balanced classes -> 3 or fewer)
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,19 @@ def soft_neighborhood_density(probabilities: np.ndarray, temperature: float = 0.
     return float(np.mean(entropy(softmax(similarity, axis=1), axis=1)))
 
 
+def prediction_balance(predicted: np.ndarray, source_labels: np.ndarray, n_classes: int) -> float:
+    """Entropy of the predicted classes' shares over the entropy of the source labels' shares (both integer arrays
+    of class indices < ``n_classes``): 1 when the target predictions spread like the source labels, 0 when they
+    are all one class. A source with a single class gives 1 (nothing to collapse)."""
+    from scipy.stats import entropy
+
+    def shares(classes: np.ndarray) -> np.ndarray:
+        return np.bincount(np.asarray(classes, dtype=np.int64).reshape(-1), minlength=n_classes) / max(len(classes), 1)
+
+    source = float(entropy(shares(source_labels)))
+    return 1.0 if source <= 0 else float(entropy(shares(predicted))) / source
+
+
 def select_epoch(scores: dict[int, float], lower_is_better: bool = True) -> int:
     """The epoch with the best score (the earliest on a tie: fewer steps away from the source model)."""
     if not scores:
@@ -140,11 +159,17 @@ def select_epoch(scores: dict[int, float], lower_is_better: bool = True) -> int:
     return min(scores, key=lambda epoch: (sign * scores[epoch], epoch))
 
 
-def selection_sentence(scores: dict[int, float], chosen: int, by_source: int | None = None) -> str:
-    """Why this epoch: DEV's risk per epoch and, when it differs, what source-validation selection would have kept."""
+def selection_sentence(scores: dict[int, float], chosen: int, by_source: int | None = None,
+                       collapsed: list[int] | None = None) -> str:
+    """Why this epoch: DEV's risk per epoch, the epochs left out because their target predictions collapsed, and,
+    when it differs, what source-validation selection would have kept."""
     listed = ", ".join(f"epoch {e}: {scores[e]:.4f}" for e in sorted(scores))
     sentence = (f"Label-free selection kept epoch {chosen}: the lowest deep-embedded-validation (DEV) estimate of "
                 f"the target loss ({listed}); no target label was used.")
+    if collapsed:
+        sentence += (f" Not eligible: epoch{'s' if len(collapsed) > 1 else ''} {', '.join(map(str, collapsed))}, "
+                     f"whose target predictions collapsed onto few classes (the entropy of the predicted classes "
+                     f"under {COLLAPSE_BALANCE:.0%} of the source labels').")
     if by_source is not None and by_source != chosen:
         sentence += f" Source-validation selection would have kept epoch {by_source}."
     return sentence

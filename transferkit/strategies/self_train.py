@@ -7,7 +7,14 @@ unlabeled target batch (strategies.domain pairs them from ``fit --target-data``)
 class probability reaches ``threshold`` (0.95, FixMatch's) becomes a training example with that pseudo-label, seen
 through a *strong* view (torchvision's RandAugment, 2 ops, on an independent weak view):
 
-    task_loss(source) + weight * mean over the target batch of 1[max p_weak >= threshold] * CE(strong, argmax p_weak)
+    task_loss(source) + weight * mean over the target batch of 1[max q >= threshold] * CE(strong, argmax q)
+
+where q is the weak view's class probabilities after *distribution alignment* (ReMixMatch, Berthelot et al. 2020,
+on by default): q = normalise(p_weak * p_source(y) / p~(y)), p_source the class shares of the labeled source batches
+seen so far and p~ a running mean (decay 0.99, about the last 100 batches) of the model's target predictions.
+Without it a model that starts to favour one class pseudo-labels ever more target examples with that class and
+collapses onto it (measured: MNIST -> UCI digits, every target test digit predicted as one class); alignment
+keeps the pseudo-labels' class shares near the source's.
 
 Text and audio have no strong view here, so they get plain pseudo-labelling: the same target batch is labelled and
 trained on (the threshold still decides which examples count). Pseudo-labels are taken without gradient, from the
@@ -29,12 +36,14 @@ from transferkit.tasks.model import TransferModel
 
 TRANSLATE = 0.125  # FixMatch's weak view: shifts of up to 12.5 % of the side (reflect padding, then a crop)
 RANDAUGMENT_OPS, RANDAUGMENT_MAGNITUDE = 2, 9
+TARGET_MEAN_DECAY = 0.99  # the running mean of target predictions for distribution alignment: ~the last 100 batches
 
 
 @dataclass(frozen=True)
 class SelfTrainConfig(DomainConfig):
     threshold: float = 0.95  # a target example is pseudo-labelled when its top class probability reaches this
     hflip: float = 0.0  # probability of a horizontal flip in the image views (FixMatch: 0.5; off for digits/text)
+    distribution_alignment: bool = True  # ReMixMatch's alignment of the pseudo-labels' class shares to the source's
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -47,18 +56,26 @@ class SelfTrainConfig(DomainConfig):
                               f"Got {self.hflip!r} instead.")
 
 
-def pseudo_labels(logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(top class, whether its softmax probability reaches ``threshold``) per row of ``logits``."""
-    confidence, labels = logits.detach().float().softmax(-1).max(-1)
+def pseudo_labels(probabilities: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top class, whether its probability reaches ``threshold``) per row of ``probabilities`` [n, classes]."""
+    confidence, labels = probabilities.detach().float().max(-1)
     return labels, confidence >= threshold
 
 
-def unlabeled_loss(strong_logits: torch.Tensor, weak_logits: torch.Tensor, threshold: float
+def align_distribution(probabilities: torch.Tensor, source_prior: torch.Tensor, target_mean: torch.Tensor
+                       ) -> torch.Tensor:
+    """ReMixMatch's distribution alignment: each row of ``probabilities`` [n, k] times ``source_prior`` [k] over
+    ``target_mean`` [k] (the model's running mean prediction on the target), renormalised to sum to 1."""
+    scaled = probabilities.float() * source_prior / target_mean.clamp_min(1e-6)
+    return scaled / scaled.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def unlabeled_loss(strong_logits: torch.Tensor, weak_probabilities: torch.Tensor, threshold: float
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(FixMatch's unlabeled loss, which rows counted): the cross-entropy of each strong-view row against its weak
     view's top class where that class's probability reaches ``threshold``, averaged over all rows (rows under the
     threshold add 0, so a batch with few confident rows weighs little, as in FixMatch)."""
-    labels, confident = pseudo_labels(weak_logits, threshold)
+    labels, confident = pseudo_labels(weak_probabilities, threshold)
     per_row = F.cross_entropy(strong_logits.float(), labels, reduction="none")
     return (per_row * confident).mean(), confident
 
@@ -74,6 +91,8 @@ class SelfTrain(DomainAdaptation):
             raise ConfigError(f"The self-train strategy pseudo-labels the top class, so it needs single-label "
                               f"classification, not {model.task.name}; use dann, coral or mmd.")
         self.pseudo_labelled, self.seen = 0, 0  # target examples over the threshold / drawn (for the report)
+        self.source_counts = torch.zeros(ctx.n_classes, dtype=torch.float64)  # labeled source examples per class
+        self.target_mean = torch.full((ctx.n_classes,), 1.0 / ctx.n_classes)  # running mean target prediction
         super().prepare(model, ctx)
 
     def training_step(self, model: TransferModel, batch: dict[str, Any], ctx: StrategyContext) -> torch.Tensor:
@@ -82,13 +101,26 @@ class SelfTrain(DomainAdaptation):
             return super().training_step(model, batch, ctx)
         weak, strong = self.views(model, target)
         with torch.no_grad():
-            weak_logits = model.head(model.backbone.embed(weak))
+            weak_probabilities = self.weak_probabilities(model.head(model.backbone.embed(weak)), batch["labels"])
         f_s, f_t = joint_features(model, batch, strong)
         loss = model.head.loss(model.head(f_s), batch["labels"])
-        unlabeled, confident = unlabeled_loss(model.head(f_t), weak_logits, self.config.threshold)
+        unlabeled, confident = unlabeled_loss(model.head(f_t), weak_probabilities, self.config.threshold)
         self.pseudo_labelled += int(confident.sum())
         self.seen += len(confident)
         return loss + self.config.weight * unlabeled
+
+    def weak_probabilities(self, weak_logits: torch.Tensor, source_labels: torch.Tensor) -> torch.Tensor:
+        """The weak view's class probabilities [n, k], aligned to the source's class shares when configured; the
+        running statistics take this batch in first (ReMixMatch)."""
+        probabilities = weak_logits.detach().float().softmax(-1)
+        if not self.config.distribution_alignment:
+            return probabilities
+        self.source_counts += torch.bincount(source_labels.detach().cpu().long(),
+                                             minlength=len(self.source_counts)).double()
+        self.target_mean = TARGET_MEAN_DECAY * self.target_mean + \
+            (1 - TARGET_MEAN_DECAY) * probabilities.mean(0).cpu()
+        prior = (self.source_counts / self.source_counts.sum()).float().to(probabilities.device)
+        return align_distribution(probabilities, prior, self.target_mean.to(probabilities.device))
 
     def views(self, model: TransferModel, target: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(weak, strong) views of the target batch: for images two independent weak views, the second under
@@ -106,12 +138,18 @@ class SelfTrain(DomainAdaptation):
         return {**target, "pixel_values": as_input(weak)}, {**target, "pixel_values": as_input(strong)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "pseudo_labelled": getattr(self, "pseudo_labelled", 0),
-                "seen": getattr(self, "seen", 0)}
+        state = {**super().state_dict(), "pseudo_labelled": getattr(self, "pseudo_labelled", 0),
+                 "seen": getattr(self, "seen", 0)}
+        if hasattr(self, "source_counts"):
+            state["alignment"] = {"source_counts": self.source_counts.tolist(), "target_mean": self.target_mean.tolist()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.pseudo_labelled, self.seen = int(state.get("pseudo_labelled", 0)), int(state.get("seen", 0))
+        if "alignment" in state:
+            self.source_counts = torch.tensor(state["alignment"]["source_counts"], dtype=torch.float64)
+            self.target_mean = torch.tensor(state["alignment"]["target_mean"], dtype=torch.float32)
 
 
 def weak_view(images: torch.Tensor, hflip: float = 0.0) -> torch.Tensor:

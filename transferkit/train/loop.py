@@ -309,7 +309,9 @@ def _improves(row: dict[str, Any], state: LoopState, task: Task, selection: Labe
     more confident and right. With a label-free ``selection``, its column alone decides."""
     if selection is not None:
         best = state.best_selection
-        return selection.improves(row, selection.worst if best is None else best)
+        kept = next((r for r in state.history if r.get("epoch") == state.best_epoch), {})
+        vetoed = bool(selection.veto_key and kept.get(selection.veto_key))
+        return selection.improves(row, selection.worst if best is None else best, vetoed)
     return task.improves(row[task.selection_metric], row["val_loss"], state.best_score, state.best_loss)
 
 
