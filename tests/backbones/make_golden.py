@@ -1,5 +1,6 @@
 """Write golden_lite0.json and golden_minilm.json (run once, on purpose: .venv/bin/python -m tests.backbones.make_golden),
-or golden_speech_embedding.json alone (``... make_golden speech-embedding``).
+or golden_speech_embedding.json alone (``... make_golden speech-embedding``), or golden_imagenet.json alone
+(``... make_golden imagenet``: EfficientNet-Lite1/2 and MobileNetV2).
 
 The numbers are computed by the same functions the golden tests call, so the two cannot diverge in procedure.
 """
@@ -53,5 +54,20 @@ def speech_embedding_main() -> None:
     print(f"wrote {GOLDEN}")
 
 
+def imagenet_main() -> None:
+    from tests.backbones.test_golden_imagenet import GOLDEN, IMAGES, MODELS, embeddings_and_logits
+
+    out = {}
+    for name in MODELS:
+        features, logits = embeddings_and_logits(name)
+        out[name] = {"rows": [{"image": image, "embedding_prefix": [round(float(v), 6) for v in row[:PREFIX]],
+                               "norm": round(float(np.linalg.norm(row)), 6), "top5": np.argsort(-lg)[:5].tolist(),
+                               "largest": [[int(i), round(float(row[i]), 6)] for i in np.argsort(-row)[:PREFIX]]}
+                              for image, row, lg in zip(IMAGES, features, logits)]}
+    GOLDEN.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {GOLDEN}")
+
+
 if __name__ == "__main__":
-    speech_embedding_main() if sys.argv[1:] == ["speech-embedding"] else main()
+    modes = {"speech-embedding": speech_embedding_main, "imagenet": imagenet_main}
+    modes[sys.argv[1]]() if sys.argv[1:] else main()

@@ -23,7 +23,10 @@ from transferkit.backbones.vision import (
     create_timm,
     efficientnet_lite0,
     efficientnet_lite0_slim,
+    efficientnet_lite1,
+    efficientnet_lite2,
     keep_stage_depths,
+    mobilenetv2,
     timm_backbone,
 )
 from transferkit.core.registry import lookup
@@ -36,6 +39,9 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "whisper-tiny-en": whisper_tiny_en,
     "speech-embedding": speech_embedding,
     "whisper-tiny-en-l2": whisper_tiny_en_l2,
+    "efficientnet_lite1": efficientnet_lite1,
+    "efficientnet_lite2": efficientnet_lite2,
+    "mobilenetv2": mobilenetv2,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -49,6 +55,12 @@ DESCRIPTIONS: dict[str, str] = {
                         "96-d per 0.78 s window, mean over the clip, 0.33M params, offline",
     "whisper-tiny-en-l2": "audio · distillation student: whisper-tiny-en's layers 0 and 2 (of 4), 4.2M params at "
                           "5 s clips, offline",
+    "efficientnet_lite1": "image · EfficientNet-Lite1, ImageNet-1k (timm tf_efficientnet_lite1), 240 px, 4.1M params, "
+                          "offline",
+    "efficientnet_lite2": "image · EfficientNet-Lite2, ImageNet-1k (timm tf_efficientnet_lite2), 260 px, 4.8M params, "
+                          "offline",
+    "mobilenetv2": "image · MobileNetV2 1.0, torchvision's ImageNet-1k weights in timm mobilenetv2_100, 224 px, "
+                   "2.2M params, offline",
     "timm:<name>[@file]": "image · any timm model; pretrained from the hub, or a local checkpoint after '@'",
     "pretrained:<folder>": "the backbone a `transferkit pretrain --out FOLDER` run adapted to unlabeled data",
     "hf:<hub id | folder>": "text or audio · any transformers encoder (audio: Whisper, wav2vec2, HuBERT, WavLM, "

