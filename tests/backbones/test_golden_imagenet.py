@@ -85,3 +85,17 @@ def test_imagenet_classifier_refuses_a_backbone_without_one():
 
     with pytest.raises(UnknownNameError, match="efficientnet_lite0-slim.*Valid names: efficientnet_lite0, "):
         imagenet_classifier("efficientnet_lite0-slim")
+
+
+@pytest.mark.parametrize("name, file", [("efficientnet_lite1", "efficientnet-lite1-77cc7160.pth"),
+                                        ("efficientnet_lite2", "efficientnet-lite2-9656183e.pth"),
+                                        ("mobilenetv2", "mobilenet_v2-b0353104.pth")])
+def test_bundles_record_the_package_file(name: str, file: str):
+    """The file a bundle's manifest records (and compares on load) is the package's, named by its hash prefix."""
+    from transferkit.backbones.provenance import pretrained_record, weights_file
+
+    path = weights_file(name)
+    assert path is not None and path.name == file and path.is_file()
+    record = pretrained_record(name)
+    assert record["pretrained_file"] == str(path)
+    assert record["pretrained_file_sha256"].startswith(file.rsplit("-", 1)[1].split(".")[0])
