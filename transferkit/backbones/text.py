@@ -1,6 +1,7 @@
 """Text backbones through transformers: any hub id or local folder, and the bundled all-MiniLM-L6-v2.
 
-Imports transferkit.core, transferkit.data and transferkit.backbones.base. Sentence embeddings are the
+Imports transferkit.core, transferkit.data and transferkit.backbones (base, adapted, extensions; text_converted
+inside a function, for multilingual-e5-small's tokenizer). Sentence embeddings are the
 attention-masked mean of the last hidden states, as sentence-transformers computes them for MiniLM;
 ``embed_tokens`` gives the hidden states themselves (token classification).
 """
@@ -68,6 +69,8 @@ class HFTextBackbone(Backbone):
 
     def architecture(self) -> dict[str, Any]:
         arch = {"type": "hf-text", "max_length": self.preprocessing.max_length, "name": self.name}
+        if getattr(base_model(self.model), "pooler", ...) is None:  # a BERT built without its pooler
+            arch["pooler"] = False
         if self.extensions:
             arch["extensions"] = self.extensions
         return arch
@@ -163,7 +166,16 @@ def _minilm_dir() -> str:
     return str(get_model_path())
 
 
-_TOKENIZERS: dict[str, Callable[[], str]] = {"auto": _minilm_dir, "minilm": _minilm_dir, "minilm-l3": _minilm_dir}
+def _e5_dir() -> str:  # its "query: " tokenizer is saved with the converted weights (converted once, here if not yet)
+    from transferkit.backbones.text_converted import multilingual_e5_small_folder
+
+    return str(multilingual_e5_small_folder())
+
+
+_TOKENIZERS: dict[str, Callable[[], str]] = {
+    "auto": _minilm_dir, "minilm": _minilm_dir, "minilm-l3": _minilm_dir, "paraphrase-minilm-l3": _minilm_dir,
+    "multilingual-e5-small": _e5_dir,
+}
 
 
 def token_counter(model: str, bundle: str | Path | None = None) -> Callable[[Sequence[str]], list[int]] | None:
@@ -202,7 +214,8 @@ def from_architecture(arch: dict[str, Any], assets: Path) -> HFTextBackbone:
     """Rebuild a text backbone offline from a bundle's saved config and tokenizer (weights loaded after)."""
     from transformers import AutoConfig, AutoModel
 
-    model = AutoModel.from_config(AutoConfig.from_pretrained(assets / "backbone_config"))
+    no_pooler = {"add_pooling_layer": False} if arch.get("pooler", True) is False else {}
+    model = AutoModel.from_config(AutoConfig.from_pretrained(assets / "backbone_config"), **no_pooler)
     backbone = HFTextBackbone(arch.get("name", "hf"), model.eval(), str(assets / "tokenizer"), False, arch["max_length"])
     for kind, options in arch.get("extensions", {}).items():
         backbone.extend(kind, options)
