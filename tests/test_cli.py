@@ -25,7 +25,7 @@ def assert_user_error(proc: subprocess.CompletedProcess) -> None:
 
 
 @pytest.mark.parametrize("what,expected", [
-    ("models", ["efficientnet_lite0", "minilm"]),
+    ("models", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2", "minilm"]),
     ("strategies", ["linear-probe", "finetune", "scratch"]),
     ("datasets", ["builtin:digits", "builtin:bbc-news", "builtin:fashion-mnist"]),
 ])
