@@ -64,9 +64,10 @@ class InitFrom:
         task = self.bundle.model.task
         head = task.head(backbone.feature_dim, len(labels), label_smoothing=train.label_smoothing, names=labels.names,
                          loss=train.loss, huber_delta=train.huber_delta)
-        with torch.no_grad():
-            head.linear.weight[: len(self.old_labels)] = old.linear.weight
-            head.linear.bias[: len(self.old_labels)] = old.linear.bias
+        if hasattr(old, "linear") and hasattr(head, "linear"):  # a prototype head (protonet) has no rows to copy:
+            with torch.no_grad():  # the new fit starts from its backbone (protonet recomputes prototypes from it)
+                head.linear.weight[: len(self.old_labels)] = old.linear.weight
+                head.linear.bias[: len(self.old_labels)] = old.linear.bias
         model = TransferModel(backbone, head, task)
         return model.to(memory_format=torch.channels_last) if backbone.modality == "image" else model
 

@@ -68,6 +68,7 @@ def manifest(cfg: FitConfig, model: TransferModel, data: Any, strategy, spec, su
                      "feature_dim": bb.feature_dim, **(pretrained_record(bb.name) if bb.weights_sha256 else {}),
                      **({"pretraining": bb.pretraining} if getattr(bb, "pretraining", None) else {})},
         "task": model.task.name,
+        **({"head": model.head.spec()} if hasattr(model.head, "spec") else {}),  # a non-linear head (protonet)
         **({"targets": data.label_map.to_dict()} if model.task.name == "regression" else {}),
         "labels": list(data.label_map.names),
         "preprocessing": spec.to_dict(),

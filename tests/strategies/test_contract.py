@@ -43,7 +43,8 @@ def loop_strategy(request) -> Strategy:
 
 
 def _head_init(strategy: Strategy) -> str:
-    return getattr(strategy.config, "head_init", "zero")
+    """'zero', 'probe', or 'prototypes' for protonet, whose prepare() fits a prototype head on the features."""
+    return "prototypes" if strategy.name == "protonet" else getattr(strategy.config, "head_init", "zero")
 
 
 def test_registered_strategy_is_well_formed(strategy: Strategy):
@@ -134,7 +135,7 @@ def test_loss_at_step_zero_is_ln_k(loop_strategy: Strategy, task: Task):
         assert loss == pytest.approx(_kd_against_uniform(loop_strategy, task), rel=1e-4)
     elif fresh_head:
         assert abs(loss - math.log(K)) <= 0.1 * math.log(K), f"step-0 loss {loss} vs ln({K}) = {math.log(K)}"
-    else:  # LP-FT's probed head: better than chance from the first step
+    else:  # LP-FT's probed head, protonet's prototypes: better than chance from the first step
         assert loss < math.log(K), f"a head fitted in prepare() gives step-0 loss {loss} >= ln({K})"
 
 
@@ -188,7 +189,8 @@ def test_one_step_changes_only_trainable_parameters(loop_strategy: Strategy, tas
     optimizer.zero_grad(set_to_none=True)
     changed_params = changed_keys(model, before) & set(params)
     assert not changed_params & frozen_now, f"frozen parameters changed: {sorted(changed_params & frozen_now)[:5]}"
-    assert {"head.linear.weight", "head.linear.bias"} <= changed_params, "the head must learn"
+    head = {f"head.{name}" for name, _ in model.head.named_parameters()}  # linear: weight, bias; protonet: scale
+    assert head and head <= changed_params, "the head must learn"
 
 
 def test_three_steps_move_every_trainable_parameter(loop_strategy: Strategy, task: Task):

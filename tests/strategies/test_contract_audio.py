@@ -80,7 +80,8 @@ def _manifest(model) -> dict:
     bb = model.backbone
     return {"backbone": {"name": bb.name, "architecture": bb.architecture(), "pretrained_sha256": bb.weights_sha256,
                          "feature_dim": bb.feature_dim},
-            "task": "classification", "labels": ["high", "low", "mid"], "preprocessing": bb.preprocessing.to_dict()}
+            "task": "classification", "labels": ["high", "low", "mid"], "preprocessing": bb.preprocessing.to_dict(),
+            **({"head": model.head.spec()} if hasattr(model.head, "spec") else {})}  # protonet: a prototype head
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -119,7 +120,7 @@ def _check_training(strategy, model, ctx, batch, name: str) -> None:
         step0 = strategy.training_step(model, batch, ctx).item()
     if fresh and not strategy.needs_teacher:
         assert step0 == pytest.approx(math.log(K), rel=0.1)
-    elif not fresh:  # lp-ft's probed head beats chance from the first step
+    elif not fresh:  # lp-ft's probed head, protonet's prototypes beat chance from the first step
         assert step0 < math.log(K)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     before = snapshot(model)
@@ -128,7 +129,8 @@ def _check_training(strategy, model, ctx, batch, name: str) -> None:
     assert all(math.isfinite(x) for x in losses), losses
     changed = changed_keys(model, before) & {n for n, _ in model.named_parameters()}
     assert not changed & frozen, f"frozen parameters changed: {sorted(changed & frozen)[:5]}"
-    assert {"head.linear.weight", "head.linear.bias"} <= changed, "the head must learn"
+    head = {f"head.{n}" for n, _ in model.head.named_parameters()}  # linear: weight, bias; protonet: its scale
+    assert head and head <= changed, "the head must learn"
     if fresh:
         assert min(losses[1:]) < step0, f"{name}: the loss never went below its step-0 value {step0}: {losses}"
     else:

@@ -3,7 +3,8 @@ feature extractor's ``preprocessor_config.json`` for audio models that have one)
 
 Imports transferkit.core, transferkit.data, transferkit.backbones and transferkit.tasks. A bundle alone is
 enough to predict, offline: the architecture is rebuilt from the manifest (its ``task`` names the head, via
-transferkit.tasks.TASKS) and the weights come only from safetensors (no pickle).
+transferkit.tasks.TASKS; an optional ``head`` entry holds the options of another kind of head, e.g. prototypes)
+and the weights come only from safetensors (no pickle).
 The folder is written next to its destination and renamed into place, so a crash never leaves half a bundle.
 """
 from __future__ import annotations
@@ -125,7 +126,8 @@ def load_bundle(folder: Path) -> Bundle:
         label_map = LabelMap(tuple(manifest["labels"]))
         task = bundle_task(manifest, folder)
         head = task.head(backbone.feature_dim, len(label_map), manifest.get("head_dropout", 0.0),
-                         names=label_map.names)  # tokens: the tag names it scores and answers with
+                         names=label_map.names,  # tokens: the tag names it scores and answers with
+                         **manifest.get("head", {}))  # a head other than the task's default (protonet's prototypes)
     except (KeyError, TypeError) as exc:
         raise BundleError(f"{folder / MANIFEST} lacks or garbles the entry {exc}; the bundle is damaged.") from None
     model = TransferModel(backbone, head, task)

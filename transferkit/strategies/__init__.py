@@ -27,6 +27,7 @@ from transferkit.strategies.lp_ft import LPFT
 from transferkit.strategies.mmd import Mmd
 from transferkit.strategies.partial import Partial
 from transferkit.strategies.prompt import PromptTuning
+from transferkit.strategies.protonet import ProtoNet
 from transferkit.strategies.scratch import Scratch
 from transferkit.strategies.self_train import SelfTrain
 
@@ -48,6 +49,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "coral": Coral,
     "mmd": Mmd,
     "self-train": SelfTrain,
+    "protonet": ProtoNet,
     "scratch": Scratch,
 }
 

@@ -78,6 +78,11 @@ def self_train_space(trial: Any) -> dict[str, Any]:
     return {**domain_space(trial), "threshold": trial.suggest_float("threshold", 0.8, 0.99)}
 
 
+def protonet_space(trial: Any) -> dict[str, Any]:
+    """protonet: episodic fine-tuning (the head's only parameter is the temperature) and the episode's shots."""
+    return {**_finetune(trial), "k_shot": trial.suggest_int("k_shot", 1, 10)}
+
+
 def no_space(trial: Any) -> dict[str, Any]:
     """linear-probe: a closed-form head that picks its own regularisation on the training data; nothing to tune."""
     return {}
@@ -101,5 +106,6 @@ SEARCH_SPACES: dict[str, Space] = {
     "coral": domain_space,
     "mmd": domain_space,
     "self-train": self_train_space,
+    "protonet": protonet_space,
     "scratch": _loop,
 }

@@ -1,10 +1,12 @@
 """Single-label classification: a linear head over pooled features, softmax cross-entropy, argmax decoding.
 
-Imports transferkit.core, transferkit.data and transferkit.tasks.base. The numbers are the ones transferkit
-computed before the tasks layer existed: a fresh head predicts uniformly (loss ln K), validation reports plain cross-entropy,
-accuracy and macro-F1 (transferkit.core.scores), and early stopping follows val macro-F1 with val loss breaking
-ties (small validation sets saturate at 1.0). Distillation is Hinton et al.'s KD (``kd_loss``); a teacher may know
-more classes than the student (its softmax is then read over the student's classes only).
+Imports transferkit.core, transferkit.data, transferkit.tasks.base and transferkit.tasks.prototypes. The numbers
+are the ones transferkit computed before the tasks layer existed: a fresh head predicts uniformly (loss ln K),
+validation reports plain cross-entropy, accuracy and macro-F1 (transferkit.core.scores), and early stopping follows
+val macro-F1 with val loss breaking ties (small validation sets saturate at 1.0). Distillation is Hinton et al.'s
+KD (``kd_loss``); a teacher may know more classes than the student (its softmax is then read over the student's
+classes only). The head is linear, or a prototype head (transferkit.tasks.prototypes: few-shot, the protonet
+strategy) when asked for by ``kind``.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from torch import nn
 from transferkit.core.scores import macro_f1
 from transferkit.data.labels import NO_LABEL
 from transferkit.tasks.base import Task
+from transferkit.tasks.prototypes import PrototypeHead
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -63,7 +66,15 @@ class ClassificationTask(Task):
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1")
 
     def head(self, feature_dim: int, n_outputs: int, dropout: float = 0.0, label_smoothing: float = 0.0,
-             **options: Any) -> ClassificationHead:
+             kind: str = "linear", metric: str = "cosine", learn_scale: bool = True,
+             **options: Any) -> nn.Module:
+        """A linear head, or with ``kind='prototype'`` (a manifest's ``head`` entry, the protonet strategy) a
+        PrototypeHead comparing features with class prototypes by ``metric``."""
+        if kind == "prototype":
+            return PrototypeHead(feature_dim, n_outputs, metric, learn_scale=learn_scale,
+                                 label_smoothing=label_smoothing)
+        if kind != "linear":
+            raise ValueError(f"unknown classification head kind {kind!r}; expected 'linear' or 'prototype'")
         return ClassificationHead(feature_dim, n_outputs, dropout, label_smoothing=label_smoothing)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
