@@ -108,6 +108,34 @@ def test_h_score_matches_a_direct_loop():
     assert h_score(f, labels) == pytest.approx(np.trace(inverse @ cov_g), rel=1e-9)
 
 
+def test_shrunk_h_score_matches_ledoit_wolf_by_its_formula():
+    """Ledoit & Wolf 2004: S the population covariance, mu = tr(S) / d, a = min(1, b2 / d2) with
+    d2 = |S - mu I|^2 and b2 = 1/n^2 sum_k |x_k x_k^T - S|^2 (Frobenius); then tr(((1-a) S + a mu I)^-1 (1-a) cov_g)."""
+    rng = np.random.default_rng(4)
+    labels = np.repeat([0, 1, 2], 3)
+    f = rng.normal(size=(9, 4)) + np.eye(4)[labels]
+    x = f - f.mean(axis=0)
+    n, d = x.shape
+    s = sum(np.outer(row, row) for row in x) / n
+    mu = np.trace(s) / d
+    d2 = np.sum((s - mu * np.eye(d)) ** 2)
+    b2 = sum(np.sum((np.outer(row, row) - s) ** 2) for row in x) / n ** 2
+    a = min(1.0, b2 / d2)
+    g = np.array([x[labels == c].mean(axis=0) for c in labels])
+    by_formula = np.trace(np.linalg.inv((1 - a) * s + a * mu * np.eye(d)) @ ((1 - a) * g.T @ g / n))
+    assert h_score(f, labels, shrinkage=True) == pytest.approx(by_formula, rel=1e-9)
+    assert h_score(np.array([[0.0], [2.0], [4.0], [6.0]]), np.array([0, 0, 1, 1]), shrinkage=True) == \
+        pytest.approx(0.8)  # one dimension: nothing to shrink toward, the by-hand value above
+
+
+def test_h_score_without_shrinkage_saturates_when_n_is_below_d():
+    rng = np.random.default_rng(5)
+    labels = np.repeat([0, 1, 2], 4)
+    noise, separating = rng.normal(size=(12, 40)), rng.normal(size=(12, 40)) + 3 * np.eye(40)[labels]
+    assert h_score(noise, labels) == pytest.approx(2.0)  # K - 1 whatever the features
+    assert h_score(separating, labels, shrinkage=True) > h_score(noise, labels, shrinkage=True) + 0.5
+
+
 def test_knn_matches_a_direct_nearest_neighbour_loop():
     rng = np.random.default_rng(1)
     labels = np.repeat([0, 1, 2], 4)

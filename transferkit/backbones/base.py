@@ -37,6 +37,20 @@ class Backbone(nn.Module):
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.embed(batch)
 
+    def source_head(self) -> nn.Module | None:
+        """The classifier the backbone was pretrained with (e.g. ImageNet-1k's), mapping ``embed`` features
+        [batch, feature_dim] to source-class logits [batch, Z]; None (the default) when there is none. Kept outside
+        the module tree: never trained, saved, hashed or listed in ``blocks``. Used by LEEP/NCE (transferkit rank)."""
+        return None
+
+    def source_logits(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """Source-class logits [batch, Z] of the backbone's own pretraining classifier, None without one."""
+        head = self.source_head()
+        if head is None:
+            return None
+        features = self.embed(batch)
+        return head.to(features.device)(features.float())
+
     def blocks(self) -> list[nn.Module]:
         """Ordered groups of modules, input side first; every parameter belongs to exactly one block."""
         raise NotImplementedError

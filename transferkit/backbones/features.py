@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 from transferkit.backbones.base import Backbone
 from transferkit.core.io import atomic_write, sha256_text
 from transferkit.core.runtime import autocast
+from transferkit.data.examples import Examples
+from transferkit.data.loaders import make_loader
 
 
 def default_cache_dir() -> Path:
@@ -67,3 +69,19 @@ class FeatureCache:
         features = compute()
         atomic_write(path, lambda p: save_file({"features": np.ascontiguousarray(features)}, str(p)))
         return features
+
+
+def cached_features(backbone: Backbone, examples: Examples, precision: str, cache: FeatureCache | None = None,
+                    desc: str = "features", batch_size: int = 64) -> tuple[np.ndarray, bool]:
+    """``examples``' frozen features [n, feature_dim] with the backbone's preprocessing, read from ``cache`` when
+    an earlier run computed them (the key fit's linear probe uses, so either reuses the other's), and whether they
+    were. A backbone without pretrained weights (``weights_sha256`` None) is never cached."""
+    compute = lambda: extract_features(backbone, make_loader(examples, backbone.preprocessing, None, batch_size),  # noqa: E731
+                                       precision, desc)
+    if backbone.weights_sha256 is None:
+        return compute(), False
+    cache = cache or FeatureCache()
+    hits = cache.hits
+    key = cache.key(backbone.weights_sha256, backbone.preprocessing.to_dict(), examples.fingerprint(), precision)
+    features = cache.get_or_compute(key, compute)
+    return features, cache.hits > hits

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import logsumexp
+from sklearn.covariance import ledoit_wolf
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
@@ -143,10 +144,15 @@ def nce(source_probs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sum(joint[seen] * np.log((joint / np.where(p_z > 0, p_z, 1.0))[seen])))
 
 
-def h_score(features: np.ndarray, labels: np.ndarray) -> float:
+def h_score(features: np.ndarray, labels: np.ndarray, shrinkage: bool = False) -> float:
     """H-score (Bao, Li, Huang, Zheng, Zhang, "An Information-Theoretic Approach to Transferability in Task
     Transfer Learning", ICIP 2019): tr(cov(f)^+ cov(E[f | y])), the features' between-class covariance against
     their total covariance (pseudo-inverse). ``features`` [n, d], ``labels`` [n]. Between 0 and min(d, K - 1).
+
+    With n <= d the sample covariance is singular and the plain H-score is K - 1 for any features, so ``shrinkage``
+    uses the shrinkage-based H-score of Ibrahim, Ponomareva, Mazumder ("Newer is not always better: Rethinking
+    transferability metrics, their peculiarities, stability and performance", ECML-PKDD 2022):
+    tr(((1 - a) cov(f) + a mu I)^-1 (1 - a) cov(E[f | y])), a and mu from Ledoit-Wolf (population covariances).
     """
     f = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)
@@ -155,6 +161,10 @@ def h_score(features: np.ndarray, labels: np.ndarray) -> float:
     class_means = np.zeros_like(f)
     for c in np.unique(labels):
         class_means[labels == c] = f[labels == c].mean(axis=0)
+    if shrinkage:
+        shrunk, a = ledoit_wolf(f, assume_centered=True)
+        cov_g = (1 - a) * class_means.T @ class_means / len(f)
+        return float(np.trace(np.linalg.pinv(shrunk, hermitian=True) @ cov_g))
     cov_f = f.T @ f / (len(f) - 1)
     cov_g = class_means.T @ class_means / (len(f) - 1)
     return float(np.trace(np.linalg.pinv(cov_f, rcond=1e-10, hermitian=True) @ cov_g))
@@ -234,7 +244,7 @@ def _estimate(name: str, features: np.ndarray, task: str, y: np.ndarray, source_
     if name == "nce":
         return nce(source_probs, y)
     if name == "hscore":
-        return h_score(features, y)
+        return h_score(features, y, shrinkage=True)
     if name == "knn":
         return knn_score(features, y, task, folds=folds, seed=seed)
     return linear_probe_score(features, y, task, folds=folds, seed=seed)
