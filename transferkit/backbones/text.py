@@ -80,9 +80,7 @@ class HFTextBackbone(Backbone):
         tokenizer_dir = folder / "tokenizer"
         if Path(self.preprocessing.tokenizer).resolve() != tokenizer_dir.resolve():
             shutil.rmtree(tokenizer_dir, ignore_errors=True)
-            from transformers import AutoTokenizer
-
-            AutoTokenizer.from_pretrained(self.preprocessing.tokenizer).save_pretrained(tokenizer_dir)
+            load_tokenizer(self.preprocessing).save_pretrained(tokenizer_dir)  # loaded once per process
 
 
 def _encoder_layers(model: nn.Module) -> nn.ModuleList:
