@@ -5,7 +5,8 @@ A top-level module beside api, like compare and tune: it reads the training spli
 leaves out unreadable inputs; the task is given or detected), extracts each candidate's features through the
 feature cache (the same entries fit's linear probe reads), takes the source classifier's predictions where the
 backbone keeps one (``Backbone.source_head``: LEEP, NCE), and ranks the candidates by one estimator (LogME by
-default). A candidate whose package is missing is listed as skipped with the install hint, not an error.
+default). A candidate whose package is missing is listed as skipped with the install hint, not an error; so is
+a registered one that fails with a user-level error (TransferkitError) while every registered one is ranked.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from transferkit.backbones import BACKBONES, DESCRIPTIONS, build_backbone
 from transferkit.backbones.base import Backbone
 from transferkit.backbones.features import FeatureCache, cached_features
 from transferkit.config import FitConfig
-from transferkit.core.errors import BackboneLoadError, ConfigError
+from transferkit.core.errors import BackboneLoadError, ConfigError, TransferkitError
 from transferkit.core.io import atomic_write_json
 from transferkit.core.registry import lookup
 from transferkit.core.runtime import default_device, resolve_precision
@@ -74,7 +75,12 @@ def rank(data: DataInput, models: list[str] | None = None, by: str = DEFAULT_EST
     y = np.asarray(label_map.encode(examples.labels, examples.source))
     scored, skipped = [], []
     for name in candidates:
-        result = _score_one(name, examples, cfg, task, y, folds, seed)
+        try:
+            result = _score_one(name, examples, cfg, task, y, folds, seed)
+        except TransferkitError as error:  # one registered candidate that cannot run must not stop --all
+            if models:
+                raise
+            result = {"name": name, "status": "skipped", "reason": str(error)}
         (scored if "scores" in result else skipped).append(result)
         if on_model:
             on_model(_progress_line(result))
