@@ -2,6 +2,7 @@
 for text, and the refusals (no --target-data, not classification, bad options)."""
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -20,6 +21,7 @@ from transferkit.strategies.self_train import (
     strong_view,
     unlabeled_loss,
     weak_view,
+    within_quota,
 )
 
 
@@ -64,7 +66,7 @@ def test_alignment_stops_one_class_from_taking_every_pseudo_label():
     it, the running target mean learns the lean and takes it back out, so class 0 stops being over-confident."""
     strategy = SelfTrain(SelfTrainConfig(threshold=0.6))
     strategy.source_counts = torch.zeros(3, dtype=torch.float64)
-    strategy.target_mean = torch.full((3,), 1 / 3)
+    strategy.target_mean, strategy.aligned_batches = torch.zeros(3), 0
     leaning = torch.tensor([[3.0, 1.0, 0.0], [3.0, 0.0, 1.5], [3.0, 1.0, 1.0], [3.0, 0.5, 2.0]])
     source_labels = torch.tensor([0, 1, 2, 0, 1, 2])
     for _ in range(300):
@@ -72,12 +74,29 @@ def test_alignment_stops_one_class_from_taking_every_pseudo_label():
     plain = leaning.softmax(-1)
     assert pseudo_labels(plain, 0.6)[0][pseudo_labels(plain, 0.6)[1]].tolist() == [0, 0, 0, 0]
     assert aligned.max(-1).values.max() < plain.max(-1).values.min()  # no longer confidently class 0
-    assert torch.allclose(strategy.target_mean, plain.mean(0), atol=0.05)
+    unbiased = strategy.target_mean / (1 - 0.99 ** strategy.aligned_batches)
+    assert strategy.aligned_batches == 300 and torch.allclose(unbiased, plain.mean(0), atol=1e-4)
+    first = SelfTrain(SelfTrainConfig(threshold=0.6))
+    first.source_counts, first.target_mean, first.aligned_batches = torch.zeros(3, dtype=torch.float64), \
+        torch.zeros(3), 0
+    expected = align_distribution(plain, torch.full((3,), 1 / 3), plain.mean(0))  # the first batch counts fully
+    assert torch.allclose(first.weak_probabilities(leaning, source_labels), expected, atol=1e-6)
     state = strategy.state_dict()
     again = SelfTrain(SelfTrainConfig(threshold=0.6))
     again.load_state_dict(state)
     assert torch.equal(again.source_counts, strategy.source_counts)
-    assert torch.equal(again.target_mean, strategy.target_mean)
+    assert torch.equal(again.target_mean, strategy.target_mean) and again.aligned_batches == 300
+
+
+def test_class_quota_keeps_each_classs_most_confident_rows_up_to_its_share():
+    p = torch.tensor([[0.99, 0.01], [0.97, 0.03], [0.98, 0.02], [0.96, 0.04], [0.02, 0.98], [0.5, 0.5]])
+    confident = p.max(-1).values >= 0.95
+    kept = within_quota(p, confident, torch.tensor([0.5, 0.5]), quota=1.0)  # class 0: at most ceil(0.5 * 6) = 3
+    assert kept.tolist() == [True, True, True, False, True, False]  # its 3 most confident; row 3 (0.96) is out
+    assert within_quota(p, confident, torch.tensor([0.5, 0.5]), quota=0.0).tolist() == confident.tolist()
+    strong = torch.zeros(6, 2, requires_grad=True)
+    loss, counted = unlabeled_loss(strong, p, 0.95, torch.tensor([0.5, 0.5]), 1.0)
+    assert counted.tolist() == kept.tolist() and loss.item() == pytest.approx(4 * math.log(2) / 6, rel=1e-6)
 
 
 def test_weak_view_shifts_and_strong_view_recolours_per_image():
@@ -94,7 +113,9 @@ def test_weak_view_shifts_and_strong_view_recolours_per_image():
 
 
 def test_image_step_pseudo_labels_confident_target_images_and_trains(image_task: Task):
-    strategy, model, ctx = image_task.prepared("self-train", {"threshold": 0.95})
+    # FixMatch alone: alignment and the quota would (rightly) take back a head that says class 1 for everything
+    strategy, model, ctx = image_task.prepared("self-train", {"threshold": 0.95, "distribution_alignment": False,
+                                                              "class_quota": 0})
     batch = image_task.batch(model, 8)
     target = next(iter(make_loader(image_task.val, model.backbone.preprocessing, None, 6, shuffle_seed=0)))
     paired = {**batch, "target": target}
@@ -104,6 +125,12 @@ def test_image_step_pseudo_labels_confident_target_images_and_trains(image_task:
     losses = train_steps(model, strategy, ctx, paired, optimizer_for(strategy, model, lr=1e-3))
     assert torch.isfinite(torch.tensor(losses)).all()
     assert (strategy.pseudo_labelled, strategy.seen) == (6, 6)
+    aligned, model3, ctx3 = image_task.prepared("self-train", {"threshold": 0.95})
+    with torch.no_grad():
+        model3.head.linear.weight.zero_()
+        model3.head.linear.bias.copy_(torch.tensor([0.0, 6.0, 0.0]))
+    train_steps(model3, aligned, ctx3, paired, optimizer_for(aligned, model3, lr=1e-3))
+    assert aligned.pseudo_labelled < 6  # the same biased head, aligned: class 1 no longer takes every target image
     strict, model2, ctx2 = image_task.prepared("self-train", {"threshold": 1.0})
     with torch.no_grad():
         for p in model2.head.parameters():

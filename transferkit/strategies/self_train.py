@@ -11,10 +11,14 @@ through a *strong* view (torchvision's RandAugment, 2 ops, on an independent wea
 
 where q is the weak view's class probabilities after *distribution alignment* (ReMixMatch, Berthelot et al. 2020,
 on by default): q = normalise(p_weak * p_source(y) / p~(y)), p_source the class shares of the labeled source batches
-seen so far and p~ a running mean (decay 0.99, about the last 100 batches) of the model's target predictions.
+seen so far and p~ a running mean (decay 0.99, about the last 100 batches; bias-corrected as Adam's moments, so
+the first batches count fully) of the model's target predictions.
 Without it a model that starts to favour one class pseudo-labels ever more target examples with that class and
 collapses onto it (measured: MNIST -> UCI digits, every target test digit predicted as one class); alignment
-keeps the pseudo-labels' class shares near the source's.
+keeps the pseudo-labels' class shares near the source's. Alignment only rescales: a model that is *confidently*
+biased (p ≈ 1 for one class on most target inputs) keeps its bias, so each class may also fill at most
+``class_quota`` times its source share of a batch's pseudo-labels, its most confident rows first (a per-batch form
+of class-balanced self-training, Zou et al. 2018, CBST).
 
 Text and audio have no strong view here, so they get plain pseudo-labelling: the same target batch is labelled and
 trained on (the threshold still decides which examples count). Pseudo-labels are taken without gradient, from the
@@ -23,6 +27,7 @@ The views are drawn from torch's global RNG, which checkpoints save, so ``fit --
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +49,7 @@ class SelfTrainConfig(DomainConfig):
     threshold: float = 0.95  # a target example is pseudo-labelled when its top class probability reaches this
     hflip: float = 0.0  # probability of a horizontal flip in the image views (FixMatch: 0.5; off for digits/text)
     distribution_alignment: bool = True  # ReMixMatch's alignment of the pseudo-labels' class shares to the source's
+    class_quota: float = 2.0  # a class fills at most this x its source share of a batch's rows (0: no cap)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -51,6 +57,9 @@ class SelfTrainConfig(DomainConfig):
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
             raise ConfigError(f"The 'threshold' parameter of SelfTrainConfig must be a probability in (0, 1]. "
                               f"Got {t!r} instead.")
+        if isinstance(self.class_quota, bool) or not isinstance(self.class_quota, (int, float)) or self.class_quota < 0:
+            raise ConfigError(f"The 'class_quota' parameter of SelfTrainConfig must be a number >= 0 (0: no cap). "
+                              f"Got {self.class_quota!r} instead.")
         if isinstance(self.hflip, bool) or not isinstance(self.hflip, (int, float)) or not 0 <= self.hflip <= 1:
             raise ConfigError(f"The 'hflip' parameter of SelfTrainConfig must be a probability in [0, 1]. "
                               f"Got {self.hflip!r} instead.")
@@ -70,12 +79,30 @@ def align_distribution(probabilities: torch.Tensor, source_prior: torch.Tensor, 
     return scaled / scaled.sum(-1, keepdim=True).clamp_min(1e-12)
 
 
-def unlabeled_loss(strong_logits: torch.Tensor, weak_probabilities: torch.Tensor, threshold: float
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def within_quota(probabilities: torch.Tensor, confident: torch.Tensor, prior: torch.Tensor, quota: float
+                 ) -> torch.Tensor:
+    """``confident`` [n] (bool) with each class c kept to its ceil(quota * prior[c] * n) most confident rows, where
+    the class of a row is its top class in ``probabilities`` [n, k]; quota 0 keeps ``confident`` as it is."""
+    if quota <= 0:
+        return confident
+    confidence, labels = probabilities.detach().float().max(-1)
+    kept = torch.zeros_like(confident)
+    for c in labels[confident].unique().tolist():
+        rows = torch.nonzero(confident & (labels == c)).flatten()
+        cap = math.ceil(quota * float(prior[c]) * len(labels))
+        kept[rows[confidence[rows].argsort(descending=True)[:cap]]] = True
+    return kept
+
+
+def unlabeled_loss(strong_logits: torch.Tensor, weak_probabilities: torch.Tensor, threshold: float,
+                   prior: torch.Tensor | None = None, quota: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(FixMatch's unlabeled loss, which rows counted): the cross-entropy of each strong-view row against its weak
-    view's top class where that class's probability reaches ``threshold``, averaged over all rows (rows under the
-    threshold add 0, so a batch with few confident rows weighs little, as in FixMatch)."""
+    view's top class where that class's probability reaches ``threshold`` (and the class is within its quota of
+    the batch, see ``within_quota``, when a source ``prior`` is given), averaged over all rows (rows that do not
+    count add 0, so a batch with few confident rows weighs little, as in FixMatch)."""
     labels, confident = pseudo_labels(weak_probabilities, threshold)
+    if prior is not None:
+        confident = within_quota(weak_probabilities, confident, prior, quota)
     per_row = F.cross_entropy(strong_logits.float(), labels, reduction="none")
     return (per_row * confident).mean(), confident
 
@@ -92,7 +119,8 @@ class SelfTrain(DomainAdaptation):
                               f"classification, not {model.task.name}; use dann, coral or mmd.")
         self.pseudo_labelled, self.seen = 0, 0  # target examples over the threshold / drawn (for the report)
         self.source_counts = torch.zeros(ctx.n_classes, dtype=torch.float64)  # labeled source examples per class
-        self.target_mean = torch.full((ctx.n_classes,), 1.0 / ctx.n_classes)  # running mean target prediction
+        self.target_mean = torch.zeros(ctx.n_classes)  # running mean target prediction (bias-corrected when read)
+        self.aligned_batches = 0
         super().prepare(model, ctx)
 
     def training_step(self, model: TransferModel, batch: dict[str, Any], ctx: StrategyContext) -> torch.Tensor:
@@ -104,7 +132,9 @@ class SelfTrain(DomainAdaptation):
             weak_probabilities = self.weak_probabilities(model.head(model.backbone.embed(weak)), batch["labels"])
         f_s, f_t = joint_features(model, batch, strong)
         loss = model.head.loss(model.head(f_s), batch["labels"])
-        unlabeled, confident = unlabeled_loss(model.head(f_t), weak_probabilities, self.config.threshold)
+        unlabeled, confident = unlabeled_loss(model.head(f_t), weak_probabilities, self.config.threshold,
+                                              self.source_prior().to(weak_probabilities.device),
+                                              self.config.class_quota)
         self.pseudo_labelled += int(confident.sum())
         self.seen += len(confident)
         return loss + self.config.weight * unlabeled
@@ -113,14 +143,22 @@ class SelfTrain(DomainAdaptation):
         """The weak view's class probabilities [n, k], aligned to the source's class shares when configured; the
         running statistics take this batch in first (ReMixMatch)."""
         probabilities = weak_logits.detach().float().softmax(-1)
-        if not self.config.distribution_alignment:
-            return probabilities
         self.source_counts += torch.bincount(source_labels.detach().cpu().long(),
                                              minlength=len(self.source_counts)).double()
+        if not self.config.distribution_alignment:
+            return probabilities
         self.target_mean = TARGET_MEAN_DECAY * self.target_mean + \
             (1 - TARGET_MEAN_DECAY) * probabilities.mean(0).cpu()
-        prior = (self.source_counts / self.source_counts.sum()).float().to(probabilities.device)
-        return align_distribution(probabilities, prior, self.target_mean.to(probabilities.device))
+        self.aligned_batches += 1
+        unbiased = self.target_mean / (1 - TARGET_MEAN_DECAY ** self.aligned_batches)  # as Adam corrects its moments
+        prior = self.source_prior().to(probabilities.device)
+        return align_distribution(probabilities, prior, unbiased.to(probabilities.device))
+
+    def source_prior(self) -> torch.Tensor:
+        """The class shares [k] of the labeled source batches seen so far (uniform before any)."""
+        total = float(self.source_counts.sum())
+        return (self.source_counts / total).float() if total else torch.full(self.source_counts.shape, 1 / len(
+            self.source_counts))
 
     def views(self, model: TransferModel, target: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(weak, strong) views of the target batch: for images two independent weak views, the second under
@@ -141,7 +179,8 @@ class SelfTrain(DomainAdaptation):
         state = {**super().state_dict(), "pseudo_labelled": getattr(self, "pseudo_labelled", 0),
                  "seen": getattr(self, "seen", 0)}
         if hasattr(self, "source_counts"):
-            state["alignment"] = {"source_counts": self.source_counts.tolist(), "target_mean": self.target_mean.tolist()}
+            state["alignment"] = {"source_counts": self.source_counts.tolist(), "target_mean": self.target_mean.tolist(),
+                                  "batches": self.aligned_batches}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -150,6 +189,7 @@ class SelfTrain(DomainAdaptation):
         if "alignment" in state:
             self.source_counts = torch.tensor(state["alignment"]["source_counts"], dtype=torch.float64)
             self.target_mean = torch.tensor(state["alignment"]["target_mean"], dtype=torch.float32)
+            self.aligned_batches = int(state["alignment"].get("batches", 0))
 
 
 def weak_view(images: torch.Tensor, hflip: float = 0.0) -> torch.Tensor:
