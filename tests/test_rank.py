@@ -90,3 +90,25 @@ def test_rank_refuses_an_estimator_the_task_lacks(tmp_path: Path):
     result = invoke("--data", tmp_path / "values.csv", "--task", "regression", "--by", "leep")
     assert result.exit_code == 2, result.output
     assert "--by leep does not apply to regression; use one of logme, knn, linear." in result.output
+
+
+def test_all_is_every_registered_backbone_of_the_modality():
+    from transferkit.rank import candidate_names
+
+    images, texts = candidate_names("image", None), candidate_names("text", None)
+    assert {"efficientnet_lite0", "efficientnet_lite0-slim"} <= set(images) and "minilm" not in images
+    assert {"minilm", "minilm-l3"} <= set(texts) and "efficientnet_lite0" not in texts
+    assert set(images) | set(texts) | set(candidate_names("audio", None)) == set(backbones.BACKBONES)
+
+
+def test_regression_table_names_r2_and_why_estimators_do_not_apply():
+    from transferkit.evaluate.transferability import transferability
+    from transferkit.rank import render
+
+    scores = transferability([[0.0, 1.0], [1.0, 0.5], [2.0, 0.1], [3.0, 0.3], [4.0, 0.9], [5.0, 0.2]], "regression",
+                             [0.1, 1.2, 1.9, 3.2, 4.1, 4.8], folds=2)
+    summary = {"task": "regression", "data": "values.csv", "n": 6, "ranked_by": "logme", "folds": 2, "skipped": [],
+               "models": [{"rank": 1, "name": "minilm", "scores": scores, "seconds": {"total": 1.0}}]}
+    table, lines = render(summary)
+    assert [c.header for c in table.columns][6:8] == ["k-NN R²", "linear R²"]
+    assert any(line.startswith("H-score for every model: n/a: needs classes") for line in lines)
