@@ -3,7 +3,7 @@ with published transferability estimators (evaluate/transferability.py), and wri
 
 A top-level module beside api, like compare and tune: it reads the training split as fit does (its data doctor
 leaves out unreadable inputs; the task is given or detected), extracts each candidate's features through the
-feature cache (the same entries fit's linear probe reads), takes the source classifier's predictions where the
+feature cache (keyed as fit's linear probe keys them), takes the source classifier's predictions where the
 backbone keeps one (``Backbone.source_head``: LEEP, NCE), and ranks the candidates by one estimator (LogME by
 default). A candidate whose package is missing is listed as skipped with the install hint, not an error; so is
 a registered one that fails with a user-level error (TransferkitError) while every registered one is ranked.

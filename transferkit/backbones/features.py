@@ -74,8 +74,8 @@ class FeatureCache:
 def cached_features(backbone: Backbone, examples: Examples, precision: str, cache: FeatureCache | None = None,
                     desc: str = "features", batch_size: int = 64) -> tuple[np.ndarray, bool]:
     """``examples``' frozen features [n, feature_dim] with the backbone's preprocessing, read from ``cache`` when
-    an earlier run computed them (the key fit's linear probe uses, so either reuses the other's), and whether they
-    were. A backbone without pretrained weights (``weights_sha256`` None) is never cached."""
+    an earlier run computed them for the same inputs (the key fit's linear probe uses), and whether they were.
+    A backbone without pretrained weights (``weights_sha256`` None) is never cached."""
     compute = lambda: extract_features(backbone, make_loader(examples, backbone.preprocessing, None, batch_size),  # noqa: E731
                                        precision, desc)
     if backbone.weights_sha256 is None:
