@@ -621,8 +621,8 @@ Examples:
 
     transferkit rank --data news.csv --text-column body --by linear
 
-Scores each candidate's frozen features (the feature cache: a second run, or a later fit's linear probe, reads
-them back) without training. Estimators: LogME (the default ranking), LEEP and NCE (need the backbone's ImageNet
+Scores each candidate's frozen features (the feature cache: a second run on the same data reads them back)
+without training. Estimators: LogME (the default ranking), LEEP and NCE (need the backbone's ImageNet
 classifier), H-score, and k-NN / linear-probe accuracy by stratified cross-validation; regression: LogME and R²;
 multi-label: LogME per label. A candidate whose package is missing is listed as skipped with the install command.
 """
