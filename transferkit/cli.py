@@ -822,6 +822,40 @@ def pretrain(
                   highlight=False)
 
 
+ENROLL_EXAMPLES = """
+Examples:
+
+    transferkit enroll --bundle runs/proto/bundle --data new_classes/ --out runs/proto2/bundle
+
+    transferkit enroll --bundle runs/proto/bundle --data more_examples.csv --in-place
+
+Adds classes (or more examples of known ones) to a protonet bundle from a few labeled examples, without
+training: each class's prototype becomes the mean of all its examples' embeddings. DATA is labeled like fit's
+(root/<class>/... or a .csv/.jsonl with a label column).
+"""
+
+
+@app.command(epilog=ENROLL_EXAMPLES)
+def enroll(
+    bundle: Path = typer.Option(..., help="A protonet bundle/ folder (fit --strategy protonet)."),
+    data: str = typer.Option(..., "--data", help="Labeled examples: a folder root/<class>/... or .csv/.jsonl."),
+    out: Path | None = typer.Option(None, help="Folder for the updated bundle (must not exist)."),
+    in_place: bool = typer.Option(False, "--in-place", help="Rewrite --bundle itself instead of writing --out."),
+    text_column: str | None = typer.Option(None, help="CSV/JSONL text column [default: the bundle's, else text]."),
+    image_column: str | None = typer.Option(None, help=IMAGE_COLUMN_HELP),
+    label_column: str | None = typer.Option(None, help="CSV/JSONL label column [default: the bundle's, else label]."),
+    strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on any unreadable input instead of leaving it "
+                                "out."),
+) -> None:
+    """Add classes to a protonet bundle from a handful of labeled examples, without retraining."""
+    from transferkit.enroll import enroll as run_enroll
+    from transferkit.enroll import summary_lines
+
+    result = run_enroll(bundle, data, out, in_place, text_column, label_column, image_column, strict)
+    for line in summary_lines(result):
+        console.print(escape(line), highlight=False)
+
+
 def main() -> None:
     """The console script: TransferkitGroup decides the message and exit code (cli_errors)."""
     app()
