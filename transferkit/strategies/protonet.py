@@ -127,11 +127,11 @@ class ProtoNet(Strategy):
         self.fit_info: dict[str, Any] = {}
         if ctx.features is not None:
             x, y = ctx.features("train")
+            if self.trains_with_loop:
+                self._check_episodes(np.asarray(y))
             head.set_prototypes(x, y)
             x_val, y_val = ctx.features("val")
             self.fit_info = {"scale": head.fit_scale(x_val, y_val), "n_prototypes": int((head.counts > 0).sum())}
-            if self.trains_with_loop:
-                self._check_episodes(np.asarray(y))
         if self.trains_with_loop:
             self.on_epoch_start(model, 0)
         else:
