@@ -43,9 +43,9 @@ ESTIMATOR_NOTES = {
     "nce": "NCE (Tran et al. 2019): -H(target label | source classifier's label); as LEEP, with hard labels",
     "hscore": "H-score (Bao et al. 2019): between-class over total feature covariance, tr(cov(f)^-1 cov(E[f|y])), "
               "with cov(f) shrunk by Ledoit-Wolf (Ibrahim et al. 2022; unshrunk it is K - 1 whenever n <= d)",
-    "knn": "k-NN (k = 5, cosine) accuracy (regression: R^2) by stratified k-fold cross-validation",
+    "knn": "k-NN (k = 5, cosine) accuracy (regression: R^2) by k-fold cross-validation (stratified for classes)",
     "linear": "linear probe (standardised features; logistic regression, regression: ridge) accuracy (R^2) by "
-              "stratified k-fold cross-validation",
+              "k-fold cross-validation (stratified for classes)",
 }
 
 
@@ -66,6 +66,9 @@ def rank(data: DataInput, models: list[str] | None = None, by: str = DEFAULT_EST
         raise ConfigError(f"The 'folds' parameter of rank must be an int >= 2. Got {folds!r} instead.",
                           cli=f"--folds must be an int >= 2. Got {folds!r} instead.")
     cfg = FitConfig.from_options(**options)
+    for name in models or []:  # a typo fails before the data is read
+        if _registered(name.strip()):
+            lookup(BACKBONES, name.strip(), "model")
     examples, task, n_skipped = _training_data(data, cfg, max_per_class, seed)
     if by not in APPLIES[task]:
         raise ConfigError(f"--by {by} does not apply to {task}; use one of {', '.join(APPLIES[task])}.")
@@ -107,7 +110,7 @@ def candidate_names(modality: str, models: list[str] | None) -> list[str]:
         return [name for name in BACKBONES if registered_modality(name) == modality]
     names = list(dict.fromkeys(m.strip() for m in models if m.strip()))
     for name in names:
-        if name.startswith(PREFIXES) or Path(name).is_dir():
+        if not _registered(name):
             continue  # timm:, hf:, a pretrain folder: its modality is known once built
         lookup(BACKBONES, name, "model")
         other = registered_modality(name)
@@ -115,6 +118,11 @@ def candidate_names(modality: str, models: list[str] | None) -> list[str]:
             raise ConfigError(f"Model '{name}' is {a_modality(other)} model but the data is {modality}; rank "
                               f"{modality} models only (--all lists them all).")
     return names
+
+
+def _registered(name: str) -> bool:
+    """Whether ``name`` must be a registry name (not timm:, hf:, pretrained: or a pretrain folder)."""
+    return bool(name) and not name.startswith(PREFIXES) and not Path(name).is_dir()
 
 
 def registered_modality(name: str) -> str | None:
