@@ -112,3 +112,20 @@ def test_regression_table_names_r2_and_why_estimators_do_not_apply():
     table, lines = render(summary)
     assert [c.header for c in table.columns][6:8] == ["k-NN R²", "linear R²"]
     assert any(line.startswith("H-score for every model: n/a: needs classes") for line in lines)
+
+
+def test_rank_multilabel_scores_logme_per_label_only(tmp_path: Path, texts_and_labels):
+    from transferkit.core.errors import ConfigError
+    from transferkit.rank import rank
+
+    texts, topics = texts_and_labels
+    extra = {"business": "|markets", "sports": "", "tech": "|markets"}  # a second label on two of the topics
+    rows = "".join(f'"{t[:120]}",{y}{extra[y]}\n' for t, y in zip((t.replace('"', "'") for t in texts), topics))
+    (tmp_path / "tags.csv").write_text("text,label\n" + rows)
+    summary = rank(tmp_path / "tags.csv", ["minilm"], task="multilabel")
+    assert summary["targets"] == {"names": ["business", "markets", "sports", "tech"]}
+    scores = summary["models"][0]["scores"]
+    assert isinstance(scores["logme"], float)
+    assert scores["knn"] == "n/a: single-label classification or regression only"
+    with pytest.raises(ConfigError, match="--max-per-class needs classes; the data is multilabel"):
+        rank(tmp_path / "tags.csv", ["minilm"], task="multilabel", max_per_class=3)
