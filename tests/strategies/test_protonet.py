@@ -86,6 +86,18 @@ def test_episodes_need_two_classes_with_two_examples(image_task: Task):
         strategy.prepare(model, StrategyContext(n_classes=3, seed=0, features=features))
 
 
+def test_other_tasks_are_refused(image_task: Task):
+    from transferkit.tasks import get_task
+    from transferkit.tasks.model import TransferModel
+
+    strategy = build_strategy("protonet")
+    backbone = image_task.model(strategy).backbone
+    task = get_task("multilabel")
+    model = TransferModel(backbone, task.head(backbone.feature_dim, 3), task)
+    with pytest.raises(ConfigError, match="needs single-label classification, not multilabel"):
+        strategy.prepare(model, image_task.context(model))
+
+
 def test_soft_targets_are_refused(image_task: Task):
     strategy, model, ctx = image_task.prepared("protonet")
     batch = image_task.batch(model)

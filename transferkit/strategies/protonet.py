@@ -116,6 +116,9 @@ class ProtoNet(Strategy):
         self.trains_with_loop = self.config.backbone == "episodic"  # frozen: the closed form is the whole fit
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
+        if model.task.name not in self.tasks:
+            raise ConfigError(f"The protonet strategy predicts the class of the nearest prototype, so it needs "
+                              f"single-label classification, not {model.task.name}; use finetune or linear-probe.")
         old = model.head
         head = model.task.head(model.backbone.feature_dim, ctx.n_classes, kind="prototype", metric=self.config.metric,
                                learn_scale=self.config.learn_scale,
