@@ -122,7 +122,8 @@ def test_frozen_protonet_is_the_class_means_of_the_cached_features_on_text(text_
 
 
 def test_episodic_protonet_fits_text_from_a_few_labels_per_class(tmp_path: Path):
-    """fit --model minilm --strategy protonet on 6 texts per topic, scored on 8 other texts per topic."""
+    """fit --model minilm --strategy protonet on 6 texts per topic, scored on 8 other texts per topic; then a new
+    topic enrolled from 5 texts."""
     import transferkit
     from transferkit import api
 
@@ -131,10 +132,20 @@ def test_episodic_protonet_fits_text_from_a_few_labels_per_class(tmp_path: Path)
     train = write_text_csv(tmp_path / "train.csv", texts, labels)
     texts, labels = bbc_texts(per_class=8, topics=topics, offset=20)
     test = write_text_csv(tmp_path / "test.csv", texts, labels)
-    result = transferkit.fit(str(train), model="minilm", strategy="protonet", epochs=2, out=tmp_path / "run",
+    result = transferkit.fit(str(train), model="minilm", strategy="protonet", epochs=1, out=tmp_path / "run",
                              progress=False, baseline=False)
-    assert result.history[-1]["epoch"] == 2
+    assert result.history[-1]["epoch"] == 1 and result.history[-1]["train_loss"] is not None
     manifest = (result.bundle_dir / "transferkit.json").read_text()
     assert '"kind": "prototype"' in manifest
     accuracy = api.evaluate(result.bundle_dir, str(test), progress=False)["accuracy"]
     assert accuracy >= 0.8, f"protonet on 6 BBC texts per topic: test accuracy {accuracy}"
+    # a fourth topic enrolled from 5 texts (transferkit enroll on a CSV), scored on 8 others
+    from transferkit.enroll import enroll
+
+    texts, labels = bbc_texts(per_class=5, topics=("politics",))
+    enrolled = enroll(result.bundle_dir, write_text_csv(tmp_path / "politics.csv", texts, labels), tmp_path / "b2")
+    assert enrolled.added == ["politics"]
+    texts, labels = bbc_texts(per_class=8, topics=("politics",), offset=20)
+    recall = api.evaluate(enrolled.bundle, str(write_text_csv(tmp_path / "p_test.csv", texts, labels)),
+                          progress=False)["accuracy"]
+    assert recall >= 0.6, f"held-out politics texts predicted as politics after enrolling 5: {recall}"
