@@ -122,3 +122,14 @@ def test_an_enrolled_bundle_exports_to_onnx_and_predicts_the_same_there(enrolled
             return [row["label"] for row in csv.DictReader(fh)]
 
     assert labels("onnx.csv") == labels("torch.csv") and "3" in labels("onnx.csv")
+
+
+def test_a_protonet_bundle_can_be_refitted_with_init_from(proto_bundle: Path, digits: Path, tmp_path: Path):
+    """fit --init-from a prototype bundle: its backbone is the start (there are no linear rows to copy), and
+    protonet recomputes the prototypes, now of four classes."""
+    result = transferkit.fit(str(digits / "test"), init_from=str(proto_bundle), strategy="protonet",
+                             strategy_options={"backbone": "frozen"}, out=tmp_path / "refit", progress=False,
+                             baseline=False)
+    loaded = load_bundle(result.bundle_dir)
+    assert loaded.label_map.names == ("0", "1", "2", "3")
+    assert (loaded.model.head.counts > 0).all()
