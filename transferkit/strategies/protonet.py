@@ -94,6 +94,24 @@ def draw_episode(targets: np.ndarray, rng: np.random.Generator, n_way: int | Non
     return np.array(indices, dtype=np.int64), np.array(support, dtype=bool)
 
 
+def episode_batches(loader: Any, seed: int, n_way: int | None, k_shot: int, n_query: int
+                    ) -> Iterator[dict[str, Any]]:
+    """One collated episode (with its ``support`` mask) per batch ``loader`` would give this epoch, drawn from
+    the loader's labeled map-style dataset: episode i of an epoch depends only on (seed, epoch, i), and a resumed
+    epoch (the sampler's ``start``) draws the episodes the interrupted one had left. Shared with maml."""
+    dataset = loader.dataset
+    targets = np.asarray(dataset.targets)
+    sampler = getattr(loader, "sampler", None)
+    epoch = int(getattr(sampler, "epoch", 0))
+    first = int(getattr(sampler, "start", 0)) // max(1, loader.batch_size or 1)
+    for i in range(first, first + len(loader)):
+        rng = np.random.default_rng([seed, epoch, i])
+        indices, support = draw_episode(targets, rng, n_way, k_shot, n_query)
+        batch = loader.collate_fn([dataset[int(j)] for j in indices])
+        batch["support"] = torch.from_numpy(support)
+        yield batch
+
+
 def split_support(labels: torch.Tensor) -> torch.Tensor:
     """A support mask for a plain batch: the first half (rounded up) of each class's examples."""
     mask = torch.zeros_like(labels, dtype=torch.bool)
@@ -161,18 +179,9 @@ class ProtoNet(Strategy):
         if targets is None:  # not a labeled map-style loader: its own batches, split in halves by training_step
             yield from loader
             return
-        targets = np.asarray(targets)
-        sampler = getattr(loader, "sampler", None)
-        epoch = int(getattr(sampler, "epoch", 0))
-        first = int(getattr(sampler, "start", 0)) // max(1, loader.batch_size or 1)
         c = self.config
-        for i in range(first, first + len(loader)):
-            rng = np.random.default_rng([ctx.seed, epoch, i])
-            indices, support = draw_episode(targets, rng, c.n_way, c.k_shot, c.n_query)
-            batch = loader.collate_fn([dataset[int(j)] for j in indices])
-            batch["support"] = torch.from_numpy(support)
-            yield batch
-        self.refresh(self._model, dataset, targets)
+        yield from episode_batches(loader, ctx.seed, c.n_way, c.k_shot, c.n_query)
+        self.refresh(self._model, dataset, np.asarray(targets))
 
     def training_step(self, model: TransferModel, batch: dict[str, Any], ctx: StrategyContext) -> torch.Tensor:
         labels = batch["labels"]
