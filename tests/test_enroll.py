@@ -106,6 +106,10 @@ def test_a_bundle_without_prototypes_is_refused_naming_the_fix(digits: Path, tmp
                             out=tmp_path / "probe", progress=False, baseline=False)
     with pytest.raises(ConfigError, match=r"not class prototypes.*--strategy protonet.*--init-from"):
         enroll(probe.bundle_dir, digits / "new", out=tmp_path / "x")
+    result = runner.invoke(app, ["enroll", "--bundle", str(probe.bundle_dir), "--data", str(digits / "new"),
+                                 "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--strategy protonet" in " ".join(result.output.split())
+    assert not (tmp_path / "x").exists()
 
 
 def test_an_enrolled_bundle_exports_to_onnx_and_predicts_the_same_there(enrolled: tuple[Path, str, bytes],
