@@ -43,8 +43,9 @@ def loop_strategy(request) -> Strategy:
 
 
 def _head_init(strategy: Strategy) -> str:
-    """'zero', 'probe', or 'prototypes' for protonet, whose prepare() fits a prototype head on the features."""
-    return "prototypes" if strategy.name == "protonet" else getattr(strategy.config, "head_init", "zero")
+    """'zero', 'probe', or 'fitted' for protonet and setfit, whose prepare() fits their head on the features
+    (prototypes; SetFit's logistic regression)."""
+    return "fitted" if strategy.name in ("protonet", "setfit") else getattr(strategy.config, "head_init", "zero")
 
 
 def test_registered_strategy_is_well_formed(strategy: Strategy):
@@ -135,7 +136,7 @@ def test_loss_at_step_zero_is_ln_k(loop_strategy: Strategy, task: Task):
         assert loss == pytest.approx(_kd_against_uniform(loop_strategy, task), rel=1e-4)
     elif fresh_head:
         assert abs(loss - math.log(K)) <= 0.1 * math.log(K), f"step-0 loss {loss} vs ln({K}) = {math.log(K)}"
-    else:  # LP-FT's probed head, protonet's prototypes: better than chance from the first step
+    else:  # LP-FT's probed head, protonet's prototypes, setfit's logistic head: better than chance at once
         assert loss < math.log(K), f"a head fitted in prepare() gives step-0 loss {loss} >= ln({K})"
 
 

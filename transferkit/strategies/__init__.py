@@ -30,6 +30,7 @@ from transferkit.strategies.prompt import PromptTuning
 from transferkit.strategies.protonet import ProtoNet
 from transferkit.strategies.scratch import Scratch
 from transferkit.strategies.self_train import SelfTrain
+from transferkit.strategies.setfit import SetFit
 
 # Ordered from least to most adapted; `list strategies` shows them in this order.
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -50,6 +51,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "mmd": Mmd,
     "self-train": SelfTrain,
     "protonet": ProtoNet,
+    "setfit": SetFit,
     "scratch": Scratch,
 }
 
