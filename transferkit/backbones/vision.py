@@ -21,13 +21,16 @@ from transferkit.data.preprocess import PreprocessSpec
 
 
 class TimmBackbone(Backbone):
-    """Wraps a timm model whose classifier was removed; features are its pooled pre-logits."""
+    """Wraps a timm model whose classifier was removed; features are its pooled pre-logits. ``create_kwargs``:
+    the ``timm.create_model`` keyword arguments the model was built with (image size, dynamic size), recorded in
+    ``architecture`` so a bundle rebuilds the same model."""
 
     modality = "image"
 
-    def __init__(self, name: str, model: nn.Module, pretrained: bool):
+    def __init__(self, name: str, model: nn.Module, pretrained: bool, create_kwargs: dict[str, Any] | None = None):
         super().__init__()
         self.name, self.model = name, model
+        self.create_kwargs = dict(create_kwargs or {})
         self.feature_dim = model.num_features
         cfg = model.pretrained_cfg
         self.preprocessing = PreprocessSpec(
@@ -53,25 +56,39 @@ class TimmBackbone(Backbone):
         return self.__dict__.get("_source_head")
 
     def blocks(self) -> list[nn.Module]:
-        """Stem, then each timm stage (``model.blocks``/``stages``), then what follows the stages (head conv, norm)."""
+        """Stem, then each timm stage (``model.blocks``/``stages``), then what follows the stages (head conv, norm).
+        A ViT's own parameters (class token, position table) belong to the stem."""
         stages = next((getattr(self.model, a) for a in ("blocks", "stages", "layers") if hasattr(self.model, a)), None)
         if stages is None:
             return [self.model]
         children = [m for _, m in self.model.named_children()]
         pos = next(i for i, m in enumerate(children) if m is stages)
-        before = nn.ModuleList([m for m in children[:pos] if _has_params(m)])
+        own = dict(self.model.named_parameters(recurse=False))
+        before = nn.ModuleList([*([_ParameterGroup(own)] if own else []), *[m for m in children[:pos] if _has_params(m)]])
         after = nn.ModuleList([m for m in children[pos + 1:] if _has_params(m)])
         return [before, *list(stages), after]
 
     def architecture(self) -> dict[str, Any]:
         arch = {"type": "timm", "arch": self.model.pretrained_cfg.get("architecture") or self.name, "name": self.name}
-        if isinstance(getattr(self.model, "blocks", None), nn.Sequential):  # depths of a shortened student
-            arch["stage_depths"] = [len(stage) for stage in self.model.blocks]
+        if self.create_kwargs:
+            arch["create_kwargs"] = self.create_kwargs
+        stages = getattr(self.model, "blocks", None)  # EfficientNet's stages (a ViT's blocks are not stages)
+        if isinstance(stages, nn.Sequential) and all(isinstance(s, nn.Sequential) for s in stages):
+            arch["stage_depths"] = [len(stage) for stage in stages]  # depths of a shortened student
         return arch
 
 
 def _has_params(module: nn.Module) -> bool:
     return any(True for _ in module.parameters())
+
+
+class _ParameterGroup(nn.Module):
+    """Parameters owned directly by a model (a ViT's cls_token, pos_embed), shared, so a block can hold them."""
+
+    def __init__(self, params: dict[str, nn.Parameter]):
+        super().__init__()
+        for name, param in params.items():
+            self.register_parameter(name, param)
 
 
 def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
@@ -97,10 +114,13 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def create_timm(arch: str, pretrained: bool, checkpoint: str | None = None) -> nn.Module:
-    """timm.create_model, from the hub (needs network) or a local file, with a clear error offline."""
+def create_timm(arch: str, pretrained: bool, checkpoint: str | None = None, **kwargs: Any) -> nn.Module:
+    """timm.create_model, from the hub (needs network) or a local file, with a clear error offline. ``kwargs``
+    go to timm.create_model; an ``img_size`` there also becomes the model's pretrained_cfg input size."""
     try:
-        model = timm.create_model(arch, pretrained=pretrained and checkpoint is None)
+        model = timm.create_model(arch, pretrained=pretrained and checkpoint is None, **kwargs)
+        if "img_size" in kwargs:
+            model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, kwargs["img_size"], kwargs["img_size"])}
         if checkpoint:
             model.load_state_dict(load_weights_file(Path(checkpoint)))
         model.reset_classifier(0)
