@@ -24,6 +24,7 @@ from transferkit.strategies.l2sp import L2SP
 from transferkit.strategies.linear_probe import LinearProbe
 from transferkit.strategies.lora import Lora
 from transferkit.strategies.lp_ft import LPFT
+from transferkit.strategies.maml import Maml
 from transferkit.strategies.mmd import Mmd
 from transferkit.strategies.partial import Partial
 from transferkit.strategies.prompt import PromptTuning
@@ -52,6 +53,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "self-train": SelfTrain,
     "protonet": ProtoNet,
     "setfit": SetFit,
+    "maml": Maml,
     "scratch": Scratch,
 }
 
