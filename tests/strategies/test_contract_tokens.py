@@ -24,9 +24,11 @@ from transferkit.task_choice import check_options
 from transferkit.tasks import TokensTask
 from transferkit.tasks.model import TransferModel
 
-# domain adaptation (needs_target) aligns one feature vector per input: refused for tokens (task_choice)
+# domain adaptation (needs_target) aligns one feature vector per input: refused for tokens (task_choice), as are
+# strategies whose ``tasks`` leave tokens out (protonet, setfit, maml: single-label classification)
 TOKEN_STRATEGIES = [name for name in sorted(STRATEGIES)
-                    if name not in ("linear-probe", "distill") and not STRATEGIES[name].needs_target]
+                    if name not in ("linear-probe", "distill") and not STRATEGIES[name].needs_target
+                    and "tokens" in (STRATEGIES[name].tasks or ("tokens",))]
 LR = {"head": 1e-1, "scratch": 1e-3, "lp-ft": 1e-4}
 
 
