@@ -831,14 +831,14 @@ Examples:
 
 Adds classes (or more examples of known ones) to a protonet bundle from a few labeled examples, without
 training: each class's prototype becomes the mean of all its examples' embeddings. DATA is labeled like fit's
-(root/<class>/... or a .csv/.jsonl with a label column).
+(root/CLASS/... or a .csv/.jsonl with a label column).
 """
 
 
 @app.command(epilog=ENROLL_EXAMPLES)
 def enroll(
     bundle: Path = typer.Option(..., help="A protonet bundle/ folder (fit --strategy protonet)."),
-    data: str = typer.Option(..., "--data", help="Labeled examples: a folder root/<class>/... or .csv/.jsonl."),
+    data: str = typer.Option(..., "--data", help="Labeled examples: a folder root/CLASS/... or .csv/.jsonl."),
     out: Path | None = typer.Option(None, help="Folder for the updated bundle (must not exist)."),
     in_place: bool = typer.Option(False, "--in-place", help="Rewrite --bundle itself instead of writing --out."),
     text_column: str | None = typer.Option(None, help="CSV/JSONL text column [default: the bundle's, else text]."),
