@@ -36,20 +36,20 @@ DATASETS = {  # name -> (source, base model, pretrain method, fit options)
 
 
 def adapted_folder(workdir: Path, dataset: str, steps: int, batch_size: int, max_length: int,
-                   span_words: int) -> tuple[Path, float, dict]:
+                   span_words: int, lr: float | None = None) -> tuple[Path, float, dict]:
     source, model, method, fit_options = DATASETS[dataset]
     name = "bbc" if dataset == "bbc-news" else dataset
     out = workdir / (f"{name}-{method}-{steps}-b{batch_size}" +
-                     (f"-l{max_length}-s{span_words}" if method == "simcse" else ""))
+                     (f"-l{max_length}-s{span_words}" if method == "simcse" else "") + (f"-lr{lr:g}" if lr else ""))
     start = time.perf_counter()
     if not (out / "pretrain.json").is_file():
         if (out / "config.json").is_file():
             pretrain(resume=out)
         elif method == "simcse":
-            pretrain(source, model=model, method=method, steps=steps, batch_size=batch_size,
+            pretrain(source, model=model, method=method, steps=steps, batch_size=batch_size, lr=lr,
                      max_length=max_length, span_words=span_words, out=str(out), checkpoint_every=25)
         else:
-            pretrain(source, model=model, method=method, steps=steps, batch_size=batch_size, out=str(out),
+            pretrain(source, model=model, method=method, steps=steps, batch_size=batch_size, lr=lr, out=str(out),
                      checkpoint_every=25, **fit_options)
     manifest = json.loads((out / "pretrain.json").read_text())
     return out, time.perf_counter() - start, manifest
@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="bbc-news")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=None, help="pretrain's peak learning rate (default: its own)")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--span-words", type=int, default=40)
     parser.add_argument("--k", type=int, default=4, help="labels per class of the fit")
@@ -78,7 +79,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 epoch fits, results not written")
     args = parser.parse_args()
     folder, pretrain_seconds, manifest = adapted_folder(args.workdir, args.dataset, args.steps, args.batch_size,
-                                                      args.max_length, args.span_words)
+                                                      args.max_length, args.span_words, args.lr)
     source, base, method, fit_options = DATASETS[args.dataset]
     rows = []
     for seed in range(args.seeds):
@@ -104,6 +105,7 @@ def main() -> None:
             "dataset": source, "strategy": args.strategy, "labels_per_class": args.k, "seeds": args.seeds,
             "pretrain": {k: manifest[k] for k in ("method", "base_model", "steps", "n_inputs", "first_loss",
                                                   "final_loss")} | {"batch_size": args.batch_size, **options,
+                                                                    "lr": manifest["config"].get("lr"),
                                                                     "seconds": round(pretrain_seconds, 1)},
             "rows": rows, "summary": summary,
             "environment": {"python": platform.python_version(), "torch": torch.__version__,
