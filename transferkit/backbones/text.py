@@ -34,6 +34,7 @@ class HFTextBackbone(Backbone):
         self.preprocessing = PreprocessSpec(modality="text", tokenizer=tokenizer_dir, max_length=max_length)
         self.weights_sha256 = state_dict_sha256(model) if pretrained else None
         self.extensions: dict[str, Any] = {}  # adapters / soft prompt added by a PEFT strategy (rebuilt on load)
+        self.normalize = False  # unit L2 norm after pooling (a sentence-transformers Normalize module: mpnet.py)
 
     def extend(self, kind: str, options: dict[str, Any]) -> None:
         """Add bottleneck adapters ('adapters') or a soft prompt ('prompt') and record them for bundle loading."""
@@ -43,7 +44,8 @@ class HFTextBackbone(Backbone):
     def embed(self, batch: dict[str, Any]) -> torch.Tensor:
         hidden = self.embed_tokens(batch)
         weights = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
     def embed_tokens(self, batch: dict[str, Any]) -> torch.Tensor:
         """The last hidden state at each real input position ([batch, seq, dim], aligned with the attention mask:
@@ -62,8 +64,7 @@ class HFTextBackbone(Backbone):
         emb_module = getattr(model, "embeddings", embeddings)
         layers = list(_encoder_layers(model))
         covered = {id(p) for m in [emb_module, *layers] for p in m.parameters()}
-        rest = nn.ModuleList([m for m in model.children() if m is not emb_module
-                              and any(id(p) not in covered for p in m.parameters())])
+        rest = nn.ModuleList(_uncovered(model, covered, emb_module))
         first = nn.ModuleList([self.model.prompt_encoder, emb_module]) if model is not self.model else emb_module
         return [first, *layers, rest] if len(rest) else [first, *layers]
 
@@ -73,6 +74,8 @@ class HFTextBackbone(Backbone):
             arch["pooler"] = False
         if self.extensions:
             arch["extensions"] = self.extensions
+        if self.normalize:
+            arch["normalize"] = True
         return arch
 
     def save_assets(self, folder: Path) -> None:
@@ -81,6 +84,18 @@ class HFTextBackbone(Backbone):
         if Path(self.preprocessing.tokenizer).resolve() != tokenizer_dir.resolve():
             shutil.rmtree(tokenizer_dir, ignore_errors=True)
             load_tokenizer(self.preprocessing).save_pretrained(tokenizer_dir)  # loaded once per process
+
+
+def _uncovered(module: nn.Module, covered: set[int], skip: nn.Module) -> list[nn.Module]:
+    """The children of ``module`` (``skip`` aside) holding parameters outside ``covered``: whole when none of theirs
+    is covered, else their own uncovered parts (MPNet's encoder.relative_attention_bias beside its layers)."""
+    out: list[nn.Module] = []
+    for child in module.children():
+        ids = [id(p) for p in child.parameters()]
+        if child is skip or all(i in covered for i in ids):
+            continue
+        out.extend([child] if not any(i in covered for i in ids) else _uncovered(child, covered, skip))
+    return out
 
 
 def _encoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -170,9 +185,15 @@ def _e5_dir() -> str:  # its "query: " tokenizer is saved with the converted wei
     return str(multilingual_e5_small_folder())
 
 
+def _mpnet_dir() -> str:  # the optional parts unzipped (once); BackboneLoadError when they are not installed
+    from transferkit.backbones.mpnet import mpnet_folder
+
+    return str(mpnet_folder())
+
+
 _TOKENIZERS: dict[str, Callable[[], str]] = {
     "auto": _minilm_dir, "minilm": _minilm_dir, "minilm-l3": _minilm_dir, "paraphrase-minilm-l3": _minilm_dir,
-    "multilingual-e5-small": _e5_dir,
+    "multilingual-e5-small": _e5_dir, "all-mpnet-base-v2": _mpnet_dir,
 }
 
 
@@ -193,7 +214,10 @@ def token_counter(model: str, bundle: str | Path | None = None) -> Callable[[Seq
     elif model.startswith("hf:"):
         source = model.removeprefix("hf:")
     elif model in _TOKENIZERS:
-        source = _TOKENIZERS[model]()
+        try:
+            source = _TOKENIZERS[model]()
+        except BackboneLoadError:  # an optional model that is not installed: the doctor estimates
+            return None
     else:
         return None
     try:
@@ -217,4 +241,5 @@ def from_architecture(arch: dict[str, Any], assets: Path) -> HFTextBackbone:
     backbone = HFTextBackbone(arch.get("name", "hf"), model.eval(), str(assets / "tokenizer"), False, arch["max_length"])
     for kind, options in arch.get("extensions", {}).items():
         backbone.extend(kind, options)
+    backbone.normalize = bool(arch.get("normalize", False))
     return backbone.eval()
