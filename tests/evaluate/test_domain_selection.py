@@ -76,6 +76,16 @@ def test_the_control_variate_returns_a_constant_loss_exactly():
     assert dev_risk(np.array([1.0, 3.0]), np.ones(2)).risk == pytest.approx(2.0)  # equal weights: the mean
 
 
+def test_a_negative_control_variate_estimate_falls_back_to_the_weighted_mean():
+    weights, losses = np.array([0.09, 20.66, 14.77, 4.78]), np.array([1.2, 2.7, 0.7, 1.9])
+    weighted = weights * losses
+    eta = -np.cov(weighted, weights, ddof=1)[0, 1] / np.var(weights, ddof=1)
+    assert weighted.mean() + eta * weights.mean() - eta < 0  # the corrected estimate, by hand: about -1.6
+    score = dev_risk(losses, weights)
+    assert not score.control_variate and score.risk == pytest.approx(weighted.mean())
+    assert dev_risk(np.full(50, 0.7), np.random.default_rng(3).lognormal(0, 1, 50)).control_variate
+
+
 def test_dev_refuses_mismatched_inputs():
     with pytest.raises(ValueError, match="3 losses for 2 source examples"):
         deep_embedded_validation(np.zeros((2, 2)), np.zeros(3), np.zeros((4, 2)))

@@ -43,6 +43,7 @@ class DevScore:
     eta: float  # the control-variate coefficient, -Cov(w·l, w) / Var(w)
     effective_sample_size: float  # (Σw)² / Σw²: how many validation examples the weights effectively keep
     domain_accuracy: float  # out-of-fold accuracy of the domain classifier (0.5 = the domains look alike)
+    control_variate: bool = True  # False: the control-variate estimate fell below 0, so risk = weighted_loss
 
     def to_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.__dict__.items()}
@@ -113,15 +114,20 @@ def deep_embedded_validation(source_features: np.ndarray, source_losses: np.ndar
 def dev_risk(losses: np.ndarray, weights: np.ndarray, domain_accuracy: float = float("nan")) -> DevScore:
     """DEV's control-variate estimate from per-example losses and importance weights: mean(w·l) + η·mean(w) − η
     with η = −Cov(w·l, w)/Var(w). The weights' mean is 1 in expectation, so the correction removes the part of
-    the weighted loss's noise that comes from the weights; equal weights (Var(w) = 0) leave the mean loss."""
+    the weighted loss's noise that comes from the weights; equal weights (Var(w) = 0) leave the mean loss.
+    A loss is never negative, but with a few heavy weights the corrected estimate can be (measured: -6.3 on an
+    mmd run, which then won the selection): a negative estimate is replaced by the plain importance-weighted
+    mean, and ``control_variate`` says so."""
     losses, weights = np.asarray(losses, np.float64), np.asarray(weights, np.float64)
     weighted = weights * losses
     variance = float(np.var(weights, ddof=1)) if len(weights) > 1 else 0.0
     eta = -float(np.cov(weighted, weights, ddof=1)[0, 1]) / variance if variance > 0 else 0.0
     risk = float(weighted.mean() + eta * weights.mean() - eta)
+    corrected = risk >= 0
     ess = float(weights.sum() ** 2 / np.sum(weights**2)) if np.any(weights) else 0.0
-    return DevScore(risk=risk, source_loss=float(losses.mean()), weighted_loss=float(weighted.mean()), eta=eta,
-                    effective_sample_size=ess, domain_accuracy=float(domain_accuracy))
+    return DevScore(risk=risk if corrected else float(weighted.mean()), source_loss=float(losses.mean()),
+                    weighted_loss=float(weighted.mean()), eta=eta, effective_sample_size=ess,
+                    domain_accuracy=float(domain_accuracy), control_variate=corrected)
 
 
 def soft_neighborhood_density(probabilities: np.ndarray, temperature: float = 0.05) -> float:
