@@ -83,6 +83,19 @@ def protonet_space(trial: Any) -> dict[str, Any]:
     return {**_finetune(trial), "k_shot": trial.suggest_int("k_shot", 1, 10)}
 
 
+def setfit_space(trial: Any) -> dict[str, Any]:
+    """setfit: the body's learning rate (relative to the head's, whose head is refitted in closed form anyway)
+    and how many pairs each example gets per epoch."""
+    return {**_loop(trial), "backbone_lr_scale": trial.suggest_float("backbone_lr_scale", 0.005, 0.1, log=True),
+            "num_iterations": trial.suggest_int("num_iterations", 5, 40, log=True)}
+
+
+def maml_space(trial: Any) -> dict[str, Any]:
+    """maml: partial's knobs, how long the meta-training lasts and how much the inner loop adapts."""
+    return {**partial_space(trial), "meta_epochs": trial.suggest_int("meta_epochs", 0, 5),
+            "inner_steps": trial.suggest_int("inner_steps", 1, 10), "k_shot": trial.suggest_int("k_shot", 1, 10)}
+
+
 def no_space(trial: Any) -> dict[str, Any]:
     """linear-probe: a closed-form head that picks its own regularisation on the training data; nothing to tune."""
     return {}
@@ -107,5 +120,7 @@ SEARCH_SPACES: dict[str, Space] = {
     "mmd": domain_space,
     "self-train": self_train_space,
     "protonet": protonet_space,
+    "setfit": setfit_space,
+    "maml": maml_space,
     "scratch": _loop,
 }
