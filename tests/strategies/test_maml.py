@@ -96,6 +96,22 @@ def test_config_names_the_parameter_rule_and_value():
         build_strategy("maml", {"inner_lr": 0.0})
 
 
+def test_episodes_need_two_classes_with_two_examples_and_other_tasks_are_refused(image_task: Task):
+    from transferkit.strategies import StrategyContext
+    from transferkit.tasks import get_task
+    from transferkit.tasks.model import TransferModel
+
+    strategy = build_strategy("maml")
+    model = image_task.model(strategy)
+    features = lambda split: (np.eye(3, model.backbone.feature_dim, dtype=np.float32), np.array([0, 1, 2]))  # noqa: E731
+    with pytest.raises(ConfigError, match=r"2\+ classes with 2\+ training examples.*-o meta_epochs=0"):
+        strategy.prepare(model, StrategyContext(n_classes=3, seed=0, features=features))
+    task = get_task("multilabel")
+    model = TransferModel(model.backbone, task.head(model.backbone.feature_dim, 3), task)
+    with pytest.raises(ConfigError, match="needs single-label classification, not multilabel"):
+        strategy.prepare(model, image_task.context(model))
+
+
 def test_meta_epochs_draw_episodes_then_fine_tuning_sees_the_loader_batches(image_task: Task):
     strategy, model, ctx = image_task.prepared("maml", {"meta_epochs": 1, "unfreeze": 1})
     assert all(p.requires_grad for p in (*model.backbone.blocks()[-1].parameters(), *model.head.parameters()))

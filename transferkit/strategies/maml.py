@@ -116,8 +116,15 @@ class Maml(Partial):
                               f"single-label classification, not {model.task.name}; use finetune or partial.")
         super().prepare(model, ctx)
         self.inner_lr = self.config.inner_lr or DEFAULT_INNER_LR
-        if self.config.inner_lr is None and ctx.features is not None:
-            x, _ = ctx.features("train")
+        if ctx.features is None:
+            return
+        x, y = ctx.features("train")
+        usable = [c for c in np.unique(y) if (np.asarray(y) == c).sum() >= 2]
+        if self.config.meta_epochs and len(usable) < 2:
+            raise ConfigError(f"maml meta-trains on episodes, which need 2+ classes with 2+ training examples each; "
+                              f"this training split has {len(usable)}. Add labeled examples (--labels-per-class) "
+                              f"or fine-tune only with -o meta_epochs=0.")
+        if self.config.inner_lr is None:
             self.inner_lr = min(DEFAULT_INNER_LR, 0.5 / (1.0 + float((np.asarray(x, np.float64) ** 2).sum(1).mean())))
 
     def on_epoch_start(self, model: TransferModel, epoch: int) -> None:
