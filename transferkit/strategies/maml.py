@@ -1,4 +1,4 @@
-"""First-order MAML (FOMAML; Finn et al. 2017, section 5.2) over N-way K-shot episodes, then ordinary fine-tuning.
+"""First-order MAML (FOMAML, Finn et al. 2017) over N-way K-shot episodes, then ordinary fine-tuning.
 
 Imports transferkit.core, transferkit.tasks and transferkit.strategies. What trains is partial's: the head and the
 last ``unfreeze`` backbone blocks (default 2), at partial's layer-wise learning rates; everything below stays
@@ -19,8 +19,8 @@ Plain SGD's step size depends on the feature scale, which spans 300x across our 
 EfficientNet at 32 px, 19 for Whisper, 155 for speech-embedding: MAML's usual 0.01 diverges there). So
 ``inner_lr=None`` (the default) takes MAML's 0.01 (its MiniImageNet alpha) capped at 0.5 / (1 + mean squared norm
 of the training features): a softmax head's loss has curvature at most ||x||^2 / 2 per example, so the cap is an
-eighth of the largest stable step on the head. (Uncapped, the cap alone is too large for the blocks below a
-head fitted on tiny features: the step-0 query loss of EfficientNet at 32 px went to 3.1.)
+eighth of the largest stable step on the head. (The feature-based value alone, 0.4 for EfficientNet at 32 px, is
+too large for the blocks below a head fitted on such tiny features: the step-0 query loss went to 3.1.)
 
 The bundle holds theta after fine-tuning: an ordinary linear head. Mixup/cutmix soft targets make no episode:
 they are refused in the meta epochs. Under several processes every rank draws the same episodes (no sharding).
