@@ -94,6 +94,37 @@ def test_other_image_sizes_resample_the_positions(backbone: Backbone):
             assert not torch.allclose(other, base, atol=1e-3)
 
 
+def test_positions_are_resized_as_dinov2_does(backbone: Backbone):
+    """Bicubic without antialiasing (transformers' Dinov2; timm's default antialiases and ONNX cannot export it)."""
+    from transferkit.backbones.onnx_dinov2 import resize_positions
+
+    table = backbone.model.pos_embed.detach()
+    with torch.inference_mode():
+        added = backbone.model._pos_embed(torch.zeros(1, 8, 8, 384))  # zero patches: what is added is the table
+    torch.testing.assert_close(added[:, 1:], resize_positions(table[:, 1:], 8))
+    torch.testing.assert_close(added[:, :1], backbone.model.cls_token + table[:, :1])
+
+
+def test_peft_defaults_name_its_layers(backbone: Backbone):
+    """LoRA's and (IA)^3's default targets for vit-s14 are Linear layers it has (EfficientNet's names are not)."""
+    from types import SimpleNamespace
+
+    from transferkit.strategies import ia3, lora
+
+    model = SimpleNamespace(backbone=backbone)
+    linears = {name for name, m in backbone.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    targets = {
+        "lora": lora.default_targets(model, lora.DEFAULT_TARGETS, lora.BACKBONE_TARGETS),
+        "ia3": ia3.default_targets(model, ia3.DEFAULT_TARGETS, ia3.BACKBONE_TARGETS),
+        "ia3 feed-forward": ia3.default_targets(model, ia3.DEFAULT_FEEDFORWARD, ia3.BACKBONE_FEEDFORWARD),
+    }
+    for method, suffixes in targets.items():
+        for suffix in suffixes:
+            hits = [n for n in linears if n.endswith("." + suffix)]
+            assert len(hits) == 12, f"{method}: '{suffix}' matches {len(hits)} Linear layers, not one per block"
+    assert set(targets["ia3 feed-forward"]) < set(targets["ia3"])
+
+
 def test_converter_refuses_an_initialiser_it_does_not_map(tmp_path: Path):
     import onnx
     from onnx import TensorProto, helper

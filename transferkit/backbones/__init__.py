@@ -31,6 +31,7 @@ from transferkit.backbones.vision import (
     mobilenetv2,
     timm_backbone,
 )
+from transferkit.backbones.vit_s14 import from_architecture as vit_s14_from_architecture
 from transferkit.backbones.vit_s14 import vit_s14
 from transferkit.core.registry import lookup
 
@@ -111,10 +112,12 @@ def backbone_from_architecture(arch: dict[str, Any], assets: Path) -> Backbone:
     if arch["type"] == "hf-audio":
         return audio_from_architecture(arch, assets)
     if arch["type"] == "timm":
-        model = create_timm(arch["arch"], pretrained=False, **arch.get("create_kwargs", {}))
+        model = create_timm(arch["arch"], pretrained=False)
         if "stage_depths" in arch:
             keep_stage_depths(model, arch["stage_depths"])
-        return TimmBackbone(arch.get("name", arch["arch"]), model, False, arch.get("create_kwargs"))
+        return TimmBackbone(arch.get("name", arch["arch"]), model, False)
+    if arch["type"] == "vit-s14":
+        return vit_s14_from_architecture(arch)
     if arch["type"] == "speech-embedding":
         return speech_embedding_from_architecture(arch)
     return text_from_architecture(arch, assets)

@@ -21,16 +21,13 @@ from transferkit.data.preprocess import PreprocessSpec
 
 
 class TimmBackbone(Backbone):
-    """Wraps a timm model whose classifier was removed; features are its pooled pre-logits. ``create_kwargs``:
-    the ``timm.create_model`` keyword arguments the model was built with (image size, dynamic size), recorded in
-    ``architecture`` so a bundle rebuilds the same model."""
+    """Wraps a timm model whose classifier was removed; features are its pooled pre-logits."""
 
     modality = "image"
 
-    def __init__(self, name: str, model: nn.Module, pretrained: bool, create_kwargs: dict[str, Any] | None = None):
+    def __init__(self, name: str, model: nn.Module, pretrained: bool):
         super().__init__()
         self.name, self.model = name, model
-        self.create_kwargs = dict(create_kwargs or {})
         self.feature_dim = model.num_features
         cfg = model.pretrained_cfg
         self.preprocessing = PreprocessSpec(
@@ -70,8 +67,6 @@ class TimmBackbone(Backbone):
 
     def architecture(self) -> dict[str, Any]:
         arch = {"type": "timm", "arch": self.model.pretrained_cfg.get("architecture") or self.name, "name": self.name}
-        if self.create_kwargs:
-            arch["create_kwargs"] = self.create_kwargs
         stages = getattr(self.model, "blocks", None)  # EfficientNet's stages (a ViT's blocks are not stages)
         if isinstance(stages, nn.Sequential) and all(isinstance(s, nn.Sequential) for s in stages):
             arch["stage_depths"] = [len(stage) for stage in stages]  # depths of a shortened student
@@ -114,13 +109,10 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def create_timm(arch: str, pretrained: bool, checkpoint: str | None = None, **kwargs: Any) -> nn.Module:
-    """timm.create_model, from the hub (needs network) or a local file, with a clear error offline. ``kwargs``
-    go to timm.create_model; an ``img_size`` there also becomes the model's pretrained_cfg input size."""
+def create_timm(arch: str, pretrained: bool, checkpoint: str | None = None) -> nn.Module:
+    """timm.create_model, from the hub (needs network) or a local file, with a clear error offline."""
     try:
-        model = timm.create_model(arch, pretrained=pretrained and checkpoint is None, **kwargs)
-        if "img_size" in kwargs:
-            model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, kwargs["img_size"], kwargs["img_size"])}
+        model = timm.create_model(arch, pretrained=pretrained and checkpoint is None)
         if checkpoint:
             model.load_state_dict(load_weights_file(Path(checkpoint)))
         model.reset_classifier(0)

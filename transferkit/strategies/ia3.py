@@ -17,7 +17,8 @@ DEFAULT_TARGETS = {"text": ("key", "value", "output.dense"), "image": ("conv_pwl
                    "audio": ("k_proj", "v_proj", "fc2", "output_dense")}  # Whisper: fc2; wav2vec2: output_dense
 DEFAULT_FEEDFORWARD = {"text": ("output.dense",), "image": ("conv_pwl", "conv_head"),  # scale inputs, not outputs
                        "audio": ("fc2", "output_dense")}
-BACKBONE_TARGETS = {"speech-embedding": ("conv",)}
+BACKBONE_TARGETS = {"speech-embedding": ("conv",), "vit-s14": ("attn.qkv", "mlp.fc2")}  # timm ViT: fused q/k/v
+BACKBONE_FEEDFORWARD = {"speech-embedding": ("conv",), "vit-s14": ("mlp.fc2",)}
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class IA3(PeftStrategy):
 
         targets = list(self.config.target_modules or default_targets(model, DEFAULT_TARGETS, BACKBONE_TARGETS))
         feedforward = list(self.config.feedforward_modules or (
-            default_targets(model, DEFAULT_FEEDFORWARD, BACKBONE_TARGETS) if not self.config.target_modules else ()))
+            default_targets(model, DEFAULT_FEEDFORWARD, BACKBONE_FEEDFORWARD) if not self.config.target_modules else ()))
         inject_adapters(model, PeftIA3Config(target_modules=targets, feedforward_modules=feedforward), "ia3_")
 
     def finalize(self, model: TransferModel) -> TransferModel:

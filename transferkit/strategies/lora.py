@@ -24,8 +24,9 @@ DEFAULT_TARGETS = {
     "audio": ("q_proj", "k_proj", "v_proj", "out_proj"),  # Whisper / wav2vec2 / HuBERT / WavLM self-attention
 }
 # backbones whose layers the modality's defaults miss: the speech-embedding CNN has no attention, its 19
-# convolutions are each named 'conv' (the final projection is left out, as a head-side layer)
-BACKBONE_TARGETS = {"speech-embedding": ("conv",)}
+# convolutions are each named 'conv' (the final projection is left out, as a head-side layer); a timm ViT fuses
+# query, key and value into one Linear, 'attn.qkv'
+BACKBONE_TARGETS = {"speech-embedding": ("conv",), "vit-s14": ("attn.qkv",)}
 
 
 def default_targets(model: TransferModel, defaults: dict[str, tuple[str, ...]],
