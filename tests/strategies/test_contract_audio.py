@@ -118,9 +118,10 @@ def _check_training(strategy, model, ctx, batch, name: str) -> None:
     strategy.train_mode(model)
     with torch.no_grad():
         step0 = strategy.training_step(model, batch, ctx).item()
-    if fresh and not strategy.needs_teacher:
+    if fresh and not strategy.needs_teacher and name != "maml":
         assert step0 == pytest.approx(math.log(K), rel=0.1)
-    elif not fresh:  # lp-ft's probed head, protonet's prototypes beat chance from the first step
+    elif not fresh or name == "maml":  # lp-ft's probed head, protonet's prototypes beat chance from the first step;
+        # maml's loss is the query loss after its inner loop adapted the zero head to the support
         assert step0 < math.log(K)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     before = snapshot(model)
