@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from transferkit.tasks import get_task
-from transferkit.tasks.prototypes import ABSENT_LOGIT, PrototypeHead
+from transferkit.tasks.prototypes import ABSENT_LOGIT, COSINE_MAX_SCALE, PrototypeHead
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(12, 5)).astype(np.float32)
@@ -80,12 +80,23 @@ def test_fit_scale_minimises_the_held_out_cross_entropy_within_its_bounds():
         return float(torch.nn.functional.cross_entropy(base * scale, torch.from_numpy(Y)))
 
     scale = head.fit_scale(X, Y)
-    assert 1.0 <= scale <= 100.0
+    assert 1.0 <= scale <= COSINE_MAX_SCALE
     assert head.log_scale.exp().item() == pytest.approx(scale)
-    grid = np.exp(np.linspace(0, math.log(100), 200))
+    grid = np.exp(np.linspace(0, math.log(COSINE_MAX_SCALE), 200))
     assert nll(scale) <= min(nll(s) for s in grid) + 1e-4
     fixed = PrototypeHead(5, 3, learn_scale=False)
     assert fixed.fit_scale(X, Y) == pytest.approx(10.0) and not list(fixed.parameters())
+
+
+def test_a_perfectly_separated_validation_set_stops_the_cosine_scale_at_its_ceiling():
+    head = PrototypeHead(5, 3, scale=1.0)
+    head.set_prototypes(X, Y)
+    fitted = head.fit_scale(head.prototypes.numpy()[Y], Y)  # each input is its class's prototype: no error
+    assert 15 < fitted <= COSINE_MAX_SCALE  # (the loss is flat near 0 up there, so anywhere close to the ceiling)
+    with torch.no_grad():
+        head.log_scale.fill_(math.log(1000.0))  # learnt past the ceiling: the logits still use the ceiling
+    logits = head(torch.from_numpy(X))
+    assert logits.abs().max().item() <= COSINE_MAX_SCALE + 1e-4
 
 
 def test_the_classification_task_builds_a_prototype_head_from_a_manifest_entry():

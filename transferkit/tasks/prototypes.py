@@ -31,6 +31,10 @@ from torch import nn
 
 METRICS = ("cosine", "euclidean")
 DEFAULT_SCALE = {"cosine": 10.0, "euclidean": 1.0}  # Euclidean: Snell et al.'s plain negative squared distance
+# The cosine temperature's ceiling (cosine classifiers use 10-30, e.g. CosFace's s = 30): a validation set the
+# prototypes classify perfectly pushes the fitted scale to its bound, and at 100 every prediction scored 1.0
+# (wrong ones too) and float noise x 100 failed the ONNX parity check.
+COSINE_MAX_SCALE = 30.0
 ABSENT_LOGIT = -1e4
 
 
@@ -73,9 +77,10 @@ class PrototypeHead(nn.Module):
 
     def logits_to(self, represented: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         """[n, d] represented inputs against [k, d] prototypes (class means of represented examples) -> [n, k]."""
-        scale = self.log_scale.exp()
         if self.metric == "cosine":
+            scale = self.log_scale.clamp(max=math.log(COSINE_MAX_SCALE)).exp()  # learnt: kept under the ceiling
             return (represented * scale) @ F.normalize(prototypes, dim=-1).T
+        scale = self.log_scale.exp()
         squared = (represented ** 2).sum(-1, keepdim=True) - 2 * represented @ prototypes.T + (prototypes ** 2).sum(-1)
         return -scale * squared
 
@@ -127,11 +132,11 @@ class PrototypeHead(nn.Module):
                   ) -> float:
         """Set the temperature to the one that minimises the cross-entropy of ``features`` (held-out examples,
         labels [n]) against the current prototypes; a fixed-scale head keeps its scale. Returns the scale.
-        ``bounds``: of the log-scale (default: cosine [0, ln 100], Euclidean [-12, 4]), so a held-out set the
-        prototypes classify perfectly does not drive it to infinity."""
+        ``bounds``: of the log-scale (default: cosine [0, ln COSINE_MAX_SCALE], Euclidean [-12, 4]), so a held-out
+        set the prototypes classify perfectly does not drive it to infinity."""
         if not self.learn_scale or len(labels) == 0:
             return float(self.log_scale.exp())
-        lo, hi = bounds or ((0.0, math.log(100.0)) if self.metric == "cosine" else (-12.0, 4.0))
+        lo, hi = bounds or ((0.0, math.log(COSINE_MAX_SCALE)) if self.metric == "cosine" else (-12.0, 4.0))
         x = self.represent(torch.as_tensor(features, device=self.prototypes.device))
         y = torch.as_tensor(labels, device=self.prototypes.device).long()
         base = self.logits_to(x, self.prototypes) / self.log_scale.exp()  # logits at scale 1
