@@ -72,6 +72,16 @@ def test_rank_text_with_minilm_has_no_source_classifier(text_csv: Path, tmp_path
     assert "minilm" in result.stdout and "3-fold cross-validation" in result.stdout
 
 
+def test_a_class_with_one_example_is_scored_not_refused(text_csv: Path, tmp_path: Path):
+    """rank splits no validation set off the data, so fit's 'at least 2 per class for validation' does not apply."""
+    lines = text_csv.read_text().splitlines()
+    one = tmp_path / "one.csv"
+    one.write_text("\n".join([*lines, f'"the orchestra played a new symphony tonight",{"music"}']) + "\n")
+    result = invoke("--data", one, "--models", "minilm", "--folds", 3, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "rank.json").read_text())["models"][0]["name"] == "minilm"
+
+
 @pytest.mark.parametrize("args,message", [
     (["--models", "efficientnet_lite00"], "Unknown model 'efficientnet_lite00'. Did you mean 'efficientnet_lite0'?"),
     (["--models", "minilm"], "Model 'minilm' is a text model but the data is image"),

@@ -97,8 +97,11 @@ def as_splits(data: DataInput, columns: TextColumns, labeled: bool = True, encod
     return load_source(data, columns, labeled=labeled, encoding_errors=encoding_errors, strict_tags=strict_tags)
 
 
-def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> tuple[DataSplits, DataReport]:
+def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True, split_val: bool = True
+               ) -> tuple[DataSplits, DataReport]:
     """Load train/val/test (text read with bad UTF-8 replaced, for the doctor to report) and run the data doctor.
+    ``split_val=False``: the caller splits no validation set off the training data (rank), so a one-example class
+    is a warning, not a fatal finding.
 
     Returns the splits without what the report leaves out (unreadable images; duplicates with ``cfg.dedupe``),
     so every epoch sees exactly the usable examples. Fatal findings raise DataError before any training.
@@ -117,7 +120,7 @@ def check_data(data: DataInput, cfg: FitConfig, raise_on_fatal: bool = True) -> 
     cfg, detected = task_choice.resolve_task(cfg, full.train.labels, _init_from_task(cfg))
     report = diagnose(full, DoctorConfig(strict=cfg.strict, dedupe=cfg.dedupe, task=cfg.task, hints=hints,
                                          max_pixels=cfg.max_pixels or DEFAULT_MAX_PIXELS,
-                                         max_tokens=DEFAULT_MAX_LENGTH, needs_val_split=val is None,
+                                         max_tokens=DEFAULT_MAX_LENGTH, needs_val_split=val is None and split_val,
                                          clip_seconds=cfg.clip_seconds,
                                          count_tokens=token_counter(cfg.model, cfg.init_from)
                                          if full.train.modality == "text" else None))

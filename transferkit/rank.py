@@ -149,7 +149,7 @@ def _training_data(data: DataInput, cfg: FitConfig, max_per_class: int | None, s
         if task != "classification":
             raise ConfigError(f"--max-per-class needs classes; the data is {task}. Drop it (rank reads every row).")
         train = subsample_per_class(train, max_per_class, seed)
-    checked, report = api.check_data(DataSplits(train=train), replace(cfg, task=task))
+    checked, report = api.check_data(DataSplits(train=train), replace(cfg, task=task), split_val=False)
     return checked.train, task, report.n_skipped
 
 
