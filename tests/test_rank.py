@@ -94,6 +94,12 @@ def test_rank_refuses_with_one_line(digits_folder: Path, args: list[str], messag
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_rank_refuses_leep_on_text_where_no_backbone_has_a_source_classifier(text_csv: Path):
+    result = invoke("--data", text_csv, "--models", "minilm", "--by", "leep")
+    assert result.exit_code == 2, result.output
+    assert "--by leep needs a backbone's source (ImageNet) classifier" in result.output.replace("\n", " ")
+
+
 def test_rank_refuses_an_estimator_the_task_lacks(tmp_path: Path):
     rows = "text,label\n" + "".join(f"value {i} of many,{i * 0.37:.2f}\n" for i in range(30))
     (tmp_path / "values.csv").write_text(rows)

@@ -49,6 +49,9 @@ ESTIMATOR_NOTES = {
 }
 
 
+SOURCE_CLASSIFIER_ESTIMATORS = ("leep", "nce")  # they read the backbone's source-task (ImageNet) probabilities
+
+
 def rank(data: DataInput, models: list[str] | None = None, by: str = DEFAULT_ESTIMATOR,
          max_per_class: int | None = None, folds: int = 5, seed: int = 0, out: str | Path | None = None,
          on_model: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
@@ -73,6 +76,10 @@ def rank(data: DataInput, models: list[str] | None = None, by: str = DEFAULT_EST
     if by not in APPLIES[task]:
         raise ConfigError(f"--by {by} does not apply to {task}; use one of {', '.join(APPLIES[task])}.")
     cfg = replace(cfg, task=task)
+    if by in SOURCE_CLASSIFIER_ESTIMATORS and examples.modality != "image":
+        raise ConfigError(f"--by {by} needs a backbone's source (ImageNet) classifier, which only image backbones "
+                          f"keep; {examples.modality} backbones score n/a there. Rank by logme (the default), hscore, "
+                          "knn or linear.")
     candidates = candidate_names(examples.modality, models)
     label_map = task_choice.target_map(task, examples.labels, examples.source)
     y = np.asarray(label_map.encode(examples.labels, examples.source))
