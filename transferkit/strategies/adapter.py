@@ -15,6 +15,7 @@ from typing import ClassVar
 from torch import nn
 
 from transferkit.backbones.extensions import PLACEMENTS
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import PeftStrategy, StrategyConfig, StrategyContext, set_requires_grad
 from transferkit.tasks.model import TransferModel
@@ -38,7 +39,7 @@ class AdapterConfig(StrategyConfig):
 class Adapter(PeftStrategy):
     name = "adapter"
     config_class = AdapterConfig
-    summary = "bottleneck adapters after each transformer block (Pfeiffer/Houlsby, text); weights frozen"
+    summary = STRATEGY_SUMMARIES["adapter"]
     modalities: ClassVar[tuple[str, ...]] = ("text",)
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:

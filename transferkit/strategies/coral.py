@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import StrategyContext
 from transferkit.strategies.domain import DomainAdaptation, DomainConfig
@@ -38,7 +39,7 @@ class CoralConfig(DomainConfig):
 class Coral(DomainAdaptation):
     name = "coral"
     config_class = CoralConfig
-    summary = "fine-tuning + Deep CORAL: source and target output covariances aligned (--target-data)"
+    summary = STRATEGY_SUMMARIES["coral"]
 
     def aligned(self, model: TransferModel, features: torch.Tensor) -> torch.Tensor:
         return model.head(features) if self.config.layer == "logits" else features

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import StrategyContext, decay_groups
 from transferkit.strategies.domain import DomainAdaptation, DomainConfig
@@ -38,7 +39,7 @@ class DannConfig(DomainConfig):
 class Dann(DomainAdaptation):
     name = "dann"
     config_class = DannConfig
-    summary = "domain-adversarial fine-tuning on --target-data (gradient reversal + domain discriminator)"
+    summary = STRATEGY_SUMMARIES["dann"]
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         device = next(model.parameters()).device

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.data.examples import a_modality
 from transferkit.data.preprocess import PreprocessSpec, load_tokenizer
@@ -52,7 +53,7 @@ class DistillConfig(FinetuneConfig):
 class Distill(Finetune):
     name = "distill"
     config_class = DistillConfig
-    summary = "knowledge distillation from --teacher BUNDLE into this (smaller) model; --unlabeled-data adds data"
+    summary = STRATEGY_SUMMARIES["distill"]
     needs_teacher: ClassVar[bool] = True
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import (
     Strategy,
@@ -64,7 +65,7 @@ def layerwise_groups(model: TransferModel, lr: float, weight_decay: float, backb
 class Finetune(Strategy):
     name = "finetune"
     config_class = FinetuneConfig
-    summary = "all layers train; layer-wise LR decay, BN stats frozen; --warmup-head-epochs K trains the head first"
+    summary = STRATEGY_SUMMARIES["finetune"]
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         if self.config.head_init == "probe":

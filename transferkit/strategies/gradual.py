@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.finetune import Finetune, FinetuneConfig
 
@@ -33,7 +34,7 @@ class GradualConfig(FinetuneConfig):
 class Gradual(Finetune):
     name = "gradual"
     config_class = GradualConfig
-    summary = "head first, then one more block group per stage (ULMFiT), discriminative LRs; resume-safe"
+    summary = STRATEGY_SUMMARIES["gradual"]
 
     def __init__(self, config: GradualConfig | None = None):
         super().__init__(config)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext, set_requires_grad
 from transferkit.tasks.model import TransferModel
 
@@ -20,7 +21,7 @@ class HeadConfig(StrategyConfig):
 class HeadOnly(Strategy):
     name = "head"
     config_class = HeadConfig
-    summary = "frozen backbone in the graph (augmentation applies), only the head trains"
+    summary = STRATEGY_SUMMARIES["head"]
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         set_requires_grad(model.backbone, False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.strategies.base import PeftStrategy, StrategyConfig, StrategyContext
 from transferkit.strategies.lora import default_targets, inject_adapters, merge_adapters
 from transferkit.tasks.model import TransferModel
@@ -30,7 +31,7 @@ class IA3Config(StrategyConfig):
 class IA3(PeftStrategy):
     name = "ia3"
     config_class = IA3Config
-    summary = "(IA)^3 via peft: learned rescaling vectors on keys/values/feed-forward (or 1x1 convs), merged at the end"
+    summary = STRATEGY_SUMMARIES["ia3"]
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         from peft import IA3Config as PeftIA3Config

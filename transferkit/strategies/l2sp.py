@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import StrategyContext
 from transferkit.strategies.finetune import Finetune, FinetuneConfig
@@ -32,7 +33,7 @@ class L2SPConfig(FinetuneConfig):
 class L2SP(Finetune):
     name = "l2sp"
     config_class = L2SPConfig
-    summary = "full fine-tuning with an L2 pull toward the pretrained weights instead of weight decay (L2-SP)"
+    summary = STRATEGY_SUMMARIES["l2sp"]
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         super().prepare(model, ctx)

@@ -20,6 +20,7 @@ from sklearn.metrics import f1_score, r2_score
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.core.scores import macro_f1
 from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext, set_requires_grad
@@ -154,7 +155,7 @@ def _write_head(head: nn.Module, scaler: StandardScaler, clf: LogisticRegression
 class LinearProbe(Strategy):
     name = "linear-probe"
     config_class = LinearProbeConfig
-    summary = "frozen backbone, cached features, logistic-regression head (C chosen on val; regression: ridge)"
+    summary = STRATEGY_SUMMARIES["linear-probe"]
     trains_with_loop = False
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import PeftStrategy, StrategyConfig, StrategyContext, set_requires_grad
 from transferkit.tasks.model import TransferModel
@@ -57,7 +58,7 @@ class LoraConfig(StrategyConfig):
 class Lora(PeftStrategy):
     name = "lora"
     config_class = LoraConfig
-    summary = "LoRA via peft: low-rank updates on attention / pointwise layers, merged into the weights at the end"
+    summary = STRATEGY_SUMMARIES["lora"]
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:
         from peft import LoraConfig as PeftLoraConfig

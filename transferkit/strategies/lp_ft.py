@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.strategies.finetune import Finetune, FinetuneConfig
 
 
@@ -20,4 +21,4 @@ class LPFTConfig(FinetuneConfig):
 class LPFT(Finetune):
     name = "lp-ft"
     config_class = LPFTConfig
-    summary = "linear probe first, then fine-tune everything from the probed head: robust with few labels"
+    summary = STRATEGY_SUMMARIES["lp-ft"]

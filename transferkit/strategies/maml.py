@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import StrategyContext
 from transferkit.strategies.partial import Partial, PartialConfig
@@ -106,8 +107,7 @@ def _rows(batch: dict[str, Any], mask: torch.Tensor) -> dict[str, Any]:
 class Maml(Partial):
     name = "maml"
     config_class = MamlConfig
-    summary = ("first-order MAML: the head and last blocks meta-learn on N-way K-shot episodes (inner SGD on the "
-               "support set), then fine-tune on all classes")
+    summary = STRATEGY_SUMMARIES["maml"]
     modalities: ClassVar[tuple[str, ...]] = ("image", "text", "audio")
     tasks: ClassVar[tuple[str, ...] | None] = ("classification",)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import StrategyContext
 from transferkit.strategies.domain import DomainAdaptation, DomainConfig
@@ -35,7 +36,7 @@ class MmdConfig(DomainConfig):
 class Mmd(DomainAdaptation):
     name = "mmd"
     config_class = MmdConfig
-    summary = "fine-tuning + multi-kernel MMD between source and target features (DAN; --target-data)"
+    summary = STRATEGY_SUMMARIES["mmd"]
 
     def domain_loss(self, source: torch.Tensor, target: torch.Tensor, ctx: StrategyContext) -> torch.Tensor:
         return mmd_loss(source, target, self.config.multipliers)

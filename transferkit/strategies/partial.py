@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.finetune import Finetune, FinetuneConfig
 
@@ -32,7 +33,7 @@ class PartialConfig(FinetuneConfig):
 class Partial(Finetune):
     name = "partial"
     config_class = PartialConfig
-    summary = "the last N blocks (--unfreeze N or a fraction) and the head train, at lower LRs than the head"
+    summary = STRATEGY_SUMMARIES["partial"]
 
     def frozen_blocks(self, epoch: int, n_blocks: int) -> int:
         below = n_blocks - self.config.trainable_blocks(n_blocks)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import (
     PeftStrategy,
@@ -49,7 +50,7 @@ class PromptConfig(StrategyConfig):
 class PromptTuning(PeftStrategy):
     name = "prompt"
     config_class = PromptConfig
-    summary = "soft-prompt tuning via peft (text): trainable virtual tokens + head, every weight frozen"
+    summary = STRATEGY_SUMMARIES["prompt"]
     modalities: ClassVar[tuple[str, ...]] = ("text",)
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:

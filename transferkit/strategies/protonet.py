@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.data.loaders import make_loader
 from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext, set_requires_grad
@@ -127,8 +128,7 @@ def split_support(labels: torch.Tensor) -> torch.Tensor:
 class ProtoNet(Strategy):
     name = "protonet"
     config_class = ProtoNetConfig
-    summary = ("prototypical network: class-mean prototypes, cosine or Euclidean; the backbone trains on N-way "
-               "K-shot episodes (-o backbone=frozen: closed form); transferkit enroll adds classes")
+    summary = STRATEGY_SUMMARIES["protonet"]
     modalities: ClassVar[tuple[str, ...]] = ("image", "text", "audio")
     tasks: ClassVar[tuple[str, ...] | None] = ("classification",)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.strategies.base import (
     Strategy,
     StrategyConfig,
@@ -28,7 +29,7 @@ class ScratchConfig(StrategyConfig):
 class Scratch(Strategy):
     name = "scratch"
     config_class = ScratchConfig
-    summary = "same architecture, random init, same loop: the baseline that tells whether transfer helped"
+    summary = STRATEGY_SUMMARIES["scratch"]
     uses_pretrained_weights = False
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.strategies.base import StrategyContext
 from transferkit.strategies.domain import DomainAdaptation, DomainConfig, joint_features
@@ -110,7 +111,7 @@ def unlabeled_loss(strong_logits: torch.Tensor, weak_probabilities: torch.Tensor
 class SelfTrain(DomainAdaptation):
     name = "self-train"
     config_class = SelfTrainConfig
-    summary = "fine-tuning plus confident pseudo-labels on --target-data (FixMatch weak/strong views for images)"
+    summary = STRATEGY_SUMMARIES["self-train"]
     tasks = ("classification",)  # pseudo-labels are the top class of a softmax
 
     def prepare(self, model: TransferModel, ctx: StrategyContext) -> None:

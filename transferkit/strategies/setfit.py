@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from transferkit.core.catalog import STRATEGY_SUMMARIES
 from transferkit.core.errors import ConfigError
 from transferkit.data.loaders import make_loader
 from transferkit.strategies.base import Strategy, StrategyConfig, StrategyContext, set_requires_grad
@@ -110,8 +111,7 @@ def fit_logistic(head: torch.nn.Module, x: np.ndarray, y: np.ndarray, n_classes:
 class SetFit(Strategy):
     name = "setfit"
     config_class = SetFitConfig
-    summary = ("SetFit (text, few labels): contrastive tuning of the sentence encoder on same/different-class "
-               "pairs, then a logistic-regression head on the tuned embeddings")
+    summary = STRATEGY_SUMMARIES["setfit"]
     modalities: ClassVar[tuple[str, ...]] = ("text",)
     tasks: ClassVar[tuple[str, ...] | None] = ("classification",)
 

@@ -1,7 +1,7 @@
 """How the command line ends: user mistakes as one line with exit code 2, usage mistakes as click's usage error.
 
 Owns the typer group class of the `transferkit` app (so the console script, `python -m` and typer's CliRunner all
-end the same way); imports only transferkit.core. Bugs keep their traceback.
+end the same way); imports only typer, rich and transferkit.core. Bugs keep their traceback.
 
 typer >= 0.23 vendors click (``typer._click``), so its usage errors are not ``click.ClickException``s; they are
 recognised here by their click interface (``show`` and ``exit_code``) rather than by class. The vendored

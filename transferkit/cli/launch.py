@@ -1,10 +1,10 @@
 """``transferkit fit --processes N``: the same command in N processes, started by accelerate's launcher (DDP).
 
-Imports transferkit.core only (and accelerate, torch.distributed). It is ``accelerate launch --multi_gpu
+Imports transferkit.core only at start (torch and accelerate inside launch_fit). It is ``accelerate launch --multi_gpu
 --num_processes N -m transferkit fit ...`` without the flag: on a machine without GPUs accelerate's workers
 use the gloo backend on CPU (train.engine.AccelerateEngine asks for it), with GPUs NCCL, one GPU per process
 (with fewer GPUs than processes, CPU processes, said so).
-Each process gets cores // N torch threads unless OMP_NUM_THREADS is set. When a process fails or is killed,
+Each process gets (idle cores at start) // N torch threads unless OMP_NUM_THREADS is set. When a process fails or is killed,
 torch's elastic agent stops the others (SIGTERM, then SIGKILL after a grace period), and this says which rank
 failed first and how, in one line, instead of the agent's traceback; exit code 2 when that rank reported a user
 mistake (its own one-line message is above), else 1.
@@ -32,10 +32,13 @@ def without_processes_flag(argv: list[str]) -> list[str]:
 
 
 def threads_per_process(processes: int) -> int:
-    """OMP_NUM_THREADS when set (the user's choice), else this machine's cores // processes (at least 1)."""
+    """OMP_NUM_THREADS when set (the user's choice), else this process's share of the cores (the idle ones:
+    transferkit.cli.cores) // processes (at least 1)."""
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    return max(1, (os.cpu_count() or 1) // processes)
+    from transferkit.cli import cores
+
+    return max(1, (cores.claim()[0] or os.cpu_count() or 1) // processes)
 
 
 def launch_fit(processes: int, argv: list[str]) -> int:
