@@ -3,7 +3,8 @@
 Imports only transferkit.core and transferkit.data. Prediction at scale must not die on the one corrupt file in
 a million, and neither runtime (torch or onnxruntime) may see different tensors for the same input: both read
 their batches from here, built with the eval transform / tokenizer of the bundle's own preprocessing spec.
-Inputs are decoded batch by batch, so no more than one batch of pictures is ever held decoded.
+Inputs are decoded batch by batch, so no more than one batch of pictures is ever held decoded. Texts can come in
+batches sorted by length (``by_length``), which pad less.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from transferkit.data.audio_loader import AudioCollator, AudioDataset
 from transferkit.data.examples import Examples
 from transferkit.data.images import ImageDecodeError
 from transferkit.data.loaders import TextCollator
-from transferkit.data.preprocess import PreprocessSpec, image_to_tensor, image_transform
+from transferkit.data.preprocess import PreprocessSpec, image_to_tensor, image_transform, load_tokenizer
+from transferkit.data.text_tokens import length_order, pad, tokenize
 
 
 @dataclass
@@ -81,9 +83,31 @@ class _Collate:
         return InferenceBatch([it["index"] for it in good], inputs, errors)
 
 
-def inference_batches(examples: Examples, spec: PreprocessSpec, batch_size: int) -> Iterator[InferenceBatch]:
-    """Batches in input order; the same ``spec`` always gives the same tensors, whichever runtime consumes them."""
+def inference_batches(examples: Examples, spec: PreprocessSpec, batch_size: int,
+                      by_length: bool = False) -> Iterator[InferenceBatch]:
+    """Batches in input order; the same ``spec`` always gives the same tensors, whichever runtime consumes them.
+
+    ``by_length`` (texts): batches of similar token counts instead, each window of LENGTH_WINDOW batches sorted by
+    length (``positions`` say where each row belongs; the consumer restores input order)."""
+    if by_length and spec.modality == "text":
+        yield from _length_batches(examples, spec, batch_size)
+        return
     dataset = _Texts(examples) if spec.modality == "text" else AudioDataset(examples, None, spec, safe=True) \
         if spec.modality == "audio" else _SafeImages(examples, spec)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_Collate(spec), num_workers=0)
     yield from loader
+
+
+LENGTH_WINDOW = 32  # batches of texts sorted by length together: bounds the token ids held at once
+
+
+def _length_batches(examples: Examples, spec: PreprocessSpec, batch_size: int) -> Iterator[InferenceBatch]:
+    """Texts a window at a time: tokenised once, sorted by token count, cut into batches padded to their longest."""
+    tokenizer = load_tokenizer(spec)
+    size = batch_size * LENGTH_WINDOW
+    for start in range(0, len(examples), size):
+        rows = tokenize(examples.inputs[start:start + size], spec)
+        order = length_order(rows)
+        for b in range(0, len(order), batch_size):
+            chunk = order[b:b + batch_size]
+            yield InferenceBatch([start + j for j in chunk], pad([rows[j] for j in chunk], tokenizer))

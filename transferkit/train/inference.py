@@ -24,12 +24,15 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 @torch.inference_mode()
 def predict_logits(model: nn.Module, loader: Iterable[dict[str, Any]], precision: str,
                    progress: bool = False, desc: str = "predict") -> tuple[np.ndarray, np.ndarray | None]:
-    """(logits [n, k] float32, labels [n] or None) for every batch of ``loader``."""
+    """(logits [n, k] float32, labels [n] or None) for every batch of ``loader``, in the order of the batches'
+    ``index`` (one per row) where they carry one: a loader that sorts texts by length gives them back in input order."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    logits, labels = [], []
+    logits, labels, positions = [], [], []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress or None):
+        if isinstance(batch.get("index"), torch.Tensor):
+            positions.append(batch["index"].numpy())
         batch = to_device(batch, device)
         with autocast(precision, device):
             logits.append(model(batch).float().cpu().numpy())
@@ -37,4 +40,19 @@ def predict_logits(model: nn.Module, loader: Iterable[dict[str, Any]], precision
             labels.append(batch["labels"].cpu().numpy())
     model.train(was_training)
     out = np.concatenate(logits) if logits else np.zeros((0, 0), np.float32)
-    return out, (np.concatenate(labels) if labels else None)
+    targets = np.concatenate(labels) if labels else None
+    order = _input_order(positions, len(out))
+    if order is not None:
+        out, targets = out[order], targets[order] if targets is not None else None
+    return out, targets
+
+
+def _input_order(positions: list[np.ndarray], rows: int) -> np.ndarray | None:
+    """The permutation that puts rows back in input order; None when they already are in it or the index is not
+    one per row (a token batch's index counts sentences, its rows words)."""
+    if not positions:
+        return None
+    index = np.concatenate(positions)
+    if len(index) != rows or bool((np.diff(index) >= 0).all()):
+        return None
+    return np.argsort(index, kind="stable")
