@@ -63,6 +63,7 @@ class TrainResult:
     single_example_batches: int = 0  # steps whose batch held one example (batch norm used running statistics)
     processes: int = 1  # ranks that trained (the engine's)
     global_batch: int = 0  # examples per micro-batch over all ranks: per-process batch x processes
+    data_path: dict[str, Any] = field(default_factory=dict)  # image cache plan and loader workers (set by the caller)
 
 
 @dataclass
@@ -119,7 +120,8 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
           val_loader: DataLoader, cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False,
           batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
           on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-          engine: Engine | None = None, selection: LabelFreeSelection | None = None) -> TrainResult:
+          engine: Engine | None = None, selection: LabelFreeSelection | None = None,
+          precision: str | None = None) -> TrainResult:
     """Train ``model`` with ``strategy``; checkpoints go to ``run_dir/checkpoints`` (none if run_dir is None).
 
     ``resume`` continues from the newest complete checkpoint there (or starts fresh if there is none).
@@ -129,10 +131,12 @@ def train(model: TransferModel, strategy: Strategy, ctx: StrategyContext, train_
     ``engine`` (default: LocalEngine, this process alone) says where the steps run (train.engine).
     ``selection`` (domain adaptation) adds its label-free score to every validation row and keeps the epoch it
     prefers instead of the task's best (train.selection).
+    ``precision`` ('fp32'/'bf16'): the training precision already chosen (api.fit's probe); None resolves
+    ``cfg.precision`` by the device rule (core.runtime.resolve_precision).
     """
     engine = engine or LocalEngine()
     device = next(model.parameters()).device
-    precision = resolve_precision(cfg.precision, device)
+    precision = precision or resolve_precision(cfg.precision, device)  # api.fit passes the probed choice
     scoring = inference_precision(cfg.precision)  # validate as the bundle will predict: history matches metrics
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
     checkpoint = latest_checkpoint(ckpt_dir) if resume and ckpt_dir is not None else None
