@@ -45,6 +45,7 @@ class FitConfig:
     strict: bool = False  # the data doctor's findings are all fatal (transferkit.data.doctor)
     dedupe: bool = False  # leave out later copies of duplicate / near-duplicate inputs (train < val < test)
     max_pixels: int | None = None  # refuse images decoding to more pixels (memory); None: data.images' default
+    budget_minutes: float | None = None  # strategy 'auto': the whole run's time budget (choice + training)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -72,6 +73,14 @@ class FitConfig:
                               or self.target_test is None):
             raise ConfigError(f"The 'target_oracle' parameter must be an accuracy in [0, 1] on 'target_test' (which "
                               f"must be given). Got {o!r} instead.")
+        b = self.budget_minutes
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 < b < float("inf")):
+            raise ConfigError(f"The 'budget_minutes' parameter must be a number of minutes > 0. Got {b!r} instead.",
+                              cli=f"--budget-minutes must be a number of minutes > 0. Got {b!r} instead.")
+        if b is not None and self.strategy != "auto":
+            raise ConfigError("The 'budget_minutes' parameter steers strategy='auto'; for another strategy use "
+                              "max_minutes (training's time budget).",
+                              cli="--budget-minutes steers --strategy auto; with another strategy use --max-minutes.")
         if not 0 < self.val_fraction < 0.9:
             raise ConfigError(f"The 'val_fraction' parameter must be in (0, 0.9). Got {self.val_fraction} instead.")
 

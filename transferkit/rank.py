@@ -54,13 +54,17 @@ SOURCE_CLASSIFIER_ESTIMATORS = ("leep", "nce")  # they read the backbone's sourc
 
 def rank(data: DataInput, models: list[str] | None = None, by: str = DEFAULT_ESTIMATOR,
          max_per_class: int | None = None, folds: int = 5, seed: int = 0, out: str | Path | None = None,
-         on_model: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
+         on_model: Callable[[str], None] | None = None, features_out: dict[str, np.ndarray] | None = None,
+         skip_failures: bool = False, **options: Any) -> dict[str, Any]:
     """Score ``models`` (None: every registered backbone of the data's modality) on ``data``'s training split and
     return what rank.json holds (written to ``out``/rank.json when ``out`` is given), candidates best first by ``by``.
 
     ``options`` are fit's data options (task, image_size, clip_seconds, text_column, label_column, image_column,
     label_sep, label_columns, max_pixels, precision). ``max_per_class`` scores a seeded subsample of at most N
-    inputs per class (classification). Raises ConfigError for an unknown or wrong-modality model, an estimator
+    inputs per class (classification). ``features_out``: filled with each scored model's training features
+    [n, d] (and ``"_y"``: the encoded targets), for a caller that compares them further (transferkit.auto).
+    ``skip_failures``: a named model that fails with a user-level error is listed as skipped (as under --all).
+    Raises ConfigError for an unknown or wrong-modality model, an estimator
     that does not apply to the task, and token classification; DataError for unusable data.
     """
     if by not in ESTIMATORS:
@@ -88,9 +92,12 @@ def rank(data: DataInput, models: list[str] | None = None, by: str = DEFAULT_EST
         try:
             result = _score_one(name, examples, cfg, task, y, folds, seed)
         except TransferkitError as error:  # one registered candidate that cannot run must not stop --all
-            if models:
+            if models and not skip_failures:
                 raise
             result = {"name": name, "status": "skipped", "reason": str(error)}
+        features = result.pop("_features", None)
+        if features_out is not None and features is not None:
+            features_out[name], features_out["_y"] = features, y
         (scored if "scores" in result else skipped).append(result)
         if on_model:
             on_model(_progress_line(result))
@@ -180,7 +187,7 @@ def _score_one(name: str, examples: Examples, cfg: FitConfig, task: str, y: np.n
     gc.collect()
     scores = transferability(features, task, y, probs, folds=folds, seed=seed)
     total = time.perf_counter() - start
-    return {"name": name, "status": "scored", "description": DESCRIPTIONS.get(name, ""),
+    return {"name": name, "status": "scored", "description": DESCRIPTIONS.get(name, ""), "_features": features,
             "feature_dim": int(features.shape[1]), "cached_features": cached, "scores": scores,
             "seconds": {"features": round(feature_seconds, 3), "scores": round(total - feature_seconds, 3),
                         "total": round(total, 3)}}

@@ -1,7 +1,8 @@
 """What a run leaves on disk besides its bundle and checkpoints: metrics.json, history.json, report.md/.html,
 and the bundle manifest's record of how the model was made.
 
-A top-level module used by api.fit (of the top-level modules it imports only config, distillation and refit).
+A top-level module used by api.fit (of the top-level modules it imports only auto_rules, config, distillation and
+refit).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from transferkit.auto_rules import notes as auto_notes
 from transferkit.backbones import DEFAULT_FOR_MODALITY
 from transferkit.backbones.adapted import pretraining_text
 from transferkit.backbones.provenance import pretrained_record
@@ -120,7 +122,7 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
         detected = [summary["task_detected"]] if summary.get("task_detected") else []
         run = {"title": run_dir.name, "model": model_name, "strategy": strategy.name, "config": config_rows,
                "metrics": metrics, "history": result.history, "before_after": ba,
-               "notes": detected + training_notes(result, "micro-F1") + ba_notes
+               "notes": auto_notes(summary.get("auto")) + detected + training_notes(result, "micro-F1") + ba_notes
                + (data_doctor_notes(data_report.to_dict()) if data_report is not None else [])
                + init_from_notes(summary.get("init_from")) + teacher_notes(summary),
                "data_doctor": data_report.to_dict() if data_report is not None else None,
@@ -130,7 +132,7 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
         atomic_write_text(run_dir / "report.html", render_multilabel_html(run))
         return
     if task == "tokens":
-        notes = training_notes(result, "entity F1") + ba_notes + \
+        notes = auto_notes(summary.get("auto")) + training_notes(result, "entity F1") + ba_notes + \
             (data_doctor_notes(data_report.to_dict()) if data_report is not None else []) + \
             init_from_notes(summary.get("init_from")) + teacher_notes(summary)
         task = TokensTask(data.label_map.names)
@@ -145,7 +147,8 @@ def write_run(run_dir: Path, cfg: FitConfig, data: Any, result: TrainResult, sum
     run = {
         "title": run_dir.name, "model": model_name, "strategy": strategy.name,
         "created": datetime.now().isoformat(timespec="seconds"), "metrics": metrics, "history": result.history,
-        "notes": training_notes(result, selected_by=(domain or {}).get("selection", {}).get("criterion"))
+        "notes": auto_notes(summary.get("auto"))
+        + training_notes(result, selected_by=(domain or {}).get("selection", {}).get("criterion"))
         + imbalance_notes(summary["imbalance"], IMBALANCE_RATIO_FOR_WEIGHTS)
         + before_after_notes(before, metrics, strategy.name)
         + (data_doctor_notes(data_report.to_dict()) if data_report is not None else [])
@@ -175,7 +178,8 @@ def _write_regression_report(run_dir: Path, data: Any, result: TrainResult, summ
     ba = regression_before_after(before, base["metrics"], strategy.name)
     detected = [summary["task_detected"]] if summary.get("task_detected") else []
     run = {**base, "created": datetime.now().isoformat(timespec="seconds"), "history": result.history,
-           "notes": detected + training_notes(result, "R²") + ([ba["statement"]] if ba else [])
+           "notes": auto_notes(summary.get("auto")) + detected + training_notes(result, "R²")
+           + ([ba["statement"]] if ba else [])
            + (data_doctor_notes(data_report.to_dict()) if data_report is not None else [])
            + init_from_notes(summary.get("init_from")) + teacher_notes(summary),
            "data_doctor": data_report.to_dict() if data_report is not None else None,

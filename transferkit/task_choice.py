@@ -149,7 +149,7 @@ def check_options(cfg: FitConfig, detected: bool = False) -> None:
         for option, why in _TOKENS_REFUSALS.items():
             if _IS_SET[option](cfg):
                 raise ConfigError(f"{why.format(strategy=cfg.strategy)} (token classification).")
-        if cfg.strategy not in _TOKEN_STRATEGIES:
+        if cfg.strategy not in (*_TOKEN_STRATEGIES, "auto"):
             raise ConfigError(f"--strategy {cfg.strategy} does not support token classification; use one of "
                               f"{', '.join(_TOKEN_STRATEGIES)}.")
         return

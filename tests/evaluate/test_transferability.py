@@ -181,3 +181,16 @@ def test_missing_source_classifier_and_too_few_examples():
     assert scores["knn"].startswith("n/a: cross-validation needs at least 2 examples of every class")
     with_source = transferability(f, "classification", Y3, source_probs=THETA, estimators=("leep", "nce"))
     assert with_source == {"leep": pytest.approx(leep(THETA, Y3)), "nce": 0.0}
+
+
+def test_logme_difference_is_the_full_sample_difference_with_a_bootstrap_error():
+    from transferkit.evaluate.transferability import logme, logme_difference, one_hot
+
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(2), 20)
+    a = np.eye(2)[y] * 2 + rng.normal(0, 0.5, (40, 2))
+    b = rng.normal(0, 1, (40, 2))
+    lead, se = logme_difference(a, b, "classification", y, resamples=10)
+    assert lead == pytest.approx(logme(a, one_hot(y)) - logme(b, one_hot(y)))
+    assert 0 < se < lead  # separable vs noise: a lead far above its resampling noise
+    assert logme_difference(a, a, "classification", y, resamples=5) == (0.0, 0.0)

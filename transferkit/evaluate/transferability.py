@@ -231,6 +231,37 @@ def transferability(features: np.ndarray, task: str, y: np.ndarray, source_probs
     return out
 
 
+def logme_difference(features_a: np.ndarray, features_b: np.ndarray, task: str, y: np.ndarray,
+                     resamples: int = 20, seed: int = 0) -> tuple[float, float]:
+    """(LogME(a) - LogME(b) on all examples, its standard error): whether one backbone's lead over another is more
+    than the noise of a small labeled set. The error is the delete-half jackknife's (Shao & Wu 1989): both
+    backbones are scored on the same ``resamples`` half-samples drawn without replacement (stratified by class
+    for classification), and for subsets of half the data its variance estimate is the plain variance of the
+    half-sample differences, here taken robustly as the scaled median absolute deviation (1.4826 MAD): on a
+    few dozen examples LogME's fixed-point iteration occasionally lands far off (-34 instead of -0.05 on 40
+    Fashion-MNIST images), and one such draw would swamp a standard deviation. (A bootstrap with replacement
+    would repeat rows, which inflates LogME's evidence whenever there are fewer examples than dimensions.)
+
+    ``features_a`` [n, d_a], ``features_b`` [n, d_b] on the same n inputs; ``y`` as ``transferability`` takes it.
+    ValueError for mismatched rows or fewer than 4 examples.
+    """
+    _check_rows(np.asarray(features_a), np.asarray(features_b), "features_b")
+    y = np.asarray(y)
+    if len(y) < 4:
+        raise ValueError(f"need at least 4 examples to compare LogME on half-samples; got {len(y)}")
+    full = _estimate("logme", features_a, task, y, None, 0, seed) - _estimate("logme", features_b, task, y, None, 0,
+                                                                            seed)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if task == "classification" else [np.arange(len(y))]
+    diffs = []
+    for _ in range(resamples):
+        rows = np.concatenate([rng.choice(g, size=max(1, len(g) // 2), replace=False) for g in groups])
+        diffs.append(_estimate("logme", features_a[rows], task, y[rows], None, 0, seed)
+                     - _estimate("logme", features_b[rows], task, y[rows], None, 0, seed))
+    diffs = np.asarray(diffs)
+    return float(full), float(1.4826 * np.median(np.abs(diffs - np.median(diffs))))
+
+
 def _estimate(name: str, features: np.ndarray, task: str, y: np.ndarray, source_probs: np.ndarray | None,
               folds: int, seed: int) -> float:
     if name == "logme":
