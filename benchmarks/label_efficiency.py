@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 import transferkit
 from transferkit.config import FitConfig
 from transferkit.data.builtins import DATASETS
-from transferkit.data.examples import DataSplits
+from transferkit.data.examples import DataSplits, Examples
 from transferkit.data.splits import stratified_split, subsample_per_class
 from transferkit.strategies import STRATEGIES as STRATEGY_REGISTRY
 
@@ -55,17 +55,21 @@ def reference(train, test) -> tuple[float, float]:
     return accuracy_score(test.labels, pred), f1_score(test.labels, pred, average="macro")
 
 
-def run_one(dataset: str, k: int, seed: int, strategy: str, splits, test, epochs: int, workdir: Path) -> dict:
+def run_one(dataset: str, k: int, seed: int, strategy: str, splits, test, epochs: int, workdir: Path,
+            val_is_train: bool = False, strategy_options: dict | None = None) -> dict:
+    """One fit on the seeded K-per-class subset; fit holds its validation split out of the K (or, with
+    ``val_is_train``, validates on the K training examples themselves: K=1 leaves nothing to hold out)."""
     train = subsample_per_class(splits.train, k, seed)
     start = time.perf_counter()
     if strategy == "reference":
         fit_part, _ = stratified_split(train, FitConfig().val_fraction, seed)  # the same examples the models train on
         acc, f1 = reference(fit_part, test)
         return {"accuracy": acc, "macro_f1": f1, "seconds": time.perf_counter() - start, "n_train": len(fit_part)}
-    data = DataSplits(train=train, test=test)
+    data = DataSplits(train=train, val=train if val_is_train else None, test=test)
     size = IMAGE_SIZE if train.modality == "image" else None  # fit refuses --image-size for text
+    extra = {"strategy_options": strategy_options} if strategy_options else {}
     result = transferkit.fit(data, strategy=strategy, seed=seed, epochs=epochs, image_size=size,
-                             out=str(workdir / f"{dataset}-{k}-{strategy}-{seed}"), progress=False)
+                             out=str(workdir / f"{dataset}-{k}-{strategy}-{seed}"), progress=False, **extra)
     m = result.metrics["test"]
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "seconds": time.perf_counter() - start,
@@ -113,20 +117,15 @@ def main() -> None:
     done = {(r["dataset"], r["labels_per_class"], r["strategy"]) for r in rows}
     for dataset, ks in parse_plan(args.plan, args.datasets).items():
         splits = DATASETS[dataset]()
-        test = splits.test
-        if dataset in TEST_SUBSET:
-            _, test = stratified_split(test, TEST_SUBSET[dataset] / len(test), 0)
+        test = test_split(dataset, splits)
         for k in ks:
             for strategy in args.strategies.split(","):
                 if (dataset, k, strategy) in done:
                     continue
                 epochs = args.text_epochs if splits.train.modality == "text" else args.epochs
                 runs = [run_one(dataset, k, s, strategy, splits, test, epochs, workdir) for s in range(args.seeds)]
-                row = {"dataset": dataset, "labels_per_class": k, "strategy": strategy, "n_test": len(test),
-                       "seeds": args.seeds, "max_epochs": epochs, "runs": runs}
-                for key in ("accuracy", "macro_f1", "seconds"):
-                    values = [r[key] for r in runs]
-                    row[key] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+                row = summarize({"dataset": dataset, "labels_per_class": k, "strategy": strategy,
+                                 "n_test": len(test), "seeds": args.seeds, "max_epochs": epochs, "runs": runs})
                 rows.append(row)
                 _write(args.out, rows)  # after every row, so an interrupted benchmark keeps what it measured
                 print(f"{dataset:14s} {k:4d}/class {strategy:13s} acc {row['accuracy']['mean']:.4f} "
@@ -136,21 +135,40 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def print_table(rows: list[dict]) -> None:
-    """Accuracy mean ± std: one line per (dataset, K), one column per strategy; the best in each line starred."""
+def test_split(dataset: str, splits: DataSplits) -> Examples:
+    """The dataset's test split, or its fixed stratified subset (seed 0) where TEST_SUBSET names one."""
+    if dataset not in TEST_SUBSET:
+        return splits.test
+    return stratified_split(splits.test, TEST_SUBSET[dataset] / len(splits.test), 0)[1]
+
+
+def summarize(row: dict) -> dict:
+    """``row`` with the mean and std over its ``runs`` of accuracy, macro-F1 and seconds added."""
+    for key in ("accuracy", "macro_f1", "seconds"):
+        values = [r[key] for r in row["runs"]]
+        row[key] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+    return row
+
+
+def print_table(rows: list[dict], seconds: bool = False) -> None:
+    """Accuracy mean ± std: one line per (dataset, K), one column per strategy; the best in each line starred;
+    with ``seconds`` each cell also gives the mean wall time per run (s). A row without ``accuracy`` is 'n/a'."""
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     cells: dict[tuple[str, int], dict[str, dict]] = {}
     for r in rows:
         cells.setdefault((r["dataset"], r["labels_per_class"]), {})[r["strategy"]] = r
-    print(f"\n{'dataset':14s} {'K':>5s} " + " ".join(f"{s:>14s}" for s in strategies))
+    width = 21 if seconds else 14
+    print(f"\n{'dataset':14s} {'K':>5s} " + " ".join(f"{s:>{width}s}" for s in strategies))
     for (dataset, k), by_strategy in cells.items():
-        best = max(by_strategy, key=lambda s: by_strategy[s]["accuracy"]["mean"])
+        measured = {s: r for s, r in by_strategy.items() if "accuracy" in r}
+        best = max(measured, key=lambda s: measured[s]["accuracy"]["mean"], default=None)
         line = []
         for s in strategies:
             r = by_strategy.get(s)
-            text = "-" if r is None else f"{r['accuracy']['mean']:.3f}±{r['accuracy']['std']:.3f}" + \
-                ("*" if s == best else " ")
-            line.append(f"{text:>14s}")
+            text = "-" if r is None else "n/a" if s not in measured else \
+                f"{r['accuracy']['mean']:.3f}±{r['accuracy']['std']:.3f}" + ("*" if s == best else " ") + \
+                (f" {r['seconds']['mean']:5.0f}s" if seconds else "")
+            line.append(f"{text:>{width}s}")
         print(f"{dataset:14s} {k:5d} " + " ".join(line))
 
 
