@@ -23,6 +23,7 @@ from transferkit.export.onnx import ONNX_FILE, ExportError, export_onnx
 from transferkit.export.quantize import _warning
 from transferkit.serve.predictor import Predictor
 from transferkit.tasks import ClassificationTask, MultilabelTask, RegressionTask, TokensTask
+from transferkit.train import precision_probe
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +99,13 @@ def test_onnx_predictor_matches_torch(kind: str, request, text_csv: Path, digits
 
 
 def test_runtime_choice_errors(text_bundle: Path, text_export: Path):
-    with pytest.raises(BundleError, match="export it first"):
-        Predictor.from_bundle(text_bundle, runtime="onnx")
+    # --runtime onnx on a PyTorch bundle predicts through a cached export of it (tests/serve/test_onnx_cache.py)
+    (text_export / ONNX_FILE).rename(text_export / "moved.onnx")
+    try:
+        with pytest.raises(BundleError, match="export it again"):
+            Predictor.from_bundle(text_export, runtime="onnx")
+    finally:
+        (text_export / "moved.onnx").rename(text_export / ONNX_FILE)
     with pytest.raises(BundleError, match="--runtime onnx"):
         Predictor.from_bundle(text_export, runtime="torch")
     with pytest.raises(ConfigError, match="'runtime'"):
@@ -192,6 +198,8 @@ def test_auto_precision_bundles_predict_in_fp32_like_their_export(digits_split_f
     """Where 'auto' trains in bf16 (forced here, whatever this CPU has), the bundle still records and predicts in
     fp32: fit's metrics, evaluate, predict with the bundle and predict with its export all agree."""
     monkeypatch.setattr(core_runtime, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(precision_probe, "load_cached", lambda key: None)  # auto's probe finds bf16 faster (forced)
+    monkeypatch.setattr(precision_probe, "measure", lambda *a: {"fp32": [2.0], "bf16": [1.0]})
     result = transferkit.fit(str(digits_split_folder), model="efficientnet_lite0", strategy="linear-probe",
                              image_size=32, out=str(tmp_path / "run"), progress=False, baseline=False)
     metrics = json.loads((result.run_dir / "metrics.json").read_text())

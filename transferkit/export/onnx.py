@@ -242,8 +242,10 @@ def paired_logits(model: TransferModel, session, names: list[str], examples, spe
     return np.concatenate(eager), np.concatenate(onnx), positions
 
 
-def export_onnx(bundle_dir: Path, out_dir: Path, int8: bool = False, opset: int = 17, n_check: int = 100) -> dict:
-    """Export ``bundle_dir`` to ``out_dir`` (a new ONNX bundle); returns the manifest's ``onnx`` entry."""
+def export_onnx(bundle_dir: Path, out_dir: Path, int8: bool = False, opset: int = 17, n_check: int = 100,
+                calibration: Examples | None = None) -> dict:
+    """Export ``bundle_dir`` to ``out_dir`` (a new ONNX bundle); returns the manifest's ``onnx`` entry.
+    ``calibration``: inputs static int8 calibrates on when the bundle's training inputs cannot be read."""
     bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
     _check_destination(bundle_dir, out_dir)
     bundle = load_bundle(bundle_dir)
@@ -270,7 +272,7 @@ def export_onnx(bundle_dir: Path, out_dir: Path, int8: bool = False, opset: int 
         if int8:
             from transferkit.export.quantize import quantize_bundle
 
-            entry["int8"] = quantize_bundle(bundle, staging / ONNX_FILE, names, check, recorded)
+            entry["int8"] = quantize_bundle(bundle, staging / ONNX_FILE, names, check, recorded, calibration)
             int8_session = open_session(staging / ONNX_FILE)  # what the written file computes now
             onnx = np.concatenate([b.rows(run_session(int8_session, names, b.inputs))
                                    for b in _batches(check, spec, model.task.per_word)])

@@ -108,17 +108,31 @@ class Predictor:
 
     @classmethod
     def from_bundle(cls, folder: Path, runtime: str = "auto", batch_size: int = 64,
-                    precision: str | None = None) -> Predictor:
-        """``runtime='auto'`` runs onnxruntime when the folder holds model.onnx (an export), PyTorch otherwise."""
+                    precision: str | None = None, int8: bool = False,
+                    calibration: Examples | None = None) -> Predictor:
+        """``runtime='auto'`` runs onnxruntime when the folder holds model.onnx (an export) or ``int8`` is asked
+        for, PyTorch otherwise. ``runtime='onnx'`` (or ``int8``) on a PyTorch bundle predicts through an ONNX export
+        of it made once into the cache (transferkit.serve.onnx_cache); ``calibration``: inputs a CNN's static int8
+        calibrates on when the bundle's training inputs cannot be read (predict passes the data it predicts)."""
         folder = Path(folder)
         if runtime not in RUNTIMES:
             raise ConfigError(f"The 'runtime' parameter must be one of {RUNTIMES}. Got {runtime!r} instead.")
+        if int8 and runtime == "torch":
+            raise ConfigError("int8 runs through onnxruntime, not PyTorch: use --runtime onnx (or auto) with --int8, "
+                              "or drop --int8 to predict with PyTorch.")
         has_onnx, has_torch = (folder / ONNX_FILE).is_file(), (folder / WEIGHTS).is_file()
         if runtime == "auto":  # an export missing its model.onnx should say so, not complain about safetensors
-            runtime = "onnx" if has_onnx or (not has_torch and _manifest_runtime(folder) == "onnx") else "torch"
-        if runtime == "onnx" and not has_onnx and (folder / MANIFEST).is_file():
-            raise BundleError(f"'{folder}' has no {ONNX_FILE}: export it first with `transferkit export --bundle "
-                              f"{folder} --format onnx --out {folder}-onnx`, then use that folder.")
+            runtime = "onnx" if has_onnx or int8 or (not has_torch and _manifest_runtime(folder) == "onnx") else "torch"
+        if runtime == "onnx" and not has_onnx and has_torch:
+            from transferkit.serve.onnx_cache import cached_export
+
+            folder = cached_export(folder, int8, calibration)
+        elif runtime == "onnx" and not has_onnx and (folder / MANIFEST).is_file():
+            raise BundleError(f"'{folder}' has no {ONNX_FILE}: export it again with `transferkit export --bundle "
+                              f"SOURCE_BUNDLE --format onnx --out {folder}`, or pass the PyTorch bundle itself.")
+        elif int8 and has_onnx and not (read_manifest(folder).get("onnx") or {}).get("int8"):
+            raise ConfigError(f"'{folder}' is an fp32 ONNX export: pass the PyTorch bundle it came from with --int8 "
+                              "(its int8 export is made and cached), or drop --int8.")
         if runtime == "torch" and has_onnx and not has_torch:
             raise BundleError(f"'{folder}' is an ONNX export without PyTorch weights; use --runtime onnx (or auto).")
         bundle = load_onnx_bundle(folder) if runtime == "onnx" else load_bundle(folder)
@@ -166,7 +180,8 @@ class Predictor:
         if self.task.per_word:
             return self._tag(examples, progress)
         probs = np.full((len(examples), len(self.label_names)), np.nan, dtype=np.float32)
-        batches = inference_batches(examples, self.preprocessing, self.batch_size)
+        # texts by length (less padding): each batch's positions put its rows back in input order
+        batches = inference_batches(examples, self.preprocessing, self.batch_size, by_length=True)
         for batch in tqdm(batches, desc="predict", leave=False, disable=not progress or None):
             if batch.errors:
                 raise batch.errors[0][1]
