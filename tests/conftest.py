@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytest_plugins = ("tests.tmp_cleanup",)  # module fixtures' temp folders go when the module ends
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
 TOPICS = ("business", "sports", "tech")
