@@ -257,7 +257,7 @@ def test_cli_compare_bad_labels_per_class(digits_folder: Path, tmp_path: Path, m
 
 @pytest.mark.parametrize("value", ["10,0", "5,,10", "-3", "1.5"])
 def test_labels_per_class_parser_rejects(value: str):
-    from transferkit.cli import _parse_ks
+    from transferkit.cli.compare import _parse_ks
     from transferkit.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--labels-per-class"):
@@ -265,7 +265,7 @@ def test_labels_per_class_parser_rejects(value: str):
 
 
 def test_labels_per_class_parser_accepts_numbers_and_all():
-    from transferkit.cli import _parse_ks
+    from transferkit.cli.compare import _parse_ks
 
     assert _parse_ks("10, 100,all") == [10, 100, None]
 

@@ -107,7 +107,7 @@ def test_cli_refuses_target_test_alone_and_prints_the_kept_epoch(domains, adapte
     from rich.console import Console
 
     from tests.test_cli import assert_user_error, run
-    from transferkit import cli
+    from transferkit.cli import fit as cli
 
     alone = run(["fit", "--data", str(domains["source"]), "--strategy", "coral", "--target-test", str(domains["test"])],
                 cli_env)

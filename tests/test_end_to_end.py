@@ -53,6 +53,10 @@ def test_finetune_on_tiny_digits(digits_split_folder: Path, tmp_path: Path):
     assert history[0]["train_loss"] is None
     assert all(np.isfinite(row["train_loss"]) for row in history[1:])
     assert result.metrics["test"]["accuracy"] == metrics["test"]["accuracy"]
+    phases = metrics["phase_seconds"]  # where the wall time went, phase after phase
+    assert list(phases) == ["data", "model", "before_adaptation", "train", "evaluate", "finish"]
+    assert phases["train"] >= metrics["train_seconds"] > 0
+    assert sum(phases.values()) <= metrics["wall_seconds"] + 0.05
     bundle = load_bundle(result.bundle_dir)
     assert bundle.label_map.names == ("0", "1", "2", "3")
     assert bundle.manifest["strategy"]["name"] == "finetune"

@@ -25,8 +25,10 @@ from transferkit.core.errors import ConfigError, DataError
 from transferkit.core.io import atomic_write, atomic_write_json, atomic_write_text
 from transferkit.core.runtime import inference_precision, resolve_precision
 from transferkit.core.seeding import seed_everything
+from transferkit.core.timing import PhaseClock
 from transferkit.data.doctor import DataReport, DoctorConfig, diagnose, diagnose_inputs
 from transferkit.data.examples import DataSplits, Examples, a_modality, check_modality
+from transferkit.data.image_cache import plan_cache
 from transferkit.data.images import DEFAULT_MAX_PIXELS
 from transferkit.data.labels import LabelMap
 from transferkit.data.loaders import make_loader
@@ -60,6 +62,7 @@ from transferkit.train.engine import Engine, make_engine
 from transferkit.train.inference import predict_logits
 from transferkit.train.loop import TrainResult, train
 from transferkit.train.mixing import build_batch_mixer
+from transferkit.train.precision_probe import choose_for_fit
 from transferkit.train.selection import LabelFreeSelection
 
 DataInput = str | Path | Examples | DataSplits
@@ -220,7 +223,7 @@ class SplitEvaluation:
 
 def _evaluate_split(model: TransferModel, examples: Examples, label_map: LabelMap, spec, precision: str,
                     progress: bool) -> SplitEvaluation:
-    loader = make_loader(examples, spec, label_map, 64)
+    loader = make_loader(examples, spec, label_map, 64, by_length=True)  # texts: less padding; logits in order
     logits, labels = predict_logits(model, loader, precision, progress=progress, desc=f"evaluate {examples.source}")
     probabilities = model.task.probabilities(torch.from_numpy(logits)).numpy()
     extra = {"thresholds": model.head.thresholds()} if model.task.name == "multilabel" else {}  # per-label table
@@ -275,14 +278,26 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
             raise ConfigError("fit needs data: a folder, a .csv/.jsonl file or builtin:NAME (or resume=RUN_DIR).")
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
-    strategy = build_strategy(cfg.strategy, cfg.strategy_options)
-    domain.check_target_rules(cfg, strategy)  # --target-data with dann/coral/mmd only, and they need it
+    if cfg.strategy == "auto":  # backbone, strategy and image size chosen after the data is read (transferkit.auto)
+        from transferkit import auto  # here: auto imports rank, which imports this module
+
+        auto.check_request(cfg)
+    else:
+        strategy = build_strategy(cfg.strategy, cfg.strategy_options)
+        domain.check_target_rules(cfg, strategy)  # --target-data with dann/coral/mmd only, and they need it
     checked, data_report = check_data(data, cfg)  # the data doctor: unreadable inputs left out, fatal findings stop
     cfg = replace(cfg, task=data_report.stats["task"])  # as given, or detected from the labels (and then said so)
     if cfg.init_from:  # a Huber bundle goes on with Huber unless --loss says otherwise
         cfg = task_choice.with_bundle_loss(cfg, read_manifest(Path(cfg.init_from)))
     cfg = task_choice.with_task_loss(cfg)  # regression: 'mse' unless --loss huber, recorded as such
     prepared = prepare_data(checked, replace(cfg, val_data=None, test_data=None))
+    clock = PhaseClock(start, "data")  # where the wall time goes: metrics.json "phase_seconds"
+    auto_record = None
+    if cfg.strategy == "auto":
+        cfg, auto_record = auto.resolve(cfg, prepared.train, prepared.val, prepared.test, prepared.task, start,
+                                        cfg.train.progress)
+        strategy = build_strategy(cfg.strategy, cfg.strategy_options)
+        clock.lap("auto")
     cfg = distillation.with_teacher_image_size(cfg, prepared.modality)
     init = start_from(cfg.init_from, cfg.model, cfg.image_size, prepared.modality, strategy,
                       cfg.clip_seconds) if cfg.init_from else None
@@ -303,14 +318,16 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     engine = make_engine()  # several processes under accelerate launch (train.engine); else this one alone
     device = engine.device
     model.to(device)
-    precision = resolve_precision(cfg.train.precision, device)
+    precision, feature_precision, probes = _precisions(cfg, model, prepared, strategy, engine)
     inference = inference_precision(cfg.train.precision)  # what the bundle predicts in: evaluate with it
     run_dir = Path(resume) if resume is not None else Path(cfg.out or f"runs/{cfg.strategy}-{datetime.now():%Y%m%d-%H%M%S}")
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None and engine.is_main:  # written first, so a killed run can be resumed from its folder alone
         _claim_run_dir(run_dir)
         atomic_write_json(run_dir / "config.json", {"data": data_reference(data), "data_identity": identity,
-                                                    **asdict(cfg)})
+                                                    **asdict(cfg), **({"auto": auto_record} if auto_record else {})})
+    elif resume is not None:  # a resumed auto run keeps the record of its choice
+        auto_record = json.loads((run_dir / "config.json").read_text()).get("auto")
     if engine.is_main:
         atomic_write_json(run_dir / "data_report.json", data_report.to_dict())
 
@@ -319,11 +336,13 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     teacher = distillation.load_teacher(cfg, prepared.label_map.names, model, strategy)
     unlabeled, unlabeled_report = distillation.unlabeled_examples(cfg, prepared.modality, strategy)
     ctx = StrategyContext(n_classes=len(prepared.label_map), seed=cfg.train.seed, class_weight=class_weight,
-                          features=_feature_source(model, prepared, cfg, precision), teacher=teacher,
+                          features=_feature_source(model, prepared, cfg, feature_precision), teacher=teacher,
                           unlabeled=unlabeled, target=None if target is None else domain.target_stream(
                               target, model.backbone.preprocessing, cfg, len(prepared.train),
                               cfg.train.batch_size_for(len(prepared.train), model.task.batch_size)))
+    clock.lap("model")
     before = _before_adaptation(model, ctx, prepared, strategy, cfg) if engine.is_main else None
+    clock.lap("before_adaptation")
     domain_run = domain_eval.start(model, ctx, prepared.val, prepared.label_map, target, domain_eval.read_target_test(
         cfg), inference, cfg.train.seed) if target is not None and cfg.task == "classification" else None  # DEV
     seed_everything(cfg.train.seed)
@@ -332,7 +351,8 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     result = TrainResult()
     if strategy.trains_with_loop:
         result = _train(model, strategy, ctx, prepared, cfg, run_dir, resume is not None, on_epoch_end, engine,
-                        domain_run.selection if domain_run is not None else None)
+                        domain_run.selection if domain_run is not None else None, precision)
+    clock.lap("train")
     engine.close()
     if not engine.is_main:  # rank 0 evaluates and writes the bundle and report
         return FitResult(run_dir, run_dir / "bundle", {}, result.history, time.perf_counter() - start, False)
@@ -344,6 +364,7 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     evaluations = {name: _evaluate_split(model, part, prepared.label_map, spec, inference, cfg.train.progress)
                    for name, part in (("test", prepared.test), ("val", prepared.val)) if part is not None}
     metrics = {name: e.metrics for name, e in evaluations.items()}
+    clock.lap("evaluate")
     n_total = sum(p.numel() for p in model.parameters())
     summary = {**metrics, "trainable_params": n_trainable, "total_params": n_total,
                "n_train_used": len(prepared.train), "n_skipped": data_report.n_skipped, "best_epoch": result.best_epoch,
@@ -361,10 +382,17 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
         summary.update(batch_size_used=result.global_batch // result.processes, processes=result.processes,
                        global_batch=result.global_batch)
     summary["precision_used"], summary["inference_precision"] = precision, inference
+    summary["torch_threads"] = torch.get_num_threads()  # the CLI's share of the cores (transferkit.core.threads)
+    if probes:  # --precision auto: what the measured probe chose per phase, and its step times
+        summary["precision_probe"] = {**probes, "feature_precision": feature_precision}
+    if result.data_path:
+        summary["data_path"] = result.data_path
     summary["imbalance"] = imbalance
     summary["task"] = cfg.task
     if manifest["backbone"].get("pretraining"):  # --model OUT of `transferkit pretrain`: which pretraining
         summary["pretraining"] = manifest["backbone"]["pretraining"]
+    if auto_record is not None:
+        summary["auto"] = auto_record
     if data_report.stats.get("task_detected"):
         summary["task_detected"] = data_report.stats["task_detected"]
     if result.resumed_from:
@@ -387,6 +415,8 @@ def fit(data: DataInput | None = None, config: FitConfig | None = None, resume: 
     if init is not None:  # old vs new model on new and old test data: forgetting, made visible
         new_test = ("test", prepared.test) if prepared.test is not None else ("val", prepared.val)
         summary["init_from"] = init.compare(model, prepared.label_map, new_test, inference)
+    clock.lap("finish")  # bundle, comparisons (teacher, domain, forgetting)
+    summary.update(phase_seconds=clock.laps, wall_seconds=round(time.perf_counter() - start, 2))  # report: after
     run_record.write_run(run_dir, cfg, prepared, result, summary, strategy, evaluations, before, data_report,
                          domain_report)
     return FitResult(run_dir, bundle_dir, metrics, result.history, time.perf_counter() - start)
@@ -404,16 +434,37 @@ def tune_multilabel_thresholds(model: TransferModel, data: PreparedData, precisi
 
 def _train(model: TransferModel, strategy, ctx: StrategyContext, data: PreparedData, cfg: FitConfig, run_dir: Path,
            resume: bool, on_epoch_end: Any = None, engine: Engine | None = None,
-           selection: LabelFreeSelection | None = None) -> TrainResult:
+           selection: LabelFreeSelection | None = None, precision: str | None = None) -> TrainResult:
     spec, t = model.backbone.preprocessing, cfg.train
     train_set, targets = (data.train, data.label_map) if ctx.unlabeled is None else \
         distillation.transfer_set(data.train, ctx.unlabeled, data.label_map, model.task)  # unlabeled: no hard target
+    # images: decoded and resized once per run when they fit in memory (data.image_cache), else in workers
+    plan = plan_cache([(train_set, t.augment), (data.val, "none")], spec) if data.modality == "image" else None
+    cache = plan is not None and plan.enabled
     train_loader = make_loader(train_set, spec, targets, t.batch_size_for(len(train_set), model.task.batch_size),
-                               shuffle_seed=t.seed, augment=t.augment, hflip=t.hflip, balanced=t.sampler == "balanced")
-    val_loader = make_loader(data.val, spec, data.label_map, 64)
+                               shuffle_seed=t.seed, augment=t.augment, hflip=t.hflip, balanced=t.sampler == "balanced",
+                               cache=cache)
+    val_loader = make_loader(data.val, spec, data.label_map, 64, cache=cache, by_length=True)
     mixer = build_batch_mixer(t, len(data.label_map)) if data.modality == "image" else None
-    return train(model, strategy, ctx, train_loader, val_loader, t, run_dir, resume=resume, batch_transform=mixer,
-                 on_epoch_end=on_epoch_end, engine=engine, selection=selection)
+    result = train(model, strategy, ctx, train_loader, val_loader, t, run_dir, resume=resume, batch_transform=mixer,
+                   on_epoch_end=on_epoch_end, engine=engine, selection=selection, precision=precision)
+    if plan is not None:
+        result.data_path = {**plan.to_dict(), "workers": train_loader.num_workers,
+                            "note": plan.describe(train_loader.num_workers)}
+    return result
+
+
+def _precisions(cfg: FitConfig, model: TransferModel, prepared: PreparedData, strategy, engine: Engine
+                ) -> tuple[str, str, dict[str, Any]]:
+    """(training, feature-extraction precision, probe records): measured for 'auto' (train.precision_probe);
+    several processes (DDP) keep the device rule, so that every rank trains in the same precision."""
+    device = engine.device
+    if engine.num_processes > 1:
+        precision = resolve_precision(cfg.train.precision, device)
+        return precision, precision, {}
+    batch = cfg.train.batch_size_for(len(prepared.train), model.task.batch_size)
+    return choose_for_fit(cfg.train.precision, model, prepared.train, batch, device, model.backbone.name,
+                          strategy.trains_with_loop)
 
 
 def _resolve_class_weight(data: PreparedData, t: TrainConfig) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -461,6 +512,7 @@ def _resume_inputs(run_dir: Path, data: DataInput | None) -> tuple[DataInput, Fi
     saved = json.loads(config_file.read_text())
     recorded = saved.pop("data", None)
     saved.pop("data_identity", None)  # checked once the data is read (refuse_changed_data)
+    saved.pop("auto", None)  # what --strategy auto chose: read back by _recorded_auto for the resumed run's record
     if data is None and recorded is None:
         raise ConfigError(f"{config_file} does not record the data (it was passed in memory); pass it again: "
                           f"fit(data, resume=...).")
@@ -544,18 +596,22 @@ def evaluate(bundle: str | Path, data: DataInput, split: str = "test", text_colu
 
 def predict(bundle: str | Path, data: DataInput, out: str | Path | None = None, text_column: str | None = None,
             progress: bool = True, runtime: str = "auto", top_k: int | None = None, batch_size: int = 64,
-            strict: bool = False, image_column: str | None = None) -> Predictions | TokenPredictions:
+            strict: bool = False, image_column: str | None = None, int8: bool = False
+            ) -> Predictions | TokenPredictions:
     """Predict every input of ``data`` (labels not needed) with the bundle's own preprocessing, batch by batch;
     with ``out``, stream CSV/JSONL rows (label, score, optional top-k; an ``error`` for unreadable inputs) to it.
-    ``runtime``: torch, onnx (an exported bundle), or auto (onnx when the folder holds model.onnx).
-    ``strict``: any unreadable input is a DataError naming them, and ``out`` is not written. ``image_column``: a
-    table's column of image paths (default: the one the bundle was fitted on, else a text column holding them);
-    ``text_column`` likewise defaults to the bundle's own ('text')."""
+    ``runtime``: torch, onnx (an exported bundle, or a PyTorch bundle through an ONNX export of it made once into
+    ``$TRANSFERKIT_CACHE/onnx``), or auto (onnx when the folder holds model.onnx or ``int8`` is asked for).
+    ``int8``: through an int8 ONNX model (a CNN's static int8 calibrates on the bundle's training inputs when readable,
+    else on inputs spread over ``data``). ``strict``: any unreadable input is a DataError naming them, and ``out`` is
+    not written. ``image_column``: a table's column of image paths (default: the one the bundle was fitted on, else
+    a text column holding them); ``text_column`` likewise defaults to the bundle's own ('text')."""
     manifest = read_manifest(Path(bundle))
-    predictor = Predictor.from_bundle(Path(bundle), runtime=runtime, batch_size=batch_size)
     columns = task_choice.bundle_columns(manifest, text_column, None, image_column)
     splits = as_splits(data, TextColumns(columns.text, "label", image=columns.image), labeled=False)
     examples = _concat([p for p in (splits.train, splits.val, splits.test) if p is not None])
+    predictor = Predictor.from_bundle(Path(bundle), runtime=runtime, batch_size=batch_size, int8=int8,
+                                      calibration=examples)
     if not predictor.task.per_word and examples.is_tokens:  # a raw .txt (or CoNLL) for a text model: the line's text,
         examples = Examples("text", list(examples.ids), None, examples.source, lines=examples.lines)  # as in a CSV
     if predictor.task.per_word:  # a tag per word: serve.token_output

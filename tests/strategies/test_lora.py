@@ -80,7 +80,7 @@ def test_unknown_target_modules_is_a_config_error(text_model: TransferModel):
 def test_target_modules_from_the_command_line_are_layer_names_never_letters(raw: str):
     """-o target_modules=[query] (bare list), =query (bare name) and the JSON form all name layers; LoRA then adapts
     exactly those (before, a bare list reached peft as the string '[query]' and peft matched its letters)."""
-    from transferkit.cli import _parse_options
+    from transferkit.cli.common import _parse_options
 
     options = _parse_options([f"target_modules={raw}"])
     strategy = build_strategy("lora", options)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import VENV_BIN, bbc_texts, write_digit_folder, write_text_csv
 from transferkit import api
-from transferkit.cli_launch import without_processes_flag
+from transferkit.cli.launch import without_processes_flag
 from transferkit.core.errors import ConfigError
 from transferkit.strategies import build_strategy
 from transferkit.train.checkpoint import complete_checkpoints

@@ -26,7 +26,7 @@ from transferkit.train.checkpoint import MARKER, complete_checkpoints
 from transferkit.train.data_identity import data_changes
 
 EXE = str(VENV_BIN / "transferkit")
-TIMING_KEYS = ("train_seconds", "wall_seconds", "resumed_from")
+TIMING_KEYS = ("train_seconds", "wall_seconds", "phase_seconds", "resumed_from")
 API_OPTIONS = dict(model="efficientnet_lite0", image_size=32, epochs=2, checkpoint_steps=1, keep_checkpoints=100,
                    patience=0, progress=False, seed=1)  # augment stays 'light': resume must restore the RNG
 
