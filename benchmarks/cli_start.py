@@ -1,14 +1,14 @@
 """CLI start (issue 17): CPU seconds and peak memory of `transferkit --help` & co, before and after, in one run.
 
 Each command runs as a child process; its cost is the child's own rusage (user + system CPU seconds, max RSS), read
-with os.wait4, plus the wall time. "Before" is another commit (default 5897e2b, the CLI as one 870-line module that
+with os.wait4, plus the wall time. "Before" is another commit (default 99d6aca, the CLI as one 870-line module that
 imported torch at start) checked out with `git worktree add` (never stash); both versions run with this venv's
 python as `python -c "from transferkit.cli import main; main()" ARGS` from their own tree (PYTHONPATH and the
 working directory point at it), alternating before/after within each repeat so that load on the machine hits both.
 Prints a table (median and range over the repeats) and writes benchmarks/results/cli_start.json.
 Goal: `--help`, every command's `--help` and `list` well under 1 CPU s and 150 MB.
 
-    .venv/bin/python benchmarks/cli_start.py                       # 3 repeats, before = 5897e2b in /tmp/tk-old
+    .venv/bin/python benchmarks/cli_start.py                       # 3 repeats, before = 99d6aca in /tmp/tk-old
     .venv/bin/python benchmarks/cli_start.py --repeats 5 --before-ref HEAD~3 --before-tree /tmp/tk-before
 """
 from __future__ import annotations
@@ -90,7 +90,7 @@ def table(results: dict) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--before-ref", default="5897e2b")
+    parser.add_argument("--before-ref", default="99d6aca")
     parser.add_argument("--before-tree", type=Path, default=Path("/tmp/tk-old"))
     args = parser.parse_args()
     trees = {"before": args.before_tree, "after": ROOT}
