@@ -144,3 +144,24 @@ def test_seeded_run_without_augmentation_is_identical_with_the_cache_on_or_off(t
     a, b = (load_file(str(out / "bundle" / "model.safetensors")) for out in runs.values())
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert metrics["0"]["val"]["accuracy"] == metrics["100"]["val"]["accuracy"]
+
+
+def test_inference_batches_decode_files_in_workers_with_the_same_tensors_and_errors(tmp_path: Path, monkeypatch):
+    from transferkit.data import stream
+
+    examples = _photos(tmp_path / "p", [(24, 20), (30, 18)] * (loaders.MIN_ITEMS // 2))
+    broken = tmp_path / "p" / "broken.png"
+    broken.write_bytes(b"not a picture")
+    examples = Examples("image", [*examples.inputs[:7], str(broken), *examples.inputs[7:]], None, examples.source)
+    batches = {}
+    for workers in (0, 1):
+        monkeypatch.setattr(stream, "decode_workers", lambda w=workers: w)
+        batches[workers] = list(stream.inference_batches(examples, SPEC, 32))
+    assert stream._image_decode_workers(examples, 32) == 1  # files: the patched worker count applies
+    for alone, helped in zip(batches[0], batches[1], strict=True):
+        assert alone.positions == helped.positions and torch.equal(alone.inputs["pixel_values"],
+                                                                   helped.inputs["pixel_values"])
+        assert [(i, e.kind, e.where) for i, e in alone.errors] == [(i, e.kind, e.where) for i, e in helped.errors]
+    assert [i for b in batches[1] for i, _ in b.errors] == [7]  # the broken file comes back as a row error
+    arrays = Examples("image", [np.zeros((8, 8, 3), np.uint8)] * loaders.MIN_ITEMS, None, "arrays")
+    assert stream._image_decode_workers(arrays, 32) == 0  # in memory: nothing to decode

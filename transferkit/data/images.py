@@ -60,6 +60,9 @@ class ImageDecodeError(DataError):
         super().__init__(f"{where}: {reason}")
         self.where, self.reason, self.kind, self.format = where, reason, kind, format
 
+    def __reduce__(self) -> tuple:  # rebuilt from its fields when a decode worker sends it back
+        return type(self), (self.where, self.reason, self.kind, self.format)
+
 
 def to_rgb(image: Image.Image, where: str = "image") -> Image.Image:
     """Upright RGB; ImageDecodeError for 32-bit float pixels (mode F), whose range no format fixes: 0..1 and 0..255

@@ -3,13 +3,15 @@
 Imports only transferkit.core and transferkit.data. Prediction at scale must not die on the one corrupt file in
 a million, and neither runtime (torch or onnxruntime) may see different tensors for the same input: both read
 their batches from here, built with the eval transform / tokenizer of the bundle's own preprocessing spec.
-Inputs are decoded batch by batch, so no more than one batch of pictures is ever held decoded. Texts can come in
+Inputs are decoded batch by batch, so no more than a few batches of pictures are ever held decoded (image files
+are decoded by worker processes where cores are idle: transferkit.data.workers). Texts can come in
 batches sorted by length (``by_length``), which pad less.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ from transferkit.data.images import ImageDecodeError
 from transferkit.data.loaders import TextCollator
 from transferkit.data.preprocess import PreprocessSpec, image_to_tensor, image_transform, load_tokenizer
 from transferkit.data.text_tokens import length_order, pad, tokenize
+from transferkit.data.workers import MIN_ITEMS, decode_workers, one_thread
 
 
 @dataclass
@@ -94,8 +97,17 @@ def inference_batches(examples: Examples, spec: PreprocessSpec, batch_size: int,
         return
     dataset = _Texts(examples) if spec.modality == "text" else AudioDataset(examples, None, spec, safe=True) \
         if spec.modality == "audio" else _SafeImages(examples, spec)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_Collate(spec), num_workers=0)
+    workers = _image_decode_workers(examples, batch_size) if spec.modality == "image" else 0
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_Collate(spec),
+                        num_workers=workers, worker_init_fn=one_thread if workers else None)
     yield from loader
+
+
+def _image_decode_workers(examples: Examples, batch_size: int) -> int:
+    """Worker processes that decode image files while the model runs (transferkit.data.workers.decode_workers: only
+    on cores the load leaves idle); 0 for in-memory arrays and for inputs too few to repay starting a worker."""
+    files = bool(examples.inputs) and isinstance(examples.inputs[0], (str, Path))
+    return decode_workers() if files and len(examples) >= max(MIN_ITEMS, 2 * batch_size) else 0
 
 
 LENGTH_WINDOW = 32  # batches of texts sorted by length together: bounds the token ids held at once
