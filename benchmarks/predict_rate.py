@@ -6,11 +6,13 @@ split (10,000 by default) written once as 28 px PNG files into one folder, predi
 linear-probe bundle at 64 px fitted on 200 training images (20 per class, seed 0). Texts: every builtin:bbc-news
 text (train and test: 2,225, 2,127 distinct) cycled to the asked count (10,000 by default: each text 4-5 times) in one CSV,
 predicted by a MiniLM linear-probe bundle (max length 256 tokens) fitted on 32 training texts per topic. `predict`
-is timed whole: loading the bundle, listing/reading the data, decoding and resizing images or tokenizing texts,
-the model, decoding labels and writing the CSV of predictions. The raw pass is the predictor's own model called on
-batches made beforehand by the same input pipeline (transferkit.data.stream.inference_batches: the batches
-`predict` runs, in input order, padded per batch), untimed; only the model calls are timed, under
-torch.inference_mode and the bundle's inference precision (both bundles: fp32), batch 64 as predict's default.
+is timed whole: loading the bundle, listing/reading the data, decoding and resizing images or tokenizing texts, the
+model, decoding labels and writing the CSV of predictions (image files are decoded by worker processes where the load
+leaves a core idle: each run records the workers predict chose and the load before it). The raw pass is the
+predictor's own model called on batches made beforehand by the same input pipeline
+(transferkit.data.stream.inference_batches: the batches `predict` runs, in input order, padded per batch), untimed;
+only the model calls are timed, under torch.inference_mode and the bundle's inference precision (both bundles: fp32),
+batch 64 as predict's default.
 (b) Text int8: the BBC fixed test split (benchmarks/label_efficiency.py `test_split`: all 444 texts) in one CSV
 through `predict` with the same MiniLM bundle as PyTorch fp32 (`runtime="torch"`), ONNX int8 (`int8=True`) and
 ONNX fp32 (`runtime="onnx"`); the two exports are made by the first, untimed call into $TRANSFERKIT_CACHE/onnx
@@ -113,13 +115,27 @@ def bbc_cycled(n: int) -> tuple[list[str], int]:
 def predict_run(bundle: Path, data: Path, out: Path, **options: Any) -> tuple[dict[str, float], list]:
     """`transferkit.predict` end to end on ``data`` (writing ``out``): items/s, and the predicted labels."""
     from transferkit import api
+    from transferkit.data import stream
 
-    start = time.perf_counter()
-    predictions = api.predict(bundle, str(data), out, progress=False, **options)
-    seconds = time.perf_counter() - start
+    chosen: list[int] = []
+    choose = stream._image_decode_workers
+
+    def recorded(*args: Any) -> int:  # the decode workers predict chose (images from files; 0 otherwise)
+        chosen.append(choose(*args))
+        return chosen[-1]
+
+    stream._image_decode_workers = recorded
+    try:
+        load = os.getloadavg()[0]
+        start = time.perf_counter()
+        predictions = api.predict(bundle, str(data), out, progress=False, **options)
+        seconds = time.perf_counter() - start
+    finally:
+        stream._image_decode_workers = choose
     if predictions.errors:
         raise RuntimeError(f"{len(predictions.errors)} inputs of {data} could not be read")
-    return {"items_per_s": len(predictions.ids) / seconds, "seconds": seconds}, predictions.labels
+    return {"items_per_s": len(predictions.ids) / seconds, "seconds": seconds, "decode_workers": max(chosen, default=0),
+            "load_average_before": round(load, 2)}, predictions.labels
 
 
 def premade(bundle: Path, data: Path) -> tuple[Any, list[dict[str, torch.Tensor]], str]:

@@ -104,8 +104,10 @@ def test_workers_follow_the_cores_left_idle(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setattr(workers, "available_cores", lambda: 16)
     assert [decode_workers(c, load=1.0) for c in (1, 2, 3, 5, 16)] == [0, 1, 2, 4, 4]
-    # this process alone (load ~1) leaves 15 idle; a load of 14.2 leaves 1; 16 or more leaves none
-    assert [decode_workers(8, load=x) for x in (0.3, 12.0, 14.2, 16.0, 30.0)] == [4, 4, 1, 0, 0]
+    # this process alone (load ~1) leaves 15 idle; a load of 14.2 leaves 2, 14.6 leaves 1; 16 or more leaves none
+    assert [decode_workers(8, load=x) for x in (0.3, 12.0, 14.2, 14.6, 16.0, 30.0)] == [4, 4, 2, 1, 0, 0]
+    monkeypatch.setattr(workers, "available_cores", lambda: 2)
+    assert [decode_workers(2, load=x) for x in (0.4, 1.1, 1.4, 1.6, 2.5)] == [1, 1, 1, 0, 0]  # 2 cores, one ours
 
 
 def test_augmentation_does_not_depend_on_workers_or_the_resume_point(tmp_path: Path, monkeypatch):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import random
 from collections.abc import Iterator
@@ -35,16 +34,17 @@ def available_cores() -> int:
 
 def decode_workers(cores: int | None = None, load: float | None = None) -> int:
     """Worker processes for an uncached loader of image files: min(cores - 1, 4), no more than the cores left idle
-    by the machine's load (``load``: the 1-minute load average; default ``os.getloadavg``, which counts this
-    process too), and 0 (decode in this process) when that leaves none: a worker would only take turns with the
-    model (measured: 1 worker on 2 cores under a load of ~6 decoded 0.9x as fast, benchmarks/data_path.py).
+    by the machine's load (``load``: the 1-minute load average, rounded: a core busy less than half the time counts
+    as idle; default ``os.getloadavg``, which counts this process too), and 0 (decode in this process) when that
+    leaves none: a worker would only take turns with the model (measured: 1 worker on 2 cores under a load of ~6
+    decoded 0.9x as fast, benchmarks/data_path.py).
     ``cores`` defaults to this process's share: the available cores over the processes of a multi-process run on
     this machine (``LOCAL_WORLD_SIZE``)."""
     if cores is None:
         cores = available_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if load is None:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 1.0
-    idle = available_cores() - math.ceil(max(load, 1.0))  # cores that nothing runs on, beside this process
+    idle = available_cores() - max(1, round(load))  # cores that nothing runs on, beside this process
     return max(0, min(cores - 1, idle, MAX_WORKERS))
 
 
