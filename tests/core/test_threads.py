@@ -73,3 +73,30 @@ def test_plan_follows_the_overrides_then_the_reading(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(threads, "sample", lambda: CpuSample(1.0, 300, 400, 0.0, 4))
     chosen, how = threads.plan(start, 0.0)
     assert chosen == 1 and "3.0 busy elsewhere" in how
+
+
+_BLAS_CHECK = """
+import json, os, sys
+from transferkit.cli import cores
+before = {m for m in ("numpy", "scipy") if m in sys.modules}
+cores.claim()
+import numpy, scipy.linalg  # scipy's own OpenBLAS loads here, after the claim
+from threadpoolctl import threadpool_info
+print(json.dumps({"before": sorted(before), "env": os.environ.get("OPENBLAS_NUM_THREADS"),
+                  "blas": sorted({p["num_threads"] for p in threadpool_info() if p["internal_api"] == "openblas"})}))
+"""
+
+
+@pytest.mark.parametrize(("user", "expected"), [(None, [1]), ("2", [2])])
+def test_claim_gives_numpy_and_scipy_blas_the_same_threads_unless_the_user_set_them(user: str | None, expected):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    env.update({threads.ENV: "1", **({"OPENBLAS_NUM_THREADS": user} if user else {})})
+    out = subprocess.run([sys.executable, "-c", _BLAS_CHECK], env=env, capture_output=True, text=True, check=True)
+    seen = json.loads(out.stdout)
+    assert seen["before"] == []  # the command line's start loads neither
+    assert seen["env"] == (user or "1") and seen["blas"] == expected

@@ -2,11 +2,12 @@
 
 Imports transferkit.core.threads at start (no torch; torch inside ``claim``). The CPU reading that the decision
 uses starts when the command line is imported (``_START``) and ends in ``claim``: other processes' busy cores over
-that window, minus ours (transferkit.core.threads). ``claim`` also makes idle OpenMP threads sleep instead of
-spin (``OMP_WAIT_POLICY=PASSIVE``, read by libgomp when torch loads), unless the user set ``OMP_WAIT_POLICY`` or
-``GOMP_SPINCOUNT``: a spinning thread holds a core another process could use. Tokenizers get as many threads
-(``RAYON_NUM_THREADS``, unless set). `fit --processes N` splits the share (cli.launch); compare's workers take at
-most the parent's share each (compare_workers.threads_per_worker).
+that window, minus ours (transferkit.core.threads). ``claim`` also makes idle OpenMP threads sleep instead of spin
+(``OMP_WAIT_POLICY=PASSIVE``, read by libgomp when torch loads), unless the user set ``OMP_WAIT_POLICY`` or
+``GOMP_SPINCOUNT``: a spinning thread holds a core another process could use. Tokenizers (``RAYON_NUM_THREADS``)
+and numpy's/scipy's OpenBLAS (``OPENBLAS_NUM_THREADS``) get as many threads, unless set. `fit --processes N` splits
+the share (cli.launch); compare's workers take at most the parent's share each
+(compare_workers.threads_per_worker).
 """
 from __future__ import annotations
 
@@ -31,8 +32,24 @@ def claim() -> tuple[int | None, str]:
     threads, how = plan(_START)
     if threads is not None:
         os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
+        limit_blas(threads)
         import torch
 
         torch.set_num_threads(threads)
     _claimed = (threads, how)
     return _claimed
+
+
+def limit_blas(threads: int) -> None:
+    """numpy's and scipy's OpenBLAS (scikit-learn's solvers: the linear probe, LogME) get ``threads`` too, unless
+    ``OPENBLAS_NUM_THREADS`` is set: each pool starts a thread per core and its threads busy-wait, so beside another
+    busy process every small BLAS call waits for a descheduled peer (measured: the linear probe's L-BFGS on Lite0
+    features took 44 s instead of 1.2 s next to a 1-thread benchmark on 2 cores). The variable sizes the pools
+    loaded later; pools already loaded are resized through threadpoolctl."""
+    if os.environ.get("OPENBLAS_NUM_THREADS", "").strip():
+        return
+    os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
+    if "numpy" in sys.modules or "scipy" in sys.modules:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads, user_api="blas")
